@@ -1,0 +1,331 @@
+"""The file formats under :class:`slide_unet.core.slide.Slide`: TIFF, PNG, JPEG.
+
+Each opener reads headers only and returns its pyramid levels as dask arrays
+in ``YX`` or ``YXC`` order, the pixel size in microns if the file records
+one, and whether the samples are RGB colour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+import dask
+import dask.array as da
+import numpy as np
+import tifffile
+from PIL import Image
+
+from slide_unet.core.errors import SlideError
+from slide_unet.core.tiff_level import TiffLevelReader, level_as_dask
+
+#: Pixel sizes above this are screen or print resolutions (72 dpi is 353 µm),
+#: not a microscope's.
+MAX_PLAUSIBLE_MPP = 100.0
+
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+_MICRONS_PER_UNIT = {
+    "nm": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
+
+
+@dataclass
+class TiffSlideFile:
+    """A TIFF opened with tifffile; its levels decode tiles in parallel."""
+
+    path: Path
+    tif: tifffile.TiffFile
+    levels: list[da.Array]
+    mpp: float | None
+    photometric_rgb: bool
+    _readers: list[TiffLevelReader] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the file."""
+        for reader in self._readers:
+            reader.close()
+        self.tif.close()
+
+
+@dataclass
+class PlainImage:
+    """A PNG or JPEG, decoded whole on first use (they are small)."""
+
+    path: Path
+    levels: list[da.Array]
+    mpp: float | None
+    photometric_rgb: bool
+
+    def close(self) -> None:
+        """Nothing stays open between reads."""
+
+
+def open_slide_file(path: Path) -> TiffSlideFile | PlainImage:
+    """Open ``path`` by its content (not its extension).
+
+    Raises
+    ------
+    SlideError
+        Not a TIFF, PNG or JPEG; unreadable; truncated; or not a single 2-D plane.
+    """
+    with path.open("rb") as fh:
+        magic = fh.read(8)
+    if magic.startswith(_TIFF_MAGIC):
+        return _open_tiff(path)
+    if magic.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
+        return _open_plain(path)
+    raise SlideError(
+        path, f"not a TIFF, PNG or JPEG image (the file starts with bytes {magic[:8]!r})"
+    )
+
+
+# -- TIFF ----------------------------------------------------------------------
+
+
+def _open_tiff(path: Path) -> TiffSlideFile:
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises many kinds on corrupt headers
+        raise SlideError(path, f"not a readable TIFF file ({exc})") from exc
+    try:
+        return _tiff_slide(path, tif)
+    except SlideError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise SlideError(path, f"cannot read the TIFF structure ({exc})") from exc
+
+
+def _tiff_slide(path: Path, tif: tifffile.TiffFile) -> TiffSlideFile:
+    series = _main_series(path, tif)
+    _check_not_truncated(path, series)
+    levels_series = _pyramid(tif, series)
+    readers = [TiffLevelReader(s, level) for s, level in levels_series]
+    token = f"tiff-{abs(hash((str(path), path.stat().st_mtime_ns)))}"
+    levels = [
+        _to_yxc(path, level_as_dask(r, f"{token}-level{i}"), r.axes) for i, r in enumerate(readers)
+    ]
+    keyframe = series.keyframe
+    rgb_photometric = keyframe.photometric in (
+        tifffile.PHOTOMETRIC.RGB,
+        tifffile.PHOTOMETRIC.YCBCR,
+    )
+    channels = levels[0].shape[2] if levels[0].ndim == 3 else 1
+    rgb = rgb_photometric or (channels == 3 and levels[0].dtype == np.uint8)
+    return TiffSlideFile(path, tif, levels, _tiff_mpp(tif, keyframe), rgb, readers)
+
+
+def _main_series(path: Path, tif: tifffile.TiffFile) -> tifffile.TiffPageSeries:
+    """The series with the most pixels: the slide, not its label or macro photo."""
+    candidates = [s for s in tif.series if "Y" in s.axes and "X" in s.axes]
+    if not candidates:
+        raise SlideError(path, "the TIFF holds no 2-D image")
+
+    def area(s: tifffile.TiffPageSeries) -> int:
+        return s.shape[s.axes.index("Y")] * s.shape[s.axes.index("X")]
+
+    return max(candidates, key=area)
+
+
+def _check_not_truncated(path: Path, series: tifffile.TiffPageSeries) -> None:
+    size = path.stat().st_size
+    for page in series.pages:
+        if page is None:
+            continue
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+        if ends and max(ends) > size:
+            raise SlideError(
+                path,
+                f"the file is truncated: image data runs to byte {max(ends)} "
+                f"but the file has {size} bytes",
+            )
+
+
+def _pyramid(
+    tif: tifffile.TiffFile, series: tifffile.TiffPageSeries
+) -> list[tuple[tifffile.TiffPageSeries, int]]:
+    """(series, level) pairs: the series' own levels (SubIFDs, SVS), else other
+    series that are smaller copies of it."""
+    if len(series.levels) > 1:
+        return [(series, i) for i in range(len(series.levels))]
+    base_axes, base_shape = series.axes, series.shape
+    y, x = base_axes.index("Y"), base_axes.index("X")
+    aspect = base_shape[x] / base_shape[y]
+    others = []
+    for other in tif.series:
+        if other is series or other.axes != base_axes:
+            continue
+        shape = other.shape
+        same_channels = all(
+            a == b
+            for i, (a, b) in enumerate(zip(shape, base_shape, strict=True))
+            if i not in (y, x)
+        )
+        smaller = shape[x] < base_shape[x] and shape[y] < base_shape[y]
+        if same_channels and smaller and abs(shape[x] / shape[y] - aspect) < 0.02 * aspect:
+            others.append(other)
+    others.sort(key=lambda s: -s.shape[x])
+    return [(s, 0) for s in (series, *others)]
+
+
+def _to_yxc(path: Path, array: da.Array, axes: str) -> da.Array:
+    """Drop singleton axes and move the channel axis last: ``YX`` or ``YXC``."""
+    index: list[slice | int] = []
+    kept = ""
+    for axis, size in zip(axes, array.shape, strict=True):
+        if axis in "YX" or size > 1:
+            index.append(slice(None))
+            kept += axis
+        else:
+            index.append(0)
+    array = array[tuple(index)]
+    extra = [a for a in kept if a not in "YX"]
+    if len(extra) > 1 or (extra and extra[0] in "ZTR"):
+        raise SlideError(
+            path,
+            f"expected one 2-D plane with optional colour channels (YX or YXC); "
+            f"found axes {axes!r} with shape {tuple(array.shape)}",
+        )
+    order = [kept.index("Y"), kept.index("X")] + ([kept.index(extra[0])] if extra else [])
+    return array.transpose(order)
+
+
+def _tiff_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    for reader in (_ome_mpp, _svs_mpp, _imagej_mpp, _resolution_tag_mpp):
+        with contextlib.suppress(Exception):
+            mpp = reader(tif, page)
+            if mpp is not None and 0 < mpp <= MAX_PLAUSIBLE_MPP:
+                return float(mpp)
+    return None
+
+
+def _ome_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    if not tif.is_ome or not tif.ome_metadata:
+        return None
+    root = ElementTree.fromstring(tif.ome_metadata)
+    for element in root.iter():
+        if element.tag.endswith("}Pixels") or element.tag == "Pixels":
+            size = element.get("PhysicalSizeX")
+            if size is None:
+                return None
+            unit = element.get("PhysicalSizeXUnit", "µm")
+            return float(size) * _MICRONS_PER_UNIT[unit]
+    return None
+
+
+def _svs_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    description = tif.pages.first.description
+    if "Aperio" not in description:
+        return None
+    match = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", description)
+    return float(match.group(1)) if match else None
+
+
+def _imagej_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    meta = tif.imagej_metadata
+    if not meta or meta.get("unit") not in _MICRONS_PER_UNIT:
+        return None
+    num, den = page.tags["XResolution"].value
+    return den / num * _MICRONS_PER_UNIT[meta["unit"]]
+
+
+def _resolution_tag_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    microns = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(int(tags["ResolutionUnit"].value))
+    if microns is None or num == 0:
+        return None
+    return microns * den / num
+
+
+# -- PNG and JPEG ----------------------------------------------------------------
+
+#: Pillow mode -> (mode to convert to, dtype, channels)
+_PIL_MODES: dict[str, tuple[str, str, int]] = {
+    "1": ("L", "uint8", 1),
+    "L": ("L", "uint8", 1),
+    "LA": ("L", "uint8", 1),
+    "P": ("RGB", "uint8", 3),
+    "PA": ("RGBA", "uint8", 4),
+    "RGB": ("RGB", "uint8", 3),
+    "RGBA": ("RGBA", "uint8", 4),
+    "RGBX": ("RGB", "uint8", 3),
+    "CMYK": ("RGB", "uint8", 3),
+    "YCbCr": ("RGB", "uint8", 3),
+    "I;16": ("I;16", "uint16", 1),
+    "I;16B": ("I;16", "uint16", 1),
+    "I;16L": ("I;16", "uint16", 1),
+    "I": ("I", "int32", 1),
+    "F": ("F", "float32", 1),
+}
+
+_PIL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_pixel_limit() -> Iterator[None]:
+    """Pillow refuses images over ~179 megapixels as 'decompression bombs'.
+
+    Slides are legitimately that big; our own shape checks bound them instead.
+    """
+    with _PIL_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode_plain(path: Path, mode: str, dtype: str, channels: int) -> np.ndarray:
+    try:
+        with _no_pixel_limit(), Image.open(path) as image:
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            array = np.asarray(image if image.mode == mode else image.convert(mode))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SlideError(path, f"cannot decode the image ({exc})") from exc
+    array = array.astype(dtype, copy=False)
+    return array if channels > 1 or array.ndim == 2 else array[..., 0]
+
+
+def _open_plain(path: Path) -> PlainImage:
+    try:
+        with _no_pixel_limit(), Image.open(path) as image:
+            width, height = image.size
+            pil_mode = image.mode
+            if pil_mode == "P" and "transparency" in image.info:
+                pil_mode = "PA"
+            dpi = image.info.get("dpi")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SlideError(path, f"not a readable PNG or JPEG image ({exc})") from exc
+    if pil_mode not in _PIL_MODES:
+        raise SlideError(path, f"image mode {pil_mode!r} is not supported")
+    mode, dtype, channels = _PIL_MODES[pil_mode]
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    delayed = dask.delayed(_decode_plain, pure=True)(path, mode, dtype, channels)
+    level = da.from_delayed(delayed, shape=shape, dtype=dtype)
+    mpp = None
+    if dpi and dpi[0]:
+        mpp = 25400.0 / float(dpi[0])
+        if not 0 < mpp <= MAX_PLAUSIBLE_MPP:
+            mpp = None
+    return PlainImage(path, [level], mpp, photometric_rgb=channels in (3, 4))
