@@ -301,6 +301,7 @@ class LiveLevel:
         self.shape = cache.shapes[index]
         self.dtype = cache.dtype
         self.ndim = len(self.shape)
+        self.size = math.prod(self.shape)
         self._arrays: dict[Path, Any] = {}
 
     def __len__(self) -> int:

@@ -1,0 +1,153 @@
+"""npe2 reader: a slide of any size as a lazy multiscale image layer.
+
+Thin over :func:`slide_unet.core.slide.open_slide`. A flat, large slide opens
+at once at full resolution; its overview levels are built in the background
+(once: they are cached) and the layer fills in as they are computed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from slide_unet.core.slide import Slide, open_slide
+
+SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg")
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Return a reader for ``path`` if it is a slide we can open, else None.
+
+    Never raises: napari then tries other readers.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(SUFFIXES):
+        return None
+    try:
+        slide = open_slide(path)
+    except Exception:
+        return None
+
+    def read(_path: str | list[str]) -> list[LayerData]:
+        return slide_layers(slide)
+
+    return read
+
+
+def read_slide_layers(path: str | os.PathLike[str]) -> list[LayerData]:
+    """Open ``path`` and return its napari layer data (raises on bad input)."""
+    return slide_layers(open_slide(path))
+
+
+def slide_layers(slide: Slide) -> list[LayerData]:
+    """Layer data for ``slide``: a multiscale image in microns, RGB when colour."""
+    levels: list[Any] = list(slide.levels)
+    cache = slide.overview_cache
+    if slide.needs_overviews and cache is not None:
+        live = cache.live_levels()
+        levels += live
+        _build_overviews_in_background(slide, live[0])
+    multiscale = len(levels) > 1
+    kwargs: dict[str, Any] = {
+        "name": slide.name,
+        "multiscale": multiscale,
+        "contrast_limits": _contrast_limits(slide),
+        "metadata": {"slide_path": str(slide.path), "mpp": slide.mpp},
+    }
+    if slide.mpp is not None:
+        kwargs["scale"] = (slide.mpp, slide.mpp)
+        kwargs["units"] = ("µm", "µm")
+    if slide.axes == "YXC":
+        if slide.rgb:
+            kwargs["rgb"] = True
+        else:
+            kwargs["channel_axis"] = 2
+    data = levels if multiscale else levels[0]
+    return [(data, kwargs, "image")]
+
+
+def _contrast_limits(slide: Slide) -> list[float]:
+    """Limits from the dtype for 8-bit data, else from the smallest level or one chunk,
+    so napari never scans the whole slide for them."""
+    if slide.dtype == np.uint8:
+        return [0.0, 255.0]
+    smallest = slide.levels[-1]
+    if smallest.size > 4096 * 4096 * slide.channels:
+        ny, nx = (c[len(c) // 2] for c in smallest.chunks[:2])
+        y0, x0 = smallest.shape[0] // 2, smallest.shape[1] // 2
+        smallest = smallest[y0 : y0 + ny, x0 : x0 + nx]
+    sample = np.asarray(smallest)
+    low, high = float(np.nanmin(sample)), float(np.nanmax(sample))
+    return [low, high if high > low else low + 1.0]
+
+
+def _build_overviews_in_background(slide: Slide, first_live_level: Any) -> None:
+    """Build the slide's overview cache off the UI thread, refreshing its layer.
+
+    Without a running Qt application (scripts, headless tests) the build runs
+    here and now instead.
+    """
+    cache = slide.overview_cache
+    assert cache is not None
+    try:
+        from qtpy.QtWidgets import QApplication
+
+        has_app = QApplication.instance() is not None
+    except Exception:
+        has_app = False
+    if not has_app:
+        slide.build_overviews()
+        return
+
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(
+        cache.iter_build,
+        slide.levels[0],
+        _progress={"total": cache.band_count(), "desc": f"Overview of {slide.name}"},
+    )
+
+    def slide_layers_in_viewer() -> list[Any]:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            return []
+        return [
+            layer
+            for layer in viewer.layers
+            if getattr(layer, "multiscale", False)
+            and any(level is first_live_level for level in layer.data)
+        ]
+
+    def show_progress(_step: tuple[int, int]) -> None:
+        # napari caches the materialised lowest level, which a refresh alone
+        # does not renew: assigning the data again does.
+        for layer in slide_layers_in_viewer():
+            layer.data = layer.data
+            layer.refresh()
+
+    def show_cache() -> None:
+        if not cache.complete:
+            return
+        for layer in slide_layers_in_viewer():
+            layer.data = [slide.levels[0], *cache.levels()]
+            layer.refresh()
+
+    def report(error: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"Could not build the overview of {slide.name}: {error}")
+
+    worker.yielded.connect(show_progress)
+    worker.finished.connect(show_cache)
+    worker.errored.connect(report)
+    worker.start()

@@ -1,0 +1,154 @@
+"""The npe2 reader and sample data, through napari itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from slide_unet import _reader
+from slide_unet.core import overviews, slide
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
+PLUGIN = "napari-slide-unet"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(overviews.CACHE_ENV, str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def viewer_model():
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    return ViewerModel()
+
+
+@pytest.fixture
+def flat_slide(tmp_path, monkeypatch) -> Path:
+    """A single-level tiled RGB slide large enough (for the test) to need overviews."""
+    monkeypatch.setattr(slide, "OVERVIEW_THRESHOLD", 512)
+    monkeypatch.setattr(overviews, "SMALLEST_SIDE", 256)
+    monkeypatch.setattr(overviews, "BAND_ROWS", 256)
+    yy, xx = np.mgrid[0:1536, 0:2048]
+    image = np.stack([(yy // 8) % 256, (xx // 8) % 256, np.full_like(yy, 200)], -1)
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, image.astype(np.uint8), tile=(256, 256), photometric="rgb")
+    return path
+
+
+def test_reader_opens_the_sample_as_a_multiscale_rgb_layer_in_microns(viewer_model):
+    (layer,) = viewer_model.open(SAMPLE, plugin=PLUGIN)
+    assert layer.multiscale
+    assert layer.rgb
+    assert layer.name == "kidney_pas"
+    assert [d.shape for d in layer.data] == [
+        (2048, 2048, 3),
+        (1024, 1024, 3),
+        (512, 512, 3),
+        (256, 256, 3),
+    ]
+    np.testing.assert_allclose(layer.scale, [0.5, 0.5])
+    assert str(layer.units[0]) == "micrometer"
+    assert list(layer.contrast_limits) == [0, 255]
+
+
+def test_reader_layer_pixels_are_the_files_pixels(viewer_model):
+    (layer,) = viewer_model.open(SAMPLE, plugin=PLUGIN)
+    expected = tifffile.imread(SAMPLE, level=2)
+    np.testing.assert_array_equal(np.asarray(layer.data[2]), expected)
+
+
+def test_reader_gives_grayscale_uint16_contrast_from_the_data(viewer_model, tmp_path):
+    path = tmp_path / "gray16.tif"
+    image = np.linspace(1000, 3000, 300 * 400).reshape(300, 400).astype(np.uint16)
+    tifffile.imwrite(path, image, tile=(128, 128))
+    (layer,) = viewer_model.open(path, plugin=PLUGIN)
+    assert not layer.rgb
+    assert not layer.multiscale
+    assert list(layer.contrast_limits) == [1000, 3000]
+
+
+def test_reader_splits_non_rgb_channels_into_layers(viewer_model, tmp_path):
+    path = tmp_path / "five.tif"
+    tifffile.imwrite(path, np.zeros((5, 64, 64), np.uint16), photometric="minisblack")
+    layers = viewer_model.open(path, plugin=PLUGIN)
+    assert len(layers) == 5
+    assert all(layer.data.shape == (64, 64) for layer in layers)
+
+
+def test_reader_opens_a_png(viewer_model, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "tile.png"
+    Image.fromarray(np.full((40, 60, 3), 7, np.uint8)).save(path)
+    (layer,) = viewer_model.open(path, plugin=PLUGIN)
+    assert layer.rgb
+    assert layer.data.shape == (40, 60, 3)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not an image at all", b"II*\x00" + b"\x00" * 4],
+    ids=["empty", "text", "broken-tiff-header"],
+)
+def test_get_reader_returns_none_for_files_it_cannot_read(tmp_path, content):
+    path = tmp_path / "bad.tif"
+    path.write_bytes(content)
+    assert _reader.napari_get_reader(str(path)) is None
+
+
+def test_get_reader_returns_none_for_other_extensions_and_several_files(tmp_path):
+    assert _reader.napari_get_reader(str(tmp_path / "table.csv")) is None
+    assert _reader.napari_get_reader([str(SAMPLE), str(SAMPLE)]) is None
+    assert _reader.napari_get_reader(str(tmp_path / "missing.tif")) is None
+
+
+def test_headless_open_of_a_flat_slide_builds_and_caches_its_overviews(viewer_model, flat_slide):
+    (layer,) = viewer_model.open(flat_slide, plugin=PLUGIN)
+    assert layer.multiscale
+    assert [d.shape[:2] for d in layer.data] == [(1536, 2048), (768, 1024), (384, 512), (192, 256)]
+    with slide.open_slide(flat_slide) as reopened:
+        assert not reopened.needs_overviews
+        assert len(reopened.levels) == 4
+    lowest = np.asarray(layer.data[-1])
+    full = tifffile.imread(flat_slide).astype(float)
+    expected = full.reshape(192, 8, 256, 8, 3).mean(axis=(1, 3))
+    assert np.abs(lowest - expected).max() <= 2
+
+
+@pytest.mark.gui
+def test_sample_data_opens_image_and_expert_mask_in_a_real_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "kidney_pas")
+    kinds = {type(layer).__name__ for layer in viewer.layers}
+    assert kinds == {"Image", "Labels"}
+    labels = next(layer for layer in viewer.layers if type(layer).__name__ == "Labels")
+    image = next(layer for layer in viewer.layers if type(layer).__name__ == "Image")
+    np.testing.assert_allclose(labels.scale, image.scale)
+    mask = np.asarray(labels.data[0] if labels.multiscale else labels.data)
+    assert set(np.unique(mask)) == {0, 1}
+
+
+@pytest.mark.gui
+def test_flat_slide_fills_in_while_overviews_build_in_the_background(
+    make_napari_viewer, qtbot, flat_slide
+):
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black here
+    (layer,) = viewer.open(flat_slide, plugin=PLUGIN)
+    cache = overviews.OverviewCache.for_slide(slide.open_slide(flat_slide))
+    qtbot.waitUntil(lambda: cache.complete, timeout=30_000)
+
+    def shows_the_slide() -> bool:
+        # The synthetic slide's blue channel is 200 everywhere: once the
+        # overview is in, the rendered canvas shows it.
+        blue = viewer.screenshot(canvas_only=True, flash=False)[..., 2].astype(int)
+        return (np.abs(blue - 200) <= 2).mean() > 0.2
+
+    qtbot.waitUntil(shows_the_slide, timeout=10_000)
+    assert not isinstance(layer.data[-1], overviews.LiveLevel), "the cache replaces live levels"
