@@ -182,9 +182,15 @@ class OverviewCache:
                 return False
         return self.complete
 
+    @property
+    def band_rows(self) -> int:
+        """Rows of full resolution per band: a multiple of every level's factor,
+        so each band halves into whole rows at every level."""
+        return math.lcm(BAND_ROWS, 2 ** len(self.shapes))
+
     def band_count(self) -> int:
         """Bands of rows a build reads (its progress total)."""
-        return math.ceil(self.shape[0] / BAND_ROWS)
+        return math.ceil(self.shape[0] / self.band_rows)
 
     def iter_build(self, level0: da.Array) -> Iterator[tuple[int, int]]:
         """Build the cache, yielding ``(bands done, bands in all)`` after each band.
@@ -219,12 +225,13 @@ class OverviewCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _stream(self, level0: da.Array, arrays: list[Any]) -> Iterator[tuple[int, int]]:
-        starts = list(range(0, self.shape[0], BAND_ROWS))
+        band_rows = self.band_rows
+        starts = list(range(0, self.shape[0], band_rows))
         pending: list[list[np.ndarray]] = [[] for _ in arrays]
         written = [0] * len(arrays)
 
         def read(y0: int) -> np.ndarray:
-            return np.asarray(level0[y0 : y0 + BAND_ROWS].compute())
+            return np.asarray(level0[y0 : y0 + band_rows].compute())
 
         # Decode the next band while this one is averaged and written.
         with ThreadPoolExecutor(1) as prefetch:
@@ -328,12 +335,16 @@ class LiveLevel:
                 path, rows_done = cache.path, self.shape[0]
             else:
                 return out[squeeze]
-            start, stop, step = rows.indices(self.shape[0])
-            done = range(start, min(stop, rows_done), step) if step > 0 else range(0)
-            if len(done):
-                read = (slice(done.start, done.stop, step), *slices[1:])
-                stored = self._array(path)[_to_store_key(read)]
-                out[: len(done)] = _to_store_layout(np.asarray(stored), inverse=True)
+            wanted = np.arange(*rows.indices(self.shape[0]))
+            ready = np.flatnonzero(wanted < rows_done)
+            if len(ready):
+                # Read the ready rows' span forwards, then pick them (any step).
+                first, last = wanted[ready].min(), wanted[ready].max()
+                read = (slice(int(first), int(last) + 1), *slices[1:])
+                stored = _to_store_layout(
+                    np.asarray(self._array(path)[_to_store_key(read)]), inverse=True
+                )
+                out[ready] = stored[wanted[ready] - first]
         return out[squeeze]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

@@ -36,6 +36,8 @@ _MICRONS_PER_UNIT = {
     "nm": 1e-3,
     "µm": 1.0,
     "um": 1.0,
+    "\\u00B5m": 1.0,  # ImageJ/Fiji escape "µm" so: TIFF descriptions are ASCII
+    "\\u00b5m": 1.0,
     "micron": 1.0,
     "microns": 1.0,
     "mm": 1e3,
@@ -114,10 +116,13 @@ def _open_tiff(path: Path) -> TiffSlideFile:
 
 def _tiff_slide(path: Path, tif: tifffile.TiffFile) -> TiffSlideFile:
     series = _main_series(path, tif)
+    if 0 in series.shape:
+        raise SlideError(path, f"the image is empty (shape {series.shape})")
     _check_not_truncated(path, series)
     levels_series = _pyramid(tif, series)
     readers = [TiffLevelReader(s, level) for s, level in levels_series]
-    token = f"tiff-{abs(hash((str(path), path.stat().st_mtime_ns)))}"
+    stat = path.stat()
+    token = f"tiff-{abs(hash((str(path.resolve()), stat.st_size, stat.st_mtime_ns)))}"
     levels = [
         _to_yxc(path, level_as_dask(r, f"{token}-level{i}"), r.axes) for i, r in enumerate(readers)
     ]

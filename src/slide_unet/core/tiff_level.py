@@ -25,6 +25,8 @@ import tifffile
 from tifffile.zarr import ZarrTiffStore
 from zarr.core.buffer import default_buffer_prototype
 
+from slide_unet.core.errors import SlideError
+
 #: Aim for dask chunks of about this many pixels a side: big enough that task
 #: overhead is small next to decoding, small enough that one screen tile or one
 #: model tile does not decode much it does not need.
@@ -61,6 +63,7 @@ class TiffLevelReader:
     """
 
     def __init__(self, series: tifffile.TiffPageSeries, level: int = 0) -> None:
+        self._path = series.parent.filehandle.path
         self._store = ZarrTiffStore(series, level=level, maxworkers=1)
         meta = json.loads(self._get(".zarray"))
         self.shape: tuple[int, ...] = tuple(meta["shape"])
@@ -72,7 +75,12 @@ class TiffLevelReader:
             raise RuntimeError(f"axes {self.axes!r} do not match shape {self.shape}")
 
     def _get(self, key: str) -> bytes | None:
-        buffer = _run_to_completion(lambda: self._store.get(key, _PROTOTYPE))
+        try:
+            buffer = _run_to_completion(lambda: self._store.get(key, _PROTOTYPE))
+        except Exception as exc:  # codecs raise their own types on corrupt data
+            raise SlideError(
+                self._path, f"cannot decode image data (tile or strip {key}): {exc}"
+            ) from exc
         return None if buffer is None else buffer.to_bytes()
 
     def _native_chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
@@ -122,8 +130,9 @@ def _dask_chunks(reader: TiffLevelReader) -> tuple[tuple[int, ...], ...]:
     """
     chunks = []
     width = 1
-    for axis in reversed(reader.axes):
-        i = reader.axes.index(axis)
+    # By position, not by letter: tifffile names several axes "Q" (e.g. QQQYX).
+    for i in reversed(range(len(reader.axes))):
+        axis = reader.axes[i]
         size, native = reader.shape[i], reader.native_chunks[i]
         if axis == "X":
             step = native * max(1, round(TARGET_CHUNK_SIDE / native))
