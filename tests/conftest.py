@@ -16,3 +16,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA.resolve()} (needs ../shared/data)")
     return SHARED_DATA.resolve()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_overview_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test (and the subprocesses they start) out of the user's cache."""
+    import os
+
+    from slide_unet.core.overviews import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("overview-cache"))

@@ -71,20 +71,34 @@ def halve(band: np.ndarray) -> np.ndarray:
         pad = [(0, height % 2), (0, width % 2)] + [(0, 0)] * (band.ndim - 2)
         band = np.pad(band, pad, mode="edge")
     if band.dtype == np.uint8:
-        total = band[0::2, 0::2].astype(np.uint16)
-        total += band[1::2, 0::2]
-        total += band[0::2, 1::2]
-        total += band[1::2, 1::2]
+        # Row pairs, then column pairs: two passes over contiguous memory.
+        rows = band[0::2].astype(np.uint16)
+        rows += band[1::2]
+        total = rows[:, 0::2] + rows[:, 1::2]
         total += 2
         return (total >> 2).astype(np.uint8)
-    total = band[0::2, 0::2].astype(np.float64)
-    total += band[1::2, 0::2]
-    total += band[0::2, 1::2]
-    total += band[1::2, 1::2]
+    rows = band[0::2].astype(np.float64)
+    rows += band[1::2]
+    total = rows[:, 0::2] + rows[:, 1::2]
     total /= 4
     if np.issubdtype(band.dtype, np.integer):
         np.rint(total, out=total)
     return total.astype(band.dtype)
+
+
+def _halved_band(band: da.Array) -> np.ndarray:
+    """Compute ``halve(band)``, halving each dask chunk in its own task when the
+    chunks have even sizes (all but the last), so the averaging runs in
+    parallel with decoding instead of after it."""
+    ychunks, xchunks = band.chunks[:2]
+    if all(c % 2 == 0 for c in ychunks[:-1] + xchunks[:-1]):
+        chunks = (
+            tuple(-(-c // 2) for c in ychunks),
+            tuple(-(-c // 2) for c in xchunks),
+            *band.chunks[2:],
+        )
+        return np.asarray(band.map_blocks(halve, chunks=chunks, dtype=band.dtype).compute())
+    return halve(np.asarray(band.compute()))
 
 
 def _to_store_layout(array: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -230,29 +244,38 @@ class OverviewCache:
         pending: list[list[np.ndarray]] = [[] for _ in arrays]
         written = [0] * len(arrays)
 
-        def read(y0: int) -> np.ndarray:
-            return np.asarray(level0[y0 : y0 + band_rows].compute())
+        def write(k: int, block: np.ndarray, y0: int) -> None:
+            # Blocks are whole rows of chunks, so no reader (which reads only
+            # rows below rows_done) ever sees one half-written.
+            arrays[k][..., y0 : y0 + block.shape[0], :] = _to_store_layout(block)
+            with self._lock:
+                self.rows_done[k] = max(self.rows_done[k], y0 + block.shape[0])
 
-        # Decode the next band while this one is averaged and written.
-        with ThreadPoolExecutor(1) as prefetch:
-            future = prefetch.submit(read, starts[0])
+        # Stages overlap: dask decodes and halves the next band on every core
+        # while this thread halves further and a writer thread compresses.
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            future = reader.submit(_halved_band, level0[starts[0] : starts[0] + band_rows])
+            writes: list[Any] = []
             try:
                 for i in range(len(starts)):
                     band = future.result()
                     if i + 1 < len(starts):
-                        future = prefetch.submit(read, starts[i + 1])
+                        y0 = starts[i + 1]
+                        future = reader.submit(_halved_band, level0[y0 : y0 + band_rows])
                     last = i + 1 == len(starts)
-                    for k, array in enumerate(arrays):
-                        band = halve(band)
+                    for k in range(len(arrays)):
+                        if k:
+                            band = halve(band)
                         pending[k].append(band)
                         if sum(p.shape[0] for p in pending[k]) >= CHUNK_SIDE or last:
                             block = np.concatenate(pending[k])
                             pending[k] = []
-                            y0, y1 = written[k], written[k] + block.shape[0]
-                            with self._lock:
-                                array[..., y0:y1, :] = _to_store_layout(block)
-                                self.rows_done[k] = y1
-                            written[k] = y1
+                            writes.append(writer.submit(write, k, block, written[k]))
+                            written[k] += block.shape[0]
+                    # Compressing level k overlaps halving level k + 1.
+                    for done in writes:
+                        done.result()
+                    writes = []
                     yield i + 1, len(starts)
             finally:
                 future.cancel()

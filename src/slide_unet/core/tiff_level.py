@@ -30,7 +30,7 @@ from slide_unet.core.errors import SlideError
 #: Aim for dask chunks of about this many pixels a side: big enough that task
 #: overhead is small next to decoding, small enough that one screen tile or one
 #: model tile does not decode much it does not need.
-TARGET_CHUNK_SIDE = 1024
+TARGET_CHUNK_SIDE = 512
 
 _PROTOTYPE = default_buffer_prototype()
 
@@ -65,7 +65,7 @@ class TiffLevelReader:
     def __init__(self, series: tifffile.TiffPageSeries, level: int = 0) -> None:
         self._path = series.parent.filehandle.path
         self._store = ZarrTiffStore(series, level=level, maxworkers=1)
-        meta = json.loads(self._get(".zarray"))
+        meta = json.loads(self._get(".zarray").tobytes())
         self.shape: tuple[int, ...] = tuple(meta["shape"])
         self.native_chunks: tuple[int, ...] = tuple(meta["chunks"])
         self.dtype = np.dtype(meta["dtype"])
@@ -74,20 +74,20 @@ class TiffLevelReader:
         if len(self.axes) != len(self.shape):
             raise RuntimeError(f"axes {self.axes!r} do not match shape {self.shape}")
 
-    def _get(self, key: str) -> bytes | None:
+    def _get(self, key: str) -> np.ndarray | None:
         try:
             buffer = _run_to_completion(lambda: self._store.get(key, _PROTOTYPE))
         except Exception as exc:  # codecs raise their own types on corrupt data
             raise SlideError(
                 self._path, f"cannot decode image data (tile or strip {key}): {exc}"
             ) from exc
-        return None if buffer is None else buffer.to_bytes()
+        return None if buffer is None else buffer.as_numpy_array()
 
     def _native_chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         data = self._get(".".join(map(str, index)))
         if data is None:
             return None
-        return np.frombuffer(data, self.dtype).reshape(self.native_chunks)
+        return data.view(self.dtype).reshape(self.native_chunks)
 
     def read(self, box: tuple[slice, ...]) -> np.ndarray:
         """Decode the block ``box`` (one slice with start and stop per axis)."""
