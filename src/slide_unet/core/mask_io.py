@@ -1,0 +1,501 @@
+"""Read and write masks in the formats of the field, by file extension.
+
+======================  ===============================================  =====
+format                  extension                                        read
+======================  ===============================================  =====
+pyramidal OME-TIFF      ``.ome.tif``, ``.ome.tiff``, ``.tif``, ``.tiff``  lazy
+OME-Zarr (labels)       ``.zarr``, ``.ome.zarr`` (or any zarr folder)    lazy
+PNG (small masks)       ``.png`` (JPEG also read)                        whole
+Kaggle RLE CSV          ``.csv`` (``id,predicted`` / ``id,encoding``)    once
+GeoJSON (QuPath)        ``.geojson``, ``.json``                          lazy
+======================  ===============================================  =====
+
+What :func:`read_mask` returns
+    A 2-D array: numpy when the mask has at most :data:`IN_MEMORY_PIXELS`
+    pixels, else a dask array computed chunk by chunk ("lazy" above; a big
+    RLE mask is decoded once, into compressed chunks in memory: a few MB for
+    a slide). Binary masks come back
+    ``uint8`` 0/1, whatever they were stored as: 0/1, 0/255 (or 0/65535), or
+    RGB(A) colours on black (any colour channel non-zero is foreground; alpha
+    is ignored). Instance label images (``uint16``/``uint32``, several ids)
+    keep their ids. An RGB image with more than :data:`MAX_MASK_COLOURS`
+    colours is a picture, not a mask: :class:`ValueError`.
+What :func:`write_mask` writes
+    OME-TIFF and OME-Zarr: the values as given (0/1 or label ids), with
+    overview levels and the pixel size (:mod:`slide_unet.core.mask_pyramids`).
+    PNG: a binary mask as 0/255 8-bit grey, what Kaggle's and QuPath's mask
+    exports hold and what every viewer shows (0/1 looks all black); label
+    images as 8- or 16-bit ids. CSV: Kaggle RLE (binary: any non-zero). GeoJSON:
+    QuPath polygons (:mod:`slide_unet.core.geojson`). Every writer is atomic.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from PIL import Image
+
+from slide_unet.core import geojson as _geojson
+from slide_unet.core import mask_pyramids
+from slide_unet.core.atomic import atomic_path
+from slide_unet.core.rle import read_rle_csv, rle_decode, write_rle_csv
+from slide_unet.core.slide import open_slide
+
+__all__ = [
+    "IN_MEMORY_PIXELS",
+    "MASK_SUFFIXES",
+    "MAX_PNG_PIXELS",
+    "check_same_shape",
+    "export_mask",
+    "mask_suffix",
+    "read_mask",
+    "write_mask",
+]
+
+#: Masks up to this many pixels are read into numpy; bigger ones stay lazy.
+IN_MEMORY_PIXELS = 2**26
+#: PNG holds the whole mask in memory: refuse to write bigger ones.
+MAX_PNG_PIXELS = 2**28
+#: An RGB "mask" with more colours than this (in a sample) is a picture.
+MAX_MASK_COLOURS = 16
+#: Pixels looked at to tell a mask from a picture and 0/255 from labels.
+_SAMPLE_PIXELS = 2**22
+
+_FORMATS: dict[str, str] = {
+    ".ome.tiff": "tiff",
+    ".ome.tif": "tiff",
+    ".tiff": "tiff",
+    ".tif": "tiff",
+    ".ome.zarr": "zarr",
+    ".zarr": "zarr",
+    ".png": "png",
+    ".csv": "csv",
+    ".geojson": "geojson",
+    ".json": "geojson",
+}
+#: File extensions :func:`write_mask` and :func:`read_mask` understand.
+MASK_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
+
+
+def mask_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The mask format extension of ``path`` (``".ome.tif"``, ``".csv"``...), or None."""
+    name = Path(path).name.lower()
+    return next((s for s in _FORMATS if name.endswith(s)), None)
+
+
+def _stem(path: Path) -> str:
+    suffix = mask_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def _unknown(path: Path) -> ValueError:
+    return ValueError(
+        f"{path}: unknown mask format {path.suffix!r}; supported: {', '.join(MASK_SUFFIXES)}"
+    )
+
+
+# -- checks ------------------------------------------------------------------------
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in (x.shape if hasattr(x, "shape") else x))
+
+
+def check_same_shape(a: Any, b: Any, names: Sequence[str] = ("mask", "image")) -> None:
+    """Raise if two masks (or a mask and its image) differ in height and width.
+
+    Parameters
+    ----------
+    a, b : array-like or tuple of int
+        Arrays, or their shapes; only the first two axes (height, width) count,
+        so an RGB image can be compared with its mask.
+    names : sequence of str
+        What to call `a` and `b` in the message.
+
+    Raises
+    ------
+    ValueError
+        ``"mask shape (h, w) does not match image (H, W)"``, with a hint when
+        one is the other transposed (a width and height swapped).
+    """
+    sa, sb = _shape_of(a)[:2], _shape_of(b)[:2]
+    if sa == sb:
+        return
+    hint = " (height and width swapped?)" if sa == sb[::-1] else ""
+    raise ValueError(f"{names[0]} shape {sa} does not match {names[1]} {sb}{hint}")
+
+
+def _sample(array: Any) -> np.ndarray:
+    """Up to about :data:`_SAMPLE_PIXELS` pixels: chunks spread over a dask
+    array (whole chunks: masks are smooth), or a strided view of numpy."""
+    if isinstance(array, da.Array):
+        rows, cols = array.numblocks[:2]
+        per_block = max(1, int(np.prod(array.chunksize[:2])))
+        n = max(1, min(rows * cols, _SAMPLE_PIXELS // per_block))
+        picks = np.unique(np.linspace(0, rows * cols - 1, n).round().astype(int))
+        blocks = [array.blocks[int(k // cols), int(k % cols)] for k in picks]
+        computed = da.compute(*blocks)
+        channels = array.shape[2:]
+        return np.concatenate([b.reshape(-1, *channels) for b in computed])
+    step = max(1, int(np.sqrt(array.shape[0] * array.shape[1] / _SAMPLE_PIXELS)))
+    return np.asarray(array[::step, ::step]).reshape(-1, *array.shape[2:])
+
+
+def _colours(pixels: np.ndarray) -> int:
+    """Distinct colours among ``(n, channels)`` pixels."""
+    if pixels.dtype == np.uint8 and pixels.shape[1] <= 4:
+        packed = np.zeros(len(pixels), dtype=np.uint32)
+        for c in range(pixels.shape[1]):
+            packed |= pixels[:, c].astype(np.uint32) << (8 * c)
+        return len(np.unique(packed))
+    return len(np.unique(pixels, axis=0))
+
+
+def _to_mask(array: Any, where: str) -> Any:
+    """A 2-D mask from what a mask file holds (see the module docstring)."""
+    if array.ndim == 3:
+        channels = array.shape[2]
+        if channels > 4:
+            raise ValueError(f"{where}: not a mask: it has {channels} channels")
+        colour = array[..., : 3 if channels >= 3 else 1]  # alpha (2nd or 4th) ignored
+        found = _colours(_sample(colour).reshape(-1, colour.shape[2]))
+        if found > MAX_MASK_COLOURS:
+            raise ValueError(
+                f"{where}: not a mask: found {found} distinct colours in a sample; a mask "
+                f"has a few (e.g. red on black), at most {MAX_MASK_COLOURS}"
+            )
+        return (colour != 0).any(axis=2).astype(np.uint8)
+    if array.ndim != 2:
+        raise ValueError(f"{where}: a mask must be 2-D, got shape {tuple(array.shape)}")
+    dtype = np.dtype(array.dtype)
+    if dtype == np.bool_:
+        return array.astype(np.uint8)
+    if dtype.kind == "f":
+        values = np.unique(_sample(array))
+        if not np.all(np.mod(values[np.isfinite(values)], 1) == 0) or np.isnan(values).any():
+            fraction = values[np.mod(values, 1) != 0][:1]
+            raise ValueError(
+                f"{where}: not a mask: it holds fractional values such as {fraction} "
+                "(a probability map? threshold it first)"
+            )
+        return (array != 0).astype(np.uint8) if values.max() <= 1 else array.astype(np.uint32)
+    if dtype.kind not in "ui":
+        raise ValueError(f"{where}: a mask must hold integers, got {dtype}")
+    if dtype.kind == "i" or dtype.itemsize == 8:
+        array = array.astype(np.dtype(f"u{min(dtype.itemsize, 4)}"))
+        dtype = np.dtype(array.dtype)
+    exact = isinstance(array, np.ndarray)  # else only a sample can be looked at
+    if exact and array.size and array.max() <= 1:
+        return array.astype(np.uint8, copy=False)
+    if dtype.itemsize <= 2:
+        # A single "on" value of 255 (or 65535) is a binary mask, not label 255.
+        counts = np.bincount(np.asarray(array if exact else _sample(array)).ravel())
+        present = np.flatnonzero(counts[1:]) + 1
+        if len(present) == 1 and present[0] in (255, 65535):
+            return (array != 0).astype(np.uint8)
+    return array
+
+
+def _small(array: Any) -> bool:
+    return int(np.prod(array.shape[:2])) <= IN_MEMORY_PIXELS
+
+
+def _finish(array: Any) -> Any:
+    """numpy for small masks, else the (lazy) array as it is."""
+    if _small(array):
+        return np.ascontiguousarray(np.asarray(array))
+    return array
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def csv_ids(path: str | os.PathLike[str]) -> list[str]:
+    """The ids of an RLE CSV, reading only up to each row's first comma."""
+    path = Path(path)
+    ids = []
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        header = [h.strip().strip('"').lower() for h in fh.readline().split(",")]
+        if "id" not in header:
+            raise ValueError(f"{path}: not an RLE CSV: its header has no 'id' column ({header})")
+        column = header.index("id")
+        for line in fh:
+            if line.strip():
+                ids.append(line.split(",", column + 1)[column].strip().strip('"'))
+    return ids
+
+
+def _read_csv(path: Path, image_id: str | None, shape: Sequence[int] | None) -> Any:
+    if image_id is None:
+        ids = csv_ids(path)
+        if len(ids) != 1:
+            shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+            raise ValueError(
+                f"{path} holds {len(ids)} masks: pass image_id= to choose one "
+                f"(ids: {shown or 'none'})"
+            )
+        image_id = ids[0]
+    if shape is None:
+        raise ValueError(
+            f"{path}: an RLE mask does not record its size: pass shape=(height, width), "
+            "e.g. from the image"
+        )
+    rle = read_rle_csv(path, image_id)
+    height, width = (int(v) for v in shape)
+    if height * width <= IN_MEMORY_PIXELS:
+        return np.ascontiguousarray(rle_decode(rle, (height, width)))
+    import zarr
+
+    # Compressed chunks in memory: a slide's mask is a few MB this way.
+    chunk = mask_pyramids.ZARR_CHUNK
+    out = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=(height, width),
+        chunks=(chunk, chunk),
+        dtype=np.uint8,
+        fill_value=0,
+    )
+    rle_decode(rle, (height, width), out=out)
+    return da.from_zarr(out)
+
+
+def _read(
+    path: str | os.PathLike[str],
+    image_id: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> tuple[Any, float | None]:
+    """The mask at ``path`` and its pixel size in microns (None if unknown)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such mask file")
+    kind = _FORMATS.get(mask_suffix(path) or "", "zarr" if path.is_dir() else "image")
+    if kind == "csv":
+        return _to_mask(_read_csv(path, image_id, shape), str(path)), None
+    if kind == "geojson":
+        if shape is None:
+            raise ValueError(
+                f"{path}: GeoJSON does not record the image size: pass shape=(height, width)"
+            )
+        data = _geojson.read_geojson(path)
+        if int(np.prod(shape)) <= IN_MEMORY_PIXELS:
+            return _geojson.geojson_to_mask(data, tuple(shape)), None
+        return _geojson.geojson_to_dask(data, tuple(shape)), None
+    if kind == "zarr":
+        array, mpp = mask_pyramids.read_ome_zarr(path)
+        return _to_mask(_finish(array), str(path)), mpp
+    # TIFF, PNG, JPEG: by content. A big TIFF stays open while its array lives.
+    slide = open_slide(path)
+    if _small(slide.levels[0]):
+        with slide:
+            return _to_mask(_finish(slide.levels[0]), str(path)), slide.mpp
+    try:
+        return _to_mask(slide.levels[0], str(path)), slide.mpp
+    except BaseException:
+        slide.close()
+        raise
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    *,
+    image_id: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray | da.Array:
+    """Read a mask from any supported file, lazily when it is big.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        TIFF/OME-TIFF (pyramidal or not: full resolution is read), PNG or
+        JPEG, OME-Zarr (a label image, an image with ``labels/`` (its first
+        label), a multiscale image or a plain zarr array), a Kaggle RLE
+        ``.csv``, or a ``.geojson``/``.json`` of polygons.
+    image_id : str, optional
+        Row of an RLE CSV; not needed when the CSV holds a single row.
+    shape : tuple of int, optional
+        ``(height, width)`` of the image: needed for RLE and GeoJSON, which do
+        not record it.
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        2-D ``(height, width)``: numpy up to :data:`IN_MEMORY_PIXELS` pixels,
+        else dask. Binary masks are ``uint8`` 0/1; instance label images keep
+        their ids and type (``uint16``/``uint32``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        An unreadable file (:class:`~slide_unet.core.errors.SlideError`), a
+        picture rather than a mask, an RLE CSV without `shape` or the id asked
+        for, or GeoJSON that is not a FeatureCollection of polygons.
+    """
+    return _read(path, image_id, shape)[0]
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def _writable(mask: Any) -> tuple[Any, np.dtype]:
+    """The mask as an array that slices, and the type to store it as."""
+    if not (hasattr(mask, "shape") and hasattr(mask, "dtype") and hasattr(mask, "__getitem__")):
+        mask = np.asarray(mask)
+    if len(mask.shape) != 2:
+        raise ValueError(f"a mask must be 2-D (height, width), got shape {tuple(mask.shape)}")
+    if min(mask.shape) < 1:
+        raise ValueError(f"the mask is empty (shape {tuple(mask.shape)})")
+    dtype = np.dtype(mask.dtype)
+    if dtype == np.bool_:
+        return mask, np.dtype(np.uint8)
+    if dtype.kind not in "ui":
+        raise ValueError(f"a mask must hold integers or booleans, got {dtype}")
+    return mask, dtype
+
+
+def _write_png(mask: Any, path: Path, dtype: np.dtype, mpp: float | None) -> Path:
+    pixels = int(mask.shape[0]) * int(mask.shape[1])
+    if pixels > MAX_PNG_PIXELS:
+        raise ValueError(
+            f"a {mask.shape[0]} x {mask.shape[1]} mask is too big for PNG (at most "
+            f"{MAX_PNG_PIXELS} pixels); write .ome.tif or .zarr instead"
+        )
+    array = np.asarray(mask).astype(dtype, copy=False)
+    largest = int(array.max())
+    if largest <= 1:
+        image = Image.fromarray((array * 255).astype(np.uint8), mode="L")
+    elif dtype == np.uint8:
+        image = Image.fromarray(array, mode="L")
+    elif largest < 2**16:
+        image = Image.fromarray(array.astype(np.uint16))
+    else:
+        raise ValueError(f"PNG holds label ids up to 65535; this mask has {largest}")
+    options: dict[str, Any] = {"format": "PNG", "optimize": False}
+    if mpp:
+        options["dpi"] = (25400 / mpp, 25400 / mpp)
+    with atomic_path(path) as tmp:
+        image.save(tmp, **options)
+    return path
+
+
+def write_mask(
+    mask: Any,
+    path: str | os.PathLike[str],
+    *,
+    mpp: float | None = None,
+    image_id: str | None = None,
+    levels: int | None = None,
+    classification: str | None = "Glomerulus",
+) -> Path:
+    """Write a mask in the format its file extension names, atomically.
+
+    Parameters
+    ----------
+    mask : array-like
+        2-D ``(height, width)`` numpy, dask or zarr array: binary (0/1, bool)
+        or instance labels. Big masks are read band by band, never whole
+        (except for PNG, which is for small masks only).
+    path : str or os.PathLike
+        ``.ome.tif``/``.tif`` (pyramidal OME-TIFF), ``.zarr``/``.ome.zarr``
+        (OME-Zarr label image), ``.png``, ``.csv`` (Kaggle RLE) or
+        ``.geojson``/``.json`` (QuPath polygons).
+    mpp : float, optional
+        Microns per pixel, stored by OME-TIFF, OME-Zarr and PNG.
+    image_id : str, optional
+        The CSV row's id; default: the file name without its extension.
+    levels : int, optional
+        Pyramid levels of OME-TIFF and OME-Zarr, full resolution included;
+        default: halve down to at most 1024 pixels a side.
+    classification : str or None
+        QuPath class of GeoJSON objects.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        An unknown extension (the message lists the supported ones), a mask
+        that is not 2-D integer/boolean, or one too big for PNG.
+    """
+    path = Path(path)
+    kind = _FORMATS.get(mask_suffix(path) or "")
+    if kind is None:
+        raise _unknown(path)
+    mask, dtype = _writable(mask)
+    name = _stem(path)
+    if kind == "tiff":
+        return mask_pyramids.write_ome_tiff(
+            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name
+        )
+    if kind == "zarr":
+        return mask_pyramids.write_ome_zarr(
+            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name
+        )
+    if kind == "png":
+        return _write_png(mask, path, dtype, mpp)
+    if kind == "csv":
+        return write_rle_csv(path, {image_id or name: mask})
+    return _geojson.write_geojson(mask, path, classification=classification)
+
+
+def export_mask(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    image_id: str | None = None,
+    shape: Sequence[int] | None = None,
+    mpp: float | None = None,
+    levels: int | None = None,
+    classification: str | None = "Glomerulus",
+) -> Path:
+    """Convert a mask file to another format (by the extensions), streaming.
+
+    Big masks are read lazily and written band by band, so no format pair
+    needs the whole mask in memory (PNG aside).
+
+    Parameters
+    ----------
+    src, dst : str or os.PathLike
+        Input and output files; see :func:`read_mask` and :func:`write_mask`.
+    image_id : str, optional
+        Row to read from an RLE CSV `src`. The row written to a CSV `dst` is
+        named `image_id`, else the CSV's single id, else `src`'s name (a mask
+        is usually named after its slide, which is the id Kaggle expects).
+    shape : tuple of int, optional
+        ``(height, width)``, needed when `src` is RLE or GeoJSON.
+    mpp : float, optional
+        Pixel size to record; default: the one `src` records.
+    levels, classification
+        As for :func:`write_mask`.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    src, dst = Path(src), Path(dst)
+    if mask_suffix(dst) is None:
+        raise _unknown(dst)  # before reading a big mask for nothing
+    mask, src_mpp = _read(src, image_id, shape)
+    if image_id is None:
+        ids = csv_ids(src) if mask_suffix(src) == ".csv" else []
+        image_id = ids[0] if len(ids) == 1 else _stem(src)
+    return write_mask(
+        mask,
+        dst,
+        mpp=mpp or src_mpp,
+        image_id=image_id,
+        levels=levels,
+        classification=classification,
+    )
