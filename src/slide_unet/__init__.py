@@ -6,8 +6,25 @@ The library under the napari plugin: everything here works without napari or Qt.
 from __future__ import annotations
 
 from slide_unet.core.errors import SlideError
+from slide_unet.core.mask_io import export_mask, read_mask, write_mask
+from slide_unet.core.metrics import dice, iou, match_objects, score
+from slide_unet.core.rle import rle_decode, rle_encode
 from slide_unet.core.slide import Slide, open_slide
 
 __version__ = "0.1.0"
 
-__all__ = ["Slide", "SlideError", "__version__", "open_slide"]
+__all__ = [
+    "Slide",
+    "SlideError",
+    "__version__",
+    "dice",
+    "export_mask",
+    "iou",
+    "match_objects",
+    "open_slide",
+    "read_mask",
+    "rle_decode",
+    "rle_encode",
+    "score",
+    "write_mask",
+]

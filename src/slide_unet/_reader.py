@@ -79,6 +79,8 @@ def _contrast_limits(slide: Slide) -> list[float]:
     so napari never scans the whole slide for them."""
     if slide.dtype == np.uint8:
         return [0.0, 255.0]
+    if slide.dtype == np.bool_:
+        return [0.0, 1.0]
     smallest = slide.levels[-1]
     if smallest.size > 4096 * 4096 * slide.channels:
         ny, nx = (c[len(c) // 2] for c in smallest.chunks[:2])

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from slide_unet import __version__
 from slide_unet.core.errors import SlideError
 from slide_unet.core.slide import Slide, open_slide
+
+# Commands import their core modules lazily: `slide-unet info` should not pay
+# for scipy, and `--help` for nothing.
 
 
 class UsageError(Exception):
@@ -82,6 +87,148 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape_arg(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH, got {text!r}") from None
+    return height, width
+
+
+def _mask_stem(path: Path) -> str:
+    from slide_unet.core.mask_io import mask_suffix
+
+    suffix = mask_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    from slide_unet.core.mask_io import mask_suffix
+
+    files = sorted(p for p in folder.iterdir() if mask_suffix(p) or p.suffix.lower() == ".jpg")
+    return {_mask_stem(p): p for p in files if not p.name.startswith(".")}
+
+
+def _is_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
+
+
+def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, Path, str | None]]:
+    """(name, pred file, pred RLE id, truth file, truth RLE id) for each pair to score.
+
+    Folders pair files by stem; an RLE CSV pairs its row ids with the other
+    side's stems (or ids).
+    """
+    pred, truth = Path(args.pred), Path(args.truth)
+    for path in (pred, truth):
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+    if pred.is_file() and truth.is_file() and not (_is_csv(pred) and _is_csv(truth)):
+        return [(_mask_stem(pred), pred, args.pred_id or args.id, truth, args.truth_id or args.id)]
+
+    def entries(path: Path) -> dict[str, tuple[Path, str | None]]:
+        if path.is_dir():
+            return {stem: (file, None) for stem, file in _mask_files(path).items()}
+        if _is_csv(path):
+            from slide_unet.core.mask_io import csv_ids
+
+            return {i: (path, i) for i in csv_ids(path)}
+        return {_mask_stem(path): (path, None)}
+
+    preds, truths = entries(pred), entries(truth)
+    names = [name for name in preds if name in truths]
+    if args.id:
+        names = [name for name in names if name == args.id]
+    if not names:
+        raise UsageError(
+            f"no pairs: nothing in {pred} has the same name as something in {truth} "
+            f"(predictions: {', '.join(list(preds)[:5]) or 'none'}; "
+            f"truths: {', '.join(list(truths)[:5]) or 'none'})"
+        )
+    return [(n, *preds[n], *truths[n]) for n in names]
+
+
+def _read_pair(
+    pred: Path, pred_id: str | None, truth: Path, truth_id: str | None, shape: Any
+) -> tuple[Any, Any]:
+    """Read both masks; a side that does not record its size (RLE, GeoJSON) takes
+    the other side's, else ``--shape``."""
+    from slide_unet.core.mask_io import mask_suffix, read_mask
+
+    def sizeless(path: Path) -> bool:
+        return mask_suffix(path) in (".csv", ".geojson", ".json")
+
+    if sizeless(pred) and sizeless(truth) and shape is None:
+        raise UsageError(
+            f"neither {pred.name} nor {truth.name} records the mask size: "
+            "pass --shape HEIGHT,WIDTH"
+        )
+    if sizeless(truth):
+        pred_mask = read_mask(pred, image_id=pred_id, shape=shape)
+        return pred_mask, read_mask(truth, image_id=truth_id, shape=shape or pred_mask.shape)
+    truth_mask = read_mask(truth, image_id=truth_id, shape=shape)
+    return read_mask(pred, image_id=pred_id, shape=shape or truth_mask.shape), truth_mask
+
+
+def _print_scores(name: str, scores: Any) -> None:
+    print(
+        f"{name}: Dice {scores.dice:.4f}  IoU {scores.iou:.4f}  "
+        f"tile Dice {scores.tile_dice_mean:.4f}  objects P {scores.object_precision:.3f} "
+        f"R {scores.object_recall:.3f} F1 {scores.object_f1:.3f} "
+        f"(TP {scores.true_positives}, FP {scores.false_positives}, "
+        f"FN {scores.false_negatives})"
+    )
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score predicted masks against expert masks: Dice, IoU, object F1."""
+    from slide_unet.core.mask_io import check_same_shape
+    from slide_unet.core.metrics import score
+
+    results = []
+    for name, pred, pred_id, truth, truth_id in _score_pairs(args):
+        pred_mask, truth_mask = _read_pair(pred, pred_id, truth, truth_id, args.shape)
+        check_same_shape(pred_mask, truth_mask, (f"prediction {pred.name}", f"truth {truth.name}"))
+        scores = score(pred_mask, truth_mask, tile=args.tile, iou_threshold=args.iou_threshold)
+        results.append((name, pred, truth, scores))
+        if not args.json:
+            _print_scores(name, scores)
+    if len(results) > 1 and not args.json:
+        mean = sum(r[3].dice for r in results) / len(results)
+        print(f"mean Dice over {len(results)} masks: {mean:.4f}")
+    if args.json:
+        per = [
+            {"name": n, "pred": str(p), "truth": str(t), **s.as_dict(tiles=args.tiles)}
+            for n, p, t, s in results
+        ]
+        out: dict[str, Any] = (
+            per[0]
+            if len(per) == 1
+            else {
+                "mean_dice": sum(r["dice"] for r in per) / len(per),
+                "pairs": per,
+            }
+        )
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Convert a mask between formats (by the output's extension)."""
+    from slide_unet.core.mask_io import export_mask
+
+    shape = args.shape
+    if shape is None and args.image is not None:
+        with open_slide(args.image) as slide:
+            shape = slide.shape[:2]
+    written = export_mask(args.mask, args.output, image_id=args.id, shape=shape, mpp=args.mpp)
+    if args.json:
+        print(json.dumps({"input": str(args.mask), "output": str(written)}))
+    else:
+        print(f"wrote {written}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``slide-unet``."""
     parser = argparse.ArgumentParser(
@@ -100,6 +247,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=cmd_info)
+
+    formats = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
+    score = commands.add_parser(
+        "score",
+        help="Dice, IoU and object precision/recall/F1 of predicted masks against the truth",
+        description="Score masks: files, or folders paired by file name (any mask format: "
+        f"{formats}; an RLE CSV pairs its row ids with the other side's names).",
+    )
+    score.add_argument("pred", help="predicted mask file, folder or RLE CSV")
+    score.add_argument("truth", help="expert mask file, folder or RLE CSV")
+    score.add_argument("--id", help="RLE CSV row to score (both sides)")
+    score.add_argument("--pred-id", help="RLE CSV row of the prediction")
+    score.add_argument("--truth-id", help="RLE CSV row of the truth")
+    score.add_argument(
+        "--shape", type=_shape_arg, help="HEIGHT,WIDTH when both sides are RLE or GeoJSON"
+    )
+    score.add_argument("--tile", type=int, default=1024, help="per-tile Dice grid (pixels)")
+    score.add_argument(
+        "--iou-threshold", type=float, default=0.5, help="least IoU of an object match"
+    )
+    score.add_argument("--tiles", action="store_true", help="with --json: the per-tile table")
+    score.add_argument("--json", action="store_true", help="print JSON")
+    score.set_defaults(run=cmd_score)
+
+    export = commands.add_parser(
+        "export",
+        help="convert a mask between formats",
+        description=f"Convert a mask; formats by extension: {formats}. Written atomically.",
+    )
+    export.add_argument("mask", help="mask file (or OME-Zarr folder)")
+    export.add_argument("-o", "--output", required=True, help="output file")
+    export.add_argument("--id", help="row of an RLE CSV input (default: its only row)")
+    export.add_argument("--shape", type=_shape_arg, help="HEIGHT,WIDTH of an RLE or GeoJSON input")
+    export.add_argument("--image", help="slide whose size an RLE or GeoJSON input has")
+    export.add_argument("--mpp", type=float, help="pixel size to record (µm)")
+    export.add_argument("--json", action="store_true", help="print JSON")
+    export.set_defaults(run=cmd_export)
     return parser
 
 
@@ -109,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (SlideError, UsageError, ValueError, OSError) as exc:
         print(f"slide-unet {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,8 @@ OVERVIEW_THRESHOLD = 4096
 
 #: Data types a slide may hold (what microscopes and scanners write).
 SUPPORTED_DTYPES = frozenset(
-    np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+    np.dtype(t)
+    for t in ("bool", "uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 )
 
 #: Anything larger is not a real slide but a corrupt or hostile header.
