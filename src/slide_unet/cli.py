@@ -106,7 +106,18 @@ def _mask_files(folder: Path) -> dict[str, Path]:
     from slide_unet.core.mask_io import mask_suffix
 
     files = sorted(p for p in folder.iterdir() if mask_suffix(p) or p.suffix.lower() == ".jpg")
-    return {_mask_stem(p): p for p in files if not p.name.startswith(".")}
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.name.startswith("."):
+            continue
+        stem = _mask_stem(path)
+        if stem in by_stem:
+            raise UsageError(
+                f"{folder}: two masks are named {stem!r} ({by_stem[stem].name} and {path.name}): "
+                "keep one"
+            )
+        by_stem[stem] = path
+    return by_stem
 
 
 def _is_csv(path: Path) -> bool:
@@ -180,6 +191,16 @@ def _print_scores(name: str, scores: Any) -> None:
     )
 
 
+def _print_tiles(scores: Any) -> None:
+    print("  tile (y, x)        size        Dice   truth px   pred px")
+    for row in scores.tiles.records():
+        print(
+            f"  ({row['y']:>6}, {row['x']:>6})  {row['height']:>4} x {row['width']:<4}"
+            f"  {row['dice']:>6.3f}"
+            f"  {row['true_pixels']:>9}  {row['pred_pixels']:>8}"
+        )
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score predicted masks against expert masks: Dice, IoU, object F1."""
     from slide_unet.core.mask_io import check_same_shape
@@ -193,6 +214,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         results.append((name, pred, truth, scores))
         if not args.json:
             _print_scores(name, scores)
+            if args.tiles:
+                _print_tiles(scores)
     if len(results) > 1 and not args.json:
         mean = sum(r[3].dice for r in results) / len(results)
         print(f"mean Dice over {len(results)} masks: {mean:.4f}")
@@ -215,13 +238,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Convert a mask between formats (by the output's extension)."""
-    from slide_unet.core.mask_io import export_mask
+    from slide_unet.core.mask_io import check_same_shape, export_mask, mask_suffix, read_mask
 
-    shape = args.shape
-    if shape is None and args.image is not None:
+    shape, mpp = args.shape, args.mpp
+    sizeless = mask_suffix(args.mask) in (".csv", ".geojson", ".json")
+    if args.image is not None:
         with open_slide(args.image) as slide:
-            shape = slide.shape[:2]
-    written = export_mask(args.mask, args.output, image_id=args.id, shape=shape, mpp=args.mpp)
+            if not sizeless:  # the mask records its size: it must be the slide's
+                check_same_shape(
+                    read_mask(args.mask), slide.shape, ("mask", f"image {args.image}")
+                )
+            shape = shape or slide.shape[:2]
+            # RLE and GeoJSON record no pixel size: the slide's is the mask's.
+            if mpp is None and sizeless:
+                mpp = slide.mpp
+    written = export_mask(args.mask, args.output, image_id=args.id, shape=shape, mpp=mpp)
     if args.json:
         print(json.dumps({"input": str(args.mask), "output": str(written)}))
     else:
@@ -267,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--iou-threshold", type=float, default=0.5, help="least IoU of an object match"
     )
-    score.add_argument("--tiles", action="store_true", help="with --json: the per-tile table")
+    score.add_argument("--tiles", action="store_true", help="also print the per-tile Dice table")
     score.add_argument("--json", action="store_true", help="print JSON")
     score.set_defaults(run=cmd_score)
 
@@ -280,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="output file")
     export.add_argument("--id", help="row of an RLE CSV input (default: its only row)")
     export.add_argument("--shape", type=_shape_arg, help="HEIGHT,WIDTH of an RLE or GeoJSON input")
-    export.add_argument("--image", help="slide whose size an RLE or GeoJSON input has")
+    export.add_argument(
+        "--image", help="slide whose size (and pixel size) an RLE or GeoJSON input has"
+    )
     export.add_argument("--mpp", type=float, help="pixel size to record (µm)")
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(run=cmd_export)

@@ -279,7 +279,7 @@ def test_rle_csv_ids_and_shape(tmp_path: Path) -> None:
         read_mask(path, image_id="other", shape=mask.shape)
     two = tmp_path / "two.csv"
     two.write_text("id,encoding\na,1 2\nb,3 1\n")
-    with pytest.raises(ValueError, match=r"2 masks: pass image_id=.*a, b"):
+    with pytest.raises(ValueError, match=r"2 masks: choose one with image_id=.*--id.*a, b"):
         read_mask(two, shape=(2, 2))
     assert read_mask(two, image_id="b", shape=(2, 2)).tolist() == [[0, 1], [0, 0]]
 

@@ -238,7 +238,8 @@ def _read_csv(path: Path, image_id: str | None, shape: Sequence[int] | None) -> 
         if len(ids) != 1:
             shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
             raise ValueError(
-                f"{path} holds {len(ids)} masks: pass image_id= to choose one "
+                f"{path} holds {len(ids)} masks: choose one with image_id= (on the "
+                "command line: --id) "
                 f"(ids: {shown or 'none'})"
             )
         image_id = ids[0]
