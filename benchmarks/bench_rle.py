@@ -122,7 +122,8 @@ def child(operation: str, method: str, store: Path) -> dict[str, Any]:
         peak = _peak_rss_mb()
         return {"seconds": 0.0, "peak_rss_mb": peak, "rss_before_mb": peak, "ok": True}
 
-    from slide_unet.core.rle import read_rle_csv, rle_decode, rle_decode_to_zarr, rle_encode
+    from slide_unet.core.rle import rle_decode, rle_decode_to_zarr, rle_encode
+    from slide_unet.core.rle_csv import read_rle_csv
 
     rle = read_rle_csv(TRAIN_CSV, SLIDE_ID)
     foreground = int(np.array(rle.split()[1::2], dtype=np.int64).sum())

@@ -141,9 +141,9 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
         if path.is_dir():
             return {stem: (file, None) for stem, file in _mask_files(path).items()}
         if _is_csv(path):
-            from slide_unet.core.mask_io import csv_ids
+            from slide_unet.core.rle_csv import rle_csv_ids
 
-            return {i: (path, i) for i in csv_ids(path)}
+            return {i: (path, i) for i in rle_csv_ids(path)}
         return {_mask_stem(path): (path, None)}
 
     preds, truths = entries(pred), entries(truth)

@@ -23,7 +23,7 @@ import slide_unet
 from slide_unet import cli
 from slide_unet.core import geojson as geojson_module
 from slide_unet.core import mask_pyramids
-from slide_unet.core.rle import write_rle_csv
+from slide_unet.core.rle_csv import write_rle_csv
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SAMPLE_IMAGE = SAMPLE / "kidney_pas.ome.tif"

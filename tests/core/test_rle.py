@@ -20,14 +20,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from slide_unet.core import rle as rle_module
-from slide_unet.core.rle import (
-    MAX_IN_MEMORY_PIXELS,
-    read_rle_csv,
-    rle_decode,
-    rle_decode_to_zarr,
-    rle_encode,
-    write_rle_csv,
-)
+from slide_unet.core.rle import MAX_IN_MEMORY_PIXELS, rle_decode, rle_decode_to_zarr, rle_encode
+from slide_unet.core.rle_csv import read_rle_csv, write_rle_csv
 
 #: Slides of the competition's train.csv: id -> (height, width).
 TRAIN_SLIDES = {"2f6ecfcdf": (31278, 25794), "8242609fa": (31299, 44066)}

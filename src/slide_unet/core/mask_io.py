@@ -45,7 +45,8 @@ from PIL import Image
 from slide_unet.core import geojson as _geojson
 from slide_unet.core import mask_pyramids
 from slide_unet.core.atomic import atomic_path
-from slide_unet.core.rle import read_rle_csv, rle_decode, write_rle_csv
+from slide_unet.core.rle import rle_decode
+from slide_unet.core.rle_csv import read_rle_csv, rle_csv_ids, write_rle_csv
 from slide_unet.core.slide import open_slide
 
 __all__ = [
@@ -217,24 +218,9 @@ def _finish(array: Any) -> Any:
 # -- reading -------------------------------------------------------------------------
 
 
-def csv_ids(path: str | os.PathLike[str]) -> list[str]:
-    """The ids of an RLE CSV, reading only up to each row's first comma."""
-    path = Path(path)
-    ids = []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = [h.strip().strip('"').lower() for h in fh.readline().split(",")]
-        if "id" not in header:
-            raise ValueError(f"{path}: not an RLE CSV: its header has no 'id' column ({header})")
-        column = header.index("id")
-        for line in fh:
-            if line.strip():
-                ids.append(line.split(",", column + 1)[column].strip().strip('"'))
-    return ids
-
-
 def _read_csv(path: Path, image_id: str | None, shape: Sequence[int] | None) -> Any:
     if image_id is None:
-        ids = csv_ids(path)
+        ids = rle_csv_ids(path)
         if len(ids) != 1:
             shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
             raise ValueError(
@@ -490,7 +476,7 @@ def export_mask(
         raise _unknown(dst)  # before reading a big mask for nothing
     mask, src_mpp = _read(src, image_id, shape)
     if image_id is None:
-        ids = csv_ids(src) if mask_suffix(src) == ".csv" else []
+        ids = rle_csv_ids(src) if mask_suffix(src) == ".csv" else []
         image_id = ids[0] if len(ids) == 1 else _stem(src)
     return write_mask(
         mask,

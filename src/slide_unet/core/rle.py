@@ -1,4 +1,4 @@
-"""The HuBMAP Kaggle run-length encoding (RLE) and its CSV files.
+"""The HuBMAP Kaggle run-length encoding (RLE); its CSV files are in :mod:`.rle_csv`.
 
 The encoding is the one of the HuBMAP "Hacking the Kidney" competition: a
 space-separated list of ``start length`` pairs, ``start`` 1-based, over the
@@ -21,8 +21,7 @@ magicgui.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,19 +31,7 @@ from slide_unet.core.atomic import atomic_path
 if TYPE_CHECKING:
     import zarr
 
-__all__ = [
-    "MAX_IN_MEMORY_PIXELS",
-    "RLE_COLUMNS",
-    "read_rle_csv",
-    "rle_decode",
-    "rle_decode_to_zarr",
-    "rle_encode",
-    "write_rle_csv",
-]
-
-#: Accepted names of the RLE column in a CSV (``train.csv`` uses ``encoding``,
-#: submissions use ``predicted``).
-RLE_COLUMNS: tuple[str, ...] = ("predicted", "encoding")
+__all__ = ["MAX_IN_MEMORY_PIXELS", "rle_decode", "rle_decode_to_zarr", "rle_encode"]
 
 #: Largest mask :func:`rle_decode` returns as a numpy array (256 megapixels);
 #: bigger masks need ``out=`` or :func:`rle_decode_to_zarr`.
@@ -565,124 +552,3 @@ def rle_decode_to_zarr(
         )
         _decode_into(out, starts, ends, (height, width), zero_filled=True, progress=progress)
     return zarr.open_array(path, mode="r")
-
-
-# --- CSV ----------------------------------------------------------------------------
-
-
-def _check_id(image_id: str) -> str:
-    """Validate an image id for a CSV row."""
-    image_id = str(image_id)
-    if not image_id or any(c in image_id for c in ',"\r\n'):
-        msg = f"CSV id must be non-empty, without commas, quotes or newlines: {image_id!r}"
-        raise ValueError(msg)
-    return image_id
-
-
-def write_rle_csv(
-    path: str | os.PathLike[str],
-    masks: Mapping[str, Any],
-    *,
-    column: str = "predicted",
-) -> Path:
-    """Write masks as a Kaggle ``id,predicted`` RLE CSV, atomically.
-
-    The file is written under a temporary name in the same folder and renamed
-    over `path` (:func:`slide_unet.core.atomic.atomic_path`), so readers never
-    see a partial file and an error leaves any existing file untouched.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Output CSV file.
-    masks : Mapping of str to array-like or str
-        Image id to a 2-D mask, numpy or chunked (encoded with
-        :func:`rle_encode`, streaming), or to an already encoded RLE string
-        (written as is).
-    column : str, optional
-        Name of the RLE column: ``"predicted"`` (default, submissions) or
-        ``"encoding"`` (like the competition's ``train.csv``).
-
-    Returns
-    -------
-    pathlib.Path
-        The path written.
-
-    Raises
-    ------
-    ValueError
-        If an id is empty or holds a comma, quote or newline, if an RLE string
-        holds a comma or newline, or if `column` is not an accepted name.
-    """
-    if column not in RLE_COLUMNS:
-        msg = f"column must be one of {RLE_COLUMNS}, got {column!r}"
-        raise ValueError(msg)
-    path = Path(path)
-    rows: list[tuple[str, str]] = []
-    for image_id, value in masks.items():
-        rle = value if isinstance(value, str) else rle_encode(value)
-        if any(c in rle for c in ',"\r\n'):
-            msg = f"RLE for {image_id!r} must not hold commas, quotes or newlines"
-            raise ValueError(msg)
-        rows.append((_check_id(image_id), " ".join(rle.split())))
-
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as fh:
-        fh.write(f"id,{column}\n")
-        for image_id, rle in rows:
-            fh.write(f"{image_id},{rle}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path
-
-
-def _split_row(line: str) -> list[str]:
-    """Split one CSV line of ids and RLE strings (no embedded commas)."""
-    return [field.strip().strip('"') for field in line.rstrip("\r\n").split(",")]
-
-
-def read_rle_csv(path: str | os.PathLike[str], image_id: str) -> str:
-    """Read the RLE string of one image from a Kaggle RLE CSV.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        CSV file with a header holding ``id`` and ``encoding`` or
-        ``predicted`` (the competition's ``train.csv`` or a submission).
-    image_id : str
-        The id whose RLE to return.
-
-    Returns
-    -------
-    str
-        The RLE string (``""`` for an empty mask). Decode it with
-        :func:`rle_decode` and the image's ``(height, width)``.
-
-    Raises
-    ------
-    ValueError
-        If the header lacks ``id`` or an RLE column, a row is malformed, or
-        `image_id` is not in the file (the message lists the ids found).
-    """
-    path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = _split_row(fh.readline())
-        names = [name.lower() for name in header]
-        rle_col = next((names.index(c) for c in RLE_COLUMNS if c in names), None)
-        if "id" not in names or rle_col is None:
-            msg = f"{path}: header must have 'id' and one of {RLE_COLUMNS} columns, got {header}"
-            raise ValueError(msg)
-        id_col = names.index("id")
-        seen: list[str] = []
-        for lineno, line in enumerate(fh, start=2):
-            if not line.strip():
-                continue
-            fields = _split_row(line)
-            if len(fields) != len(header):
-                msg = f"{path}, line {lineno}: expected {len(header)} fields, got {len(fields)}"
-                raise ValueError(msg)
-            if fields[id_col] == image_id:
-                return fields[rle_col]
-            seen.append(fields[id_col])
-    shown = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
-    msg = f"id {image_id!r} not found in {path} (ids there: {shown or 'none'})"
-    raise ValueError(msg)
