@@ -106,15 +106,18 @@ class UNet(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """How far (in input pixels) an output pixel can see, each way.
+        """How far (in input pixels) an output pixel can see, each way, on a tile
+        that starts on a multiple of :attr:`multiple`.
 
-        At level ``l`` (``2**l`` input pixels per step) the way down has two 3x3
-        convolutions and a 2x2 pooling, the way up a 2x2 transposed convolution
-        and two 3x3 convolutions; the bottom has two 3x3 convolutions.
+        The 3x3 convolutions reach one step each: two per level on the way
+        down and two on the way up (``2**level`` input pixels per step), two at
+        the bottom. On aligned tiles the 2x2 poolings and transposed
+        convolutions add at most one pixel to that (checked in float64 for
+        depths 1 to 5 in the tests).
         """
         depth = self.config["depth"]
-        per_level = sum(3 * 2**level for level in range(depth))
-        return 2 * per_level + 2 * 2**depth
+        convolutions = 4 * (2**depth - 1) + 2 * 2**depth
+        return convolutions + 1
 
     @property
     def halo(self) -> int:

@@ -1,0 +1,294 @@
+"""Model cards: what a set of weights is, how to feed it, and where it came from.
+
+A card is a small JSON file next to the weights (``X.json`` beside
+``X.safetensors``). It holds everything the engine needs to run the model
+(architecture and its parameters, input channels, normalisation, working pixel
+size, tile, threshold) and everything a reader needs to trust it (training data
+and licence, validation figures, the command that produced it, the sha256 of
+the weights file).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slide_unet.core.atomic import write_text_atomic
+from slide_unet.core.model import NORMS
+
+#: Architectures a card may name, with the default keyword arguments of each.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "unet": {"in_channels": 3, "out_channels": 1, "base_width": 16, "depth": 4, "norm": "batch"},
+}
+
+#: What the ``channels`` field may say, and how many input channels that is.
+CHANNELS: dict[str, int] = {"RGB": 3, "gray": 1}
+
+#: Normalisation used when a card gives none: pixels scaled to 0..1, minus 0.5, over 0.25.
+DEFAULT_MEAN = 0.5
+DEFAULT_STD = 0.25
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REQUIRED = ("name", "parameters", "normalization", "working_mpp", "default_input_mpp")
+
+
+class ModelError(ValueError):
+    """A model or model card that cannot be used.
+
+    The message says what was expected and what was found, and names the file
+    when there is one.
+    """
+
+
+def _positive_or_none(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelError(f"{name} must be a number of µm per pixel or null, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ModelError(f"{name} must be a positive number of µm per pixel, got {value!r}")
+    return float(value)
+
+
+def _str_or_none(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ModelError(f"{name} must be a string or null, got {value!r}")
+    return value
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_parameters(architecture: str, parameters: Any) -> dict[str, Any]:
+    if not isinstance(parameters, dict):
+        raise ModelError(f"parameters must be a mapping of keyword arguments, got {parameters!r}")
+    defaults = ARCHITECTURES[architecture]
+    unknown = sorted(set(parameters) - set(defaults))
+    if unknown:
+        raise ModelError(
+            f"unknown {architecture} parameters {unknown}; expected some of {sorted(defaults)}"
+        )
+    full = {**defaults, **parameters}
+    for key in ("in_channels", "out_channels", "base_width", "depth"):
+        _positive_int(f"parameters[{key!r}]", full[key])
+    if full["norm"] not in NORMS:
+        raise ModelError(f"parameters['norm'] must be one of {NORMS}, got {full['norm']!r}")
+    return full
+
+
+def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[float]]:
+    if normalization is None or normalization == {}:
+        return {"mean": [DEFAULT_MEAN] * n_channels, "std": [DEFAULT_STD] * n_channels}
+    if not isinstance(normalization, dict) or set(normalization) != {"mean", "std"}:
+        raise ModelError(
+            f"normalization must be {{'mean': [...], 'std': [...]}}, got {normalization!r}"
+        )
+    out: dict[str, list[float]] = {}
+    for key in ("mean", "std"):
+        values = normalization[key]
+        if not isinstance(values, list | tuple) or len(values) != n_channels:
+            raise ModelError(
+                f"normalization[{key!r}] must list one number per input channel "
+                f"({n_channels}), got {values!r}"
+            )
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ModelError(f"normalization[{key!r}] must hold numbers, got {values!r}")
+            if key == "std" and v <= 0:
+                raise ModelError(f"normalization['std'] must be positive, got {values!r}")
+        out[key] = [float(v) for v in values]
+    return out
+
+
+@dataclass
+class ModelCard:
+    """Everything about a model that is not its weights.
+
+    Parameters
+    ----------
+    name
+        ``"glomeruli"``, ``"nuclei"``, or a user's name for a fine-tuned model.
+    architecture
+        The network family; only ``"unet"`` (:class:`slide_unet.core.model.UNet`).
+    parameters
+        Keyword arguments of the architecture (for the U-Net: ``in_channels``,
+        ``out_channels``, ``base_width``, ``depth``, ``norm``). Missing ones are
+        filled with the architecture's defaults, so a card always says them all.
+    channels
+        What the input channels are: ``"RGB"`` (3) or ``"gray"`` (1); must agree
+        with ``parameters["in_channels"]``.
+    normalization
+        ``{"mean": [...], "std": [...]}``, one number per channel, applied to
+        pixels scaled to 0..1: ``(pixel / max - mean) / std``. Empty means 0.5
+        and 0.25 for every channel.
+    working_mpp
+        Pixel size (µm) the model works at; ``None`` runs it at the input's
+        native resolution, without resampling.
+    default_input_mpp
+        Pixel size (µm) assumed for an input when neither the file nor the user
+        gives one; ``None`` assumes nothing.
+    tile
+        Default tile side at the working scale; a multiple of ``2**depth``.
+    threshold
+        Probability above which a pixel is foreground.
+    trained
+        ``False`` for untrained placeholders: nothing may claim they segment.
+    training
+        Free-form facts about training: data, licence, attribution, seed,
+        time, machine.
+    validation
+        Validation figures, e.g. ``{"mean_dice": 0.91, "split": "...", "n_images": 4}``.
+    command
+        The exact command that produced the weights.
+    parent
+        Name of the model a fine-tuned one started from.
+    sha256
+        Hex sha256 of the ``.safetensors`` weights file (set by ``save_model``).
+    licence
+        Licence of the weights.
+
+    Raises
+    ------
+    ModelError
+        (a ``ValueError``) when a field is missing a required value or is invalid.
+    """
+
+    name: str
+    architecture: str = "unet"
+    parameters: dict[str, Any] = field(default_factory=lambda: dict(ARCHITECTURES["unet"]))
+    channels: str = "RGB"
+    normalization: dict[str, list[float]] = field(default_factory=dict)
+    working_mpp: float | None = None
+    default_input_mpp: float | None = None
+    tile: int = 512
+    threshold: float = 0.5
+    trained: bool = False
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    parent: str | None = None
+    sha256: str | None = None
+    licence: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ModelError(f"name must be a non-empty string, got {self.name!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ModelError(
+                f"unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}"
+            )
+        self.parameters = _check_parameters(self.architecture, self.parameters)
+        in_channels = self.parameters["in_channels"]
+        if self.channels not in CHANNELS:
+            raise ModelError(f"channels must be one of {list(CHANNELS)}, got {self.channels!r}")
+        if CHANNELS[self.channels] != in_channels:
+            raise ModelError(
+                f"channels {self.channels!r} means {CHANNELS[self.channels]} input channels, "
+                f"but parameters['in_channels'] is {in_channels}"
+            )
+        self.normalization = _check_normalization(self.normalization, in_channels)
+        self.working_mpp = _positive_or_none("working_mpp", self.working_mpp)
+        self.default_input_mpp = _positive_or_none("default_input_mpp", self.default_input_mpp)
+        multiple = 2 ** self.parameters["depth"]
+        _positive_int("tile", self.tile)
+        if self.tile % multiple:
+            raise ModelError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
+            raise ModelError(f"threshold must be a probability between 0 and 1, got {t!r}")
+        self.threshold = float(t)
+        if not isinstance(self.trained, bool):
+            raise ModelError(f"trained must be true or false, got {self.trained!r}")
+        for key in ("training", "validation"):
+            if not isinstance(getattr(self, key), dict):
+                raise ModelError(f"{key} must be a mapping, got {getattr(self, key)!r}")
+        for key in ("command", "parent", "licence"):
+            _str_or_none(key, getattr(self, key))
+        if self.sha256 is not None and not (
+            isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256)
+        ):
+            raise ModelError(f"sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+
+    @property
+    def multiple(self) -> int:
+        """Tile sides must be multiples of this (``2**depth``)."""
+        return 2 ** int(self.parameters["depth"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the card as a plain JSON-ready dict (a deep copy)."""
+        return copy.deepcopy(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Build a card from a dict such as :meth:`to_dict` returns.
+
+        Parameters
+        ----------
+        data
+            The card's fields. ``name``, ``parameters``, ``normalization``,
+            ``working_mpp`` and ``default_input_mpp`` are required (the last two
+            may be ``null``); the others have defaults.
+
+        Returns
+        -------
+        ModelCard
+
+        Raises
+        ------
+        ModelError
+            (a ``ValueError``) on a missing or unknown field or an invalid value.
+        """
+        if not isinstance(data, dict):
+            raise ModelError(f"a model card must be a JSON object, got {type(data).__name__}")
+        missing = [key for key in _REQUIRED if key not in data]
+        if missing:
+            raise ModelError(f"model card lacks required field(s) {missing}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"model card has unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**copy.deepcopy(data))
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the card to ``path`` as indented JSON, atomically; return the path."""
+        path = Path(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> ModelCard:
+        """Read a card written by :meth:`to_json`.
+
+        Raises
+        ------
+        ModelError
+            When the file is missing, is not JSON, or is not a valid card; the
+            message names the file.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ModelError(f"{path}: model card not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{path}: cannot read the model card ({exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: model card is not valid JSON ({exc})") from None
+        try:
+            return cls.from_dict(data)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        except TypeError as exc:
+            raise ModelError(f"{path}: invalid model card ({exc})") from None
