@@ -260,6 +260,66 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _region_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        rows, cols = text.split(",")
+        y0, y1 = (int(v) for v in rows.split(":"))
+        x0, x1 = (int(v) for v in cols.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Y0:Y1,X0:X1, got {text!r}") from None
+    return y0, y1, x0, x1
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment a slide (or a region of it) and write the mask."""
+    import time
+    import warnings
+
+    from slide_unet.core.model_store import PlaceholderModelWarning
+
+    output = Path(args.output)
+    options: dict[str, Any] = {
+        "region": args.region,
+        "mpp": args.mpp,
+        "device": args.device,
+        "tile": args.tile,
+        "threshold": args.threshold,
+        "batch_size": args.batch_size,
+        "progress": _progress_bar("segmenting"),
+    }
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        if args.json:  # the placeholder warning still goes to stderr otherwise
+            warnings.simplefilter("ignore", PlaceholderModelWarning)
+        if args.workers or args.scheduler:
+            from slide_unet.core.distributed import segment_distributed
+
+            segment_distributed(
+                args.slide,
+                args.model,
+                out=output,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                **options,
+            )
+        else:
+            from slide_unet.core.predict import segment
+
+            segment(args.slide, args.model, out=output, **options)
+    seconds = time.perf_counter() - started
+    if args.rle:
+        from slide_unet.core.mask_io import export_mask
+
+        export_mask(output, args.rle, image_id=Path(args.slide).name.split(".")[0])
+    result = {"slide": args.slide, "output": str(output), "rle": args.rle, "seconds": seconds}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        extra = f" and {args.rle}" if args.rle else ""
+        print(f"wrote {output}{extra} in {seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``slide-unet``."""
     parser = argparse.ArgumentParser(
@@ -278,6 +338,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=cmd_info)
+
+    segment = commands.add_parser(
+        "segment",
+        help="segment a slide (or a region) with a U-Net and write the mask",
+        description="Segment a slide tile by tile; OUT by extension: .ome.tif/.tif (tiled, "
+        "pyramidal, pixel size kept), .zarr, .png (small only), .csv (Kaggle RLE), .geojson.",
+    )
+    segment.add_argument("slide", help="TIFF, OME-TIFF, SVS, PNG or JPEG file")
+    segment.add_argument("-o", "--output", required=True, help="output mask file")
+    segment.add_argument(
+        "--model", default="glomeruli", help="bundled or user model name, or a model file"
+    )
+    segment.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    segment.add_argument(
+        "--region", type=_region_arg, help="Y0:Y1,X0:X1 in full-resolution pixels"
+    )
+    segment.add_argument(
+        "--mpp", type=float, help="input pixel size (µm) when the file does not record one"
+    )
+    segment.add_argument("--rle", help="also write the mask as a Kaggle RLE CSV")
+    segment.add_argument("--tile", type=int, help="tile side at the model's working scale")
+    segment.add_argument("--batch-size", type=int, help="tiles per batch")
+    segment.add_argument("--threshold", type=float, help="probability threshold")
+    scale = segment.add_mutually_exclusive_group()
+    scale.add_argument("--workers", type=int, help="run on a local cluster of N processes")
+    scale.add_argument("--scheduler", help="run on an existing dask.distributed cluster")
+    segment.add_argument("--json", action="store_true", help="print JSON")
+    segment.set_defaults(run=cmd_segment)
 
     formats = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
     score = commands.add_parser(
@@ -329,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (SlideError, UsageError, ValueError, OSError) as exc:
+    except (SlideError, UsageError, ValueError, OSError, RuntimeError) as exc:
         print(f"slide-unet {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,239 @@
+"""Whole-slide segmentation spread over processes or machines with dask.distributed.
+
+The client plans the run (:func:`~slide_unet.core.predict.plan_segmentation`)
+and creates the output zarr store; each task carries the picklable plan and a
+few block indices. A worker reopens the slide by path (tifffile handles do
+not pickle), loads the model once and keeps it, and writes its blocks into
+the shared store: blocks cover whole chunks, so no two tasks write the same
+chunk. The result is the same as a single-process run, block for block.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from slide_unet.core.blocks import Cancelled
+from slide_unet.core.predict import (
+    Cancel,
+    SegmentationPlan,
+    plan_segmentation,
+    run_blocks,
+    stream_to_output,
+)
+
+#: Blocks per task: enough to keep a worker's batches full, few enough that
+#: progress moves and work balances across workers.
+BLOCKS_PER_TASK = 8
+
+_worker_models: dict[tuple[str, str], Any] = {}
+_worker_lock = threading.Lock()
+
+
+def _model_on_worker(spec: str, device: str) -> Any:
+    """The model, loaded once per worker process and kept for later tasks."""
+    from slide_unet.core.devices import resolve_device
+    from slide_unet.core.model_store import load_model
+
+    device = str(resolve_device(device))  # "auto" means this worker's best device
+    with _worker_lock:
+        key = (spec, device)
+        if key not in _worker_models:
+            _worker_models[key] = load_model(spec, device=device)
+        return _worker_models[key]
+
+
+def run_task(
+    plan: SegmentationPlan,
+    block_indices: Sequence[int],
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
+) -> int:
+    """Run some blocks of ``plan`` into its zarr store (on a dask worker).
+
+    Returns the number of blocks run.
+    """
+    import zarr
+
+    from slide_unet.core.slide import open_slide
+
+    if plan.source is None or plan.out is None or plan.model is None:
+        raise ValueError(
+            "a distributed plan needs a slide file, a model name or file, and a store"
+        )
+    model = _model_on_worker(plan.model, device)
+    out = zarr.open_array(plan.out, mode="r+")
+    with open_slide(plan.source) as slide:
+        run_blocks(
+            plan,
+            block_indices,
+            model=model,
+            slide=slide,
+            out_array=out,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+        )
+    return len(block_indices)
+
+
+def connect(workers: int | None = None, scheduler: str | None = None) -> Any:
+    """A dask.distributed Client: to ``scheduler``, or a LocalCluster of ``workers``.
+
+    Local workers are processes with one thread each: torch uses every core
+    of a process by itself, so processes share the machine's cores.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise RuntimeError(
+            "scale-out needs dask.distributed: pip install 'dask[distributed]'"
+        ) from exc
+    if scheduler:
+        return Client(scheduler)
+    count = max(1, int(workers or 1))
+    threads = max(1, (os.cpu_count() or 1) // count)
+    cluster = LocalCluster(
+        n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    client.run(_limit_torch_threads, threads)
+    return client
+
+
+def _limit_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def segment_distributed(
+    source: str | os.PathLike[str],
+    model: str | os.PathLike[str] = "glomeruli",
+    *,
+    out: str | os.PathLike[str],
+    client: Any = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    region: Sequence[int] | None = None,
+    mpp: float | None = None,
+    device: str = "auto",
+    tile: int | None = None,
+    threshold: float | None = None,
+    tissue: bool = True,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Cancel | None = None,
+) -> Any:
+    """:func:`~slide_unet.core.predict.segment` over a dask.distributed cluster.
+
+    Parameters
+    ----------
+    source
+        The slide file (workers open it by path: it must be reachable there).
+    model
+        A model name or file (workers load it themselves).
+    out
+        Output path (``.zarr``, ``.ome.tif``, ...), as for ``segment``; a zarr
+        store must be on storage every worker can write.
+    client, workers, scheduler
+        An existing ``dask.distributed.Client``; else one to ``scheduler``;
+        else a LocalCluster of ``workers`` processes, closed at the end.
+    region, mpp, device, tile, threshold, tissue, batch_size, precision
+        As for ``segment``; ``device`` is what each worker uses.
+    progress, cancel
+        ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
+        callable or threading.Event) cancels outstanding tasks and raises
+        :class:`~slide_unet.core.blocks.Cancelled`, leaving no output.
+
+    Returns
+    -------
+    zarr.Array or pathlib.Path
+        As ``segment`` returns for a path ``out``.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError("distributed runs need a model name or file, not a loaded module")
+    # Planned for the CPU (the client may have no GPU): pass `tile` for GPU workers.
+    plan = plan_segmentation(
+        source,
+        model,
+        region=region,
+        mpp=mpp,
+        device="cpu",
+        tile=tile,
+        threshold=threshold,
+        tissue=tissue,
+    )
+    if plan.source is None:
+        raise ValueError("distributed runs need a slide file that workers can open by path")
+    if tile is None and device != "cpu":
+        plan = plan_segmentation(
+            source,
+            model,
+            region=region,
+            mpp=mpp,
+            device=device,
+            threshold=threshold,
+            tissue=tissue,
+        )
+    own = client is None
+    client = client or connect(workers, scheduler)
+    try:
+        return stream_to_output(
+            plan,
+            out,
+            lambda p, _array: _run_on_cluster(
+                client, p, device, batch_size, precision, progress, cancel
+            ),
+        )
+    finally:
+        if own:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _run_on_cluster(
+    client: Any,
+    plan: SegmentationPlan,
+    device: str,
+    batch_size: int | None,
+    precision: str,
+    progress: Callable[[int, int], None] | None,
+    cancel: Cancel | None,
+) -> None:
+    from dask.distributed import as_completed
+
+    cancelled = _as_check(cancel)
+    indices = list(range(len(plan.blocks)))
+    groups = [indices[k : k + BLOCKS_PER_TASK] for k in range(0, len(indices), BLOCKS_PER_TASK)]
+    plan_future = client.scatter(plan, broadcast=True)
+    futures = [
+        client.submit(run_task, plan_future, group, device, batch_size, precision, pure=False)
+        for group in groups
+    ]
+    done = 0
+    if progress is not None:
+        progress(0, len(indices))
+    try:
+        for future in as_completed(futures):
+            done += future.result()
+            if progress is not None:
+                progress(done, len(indices))
+            if cancelled():
+                raise Cancelled("segmentation cancelled")
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def _as_check(cancel: Cancel | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    return lambda: bool(cancel())

@@ -1,0 +1,69 @@
+"""Scale-out: a 2-worker LocalCluster gives the single-process result, block for block."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slide_unet.core.model import UNet
+from slide_unet.core.model_card import ModelCard
+from slide_unet.core.model_store import save_model
+from slide_unet.core.predict import segment
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random U-Net whose threshold splits the sample's pixels roughly in half,
+    so the masks compared are far from trivial."""
+    torch.manual_seed(3)
+    net = UNet(base_width=4, depth=3).eval()
+    card = ModelCard(
+        name="random",
+        parameters=dict(net.config),
+        normalization={"mean": [0.5] * 3, "std": [0.25] * 3},
+        working_mpp=1.0,
+        default_input_mpp=0.5,
+        tile=256,
+        trained=True,
+    )
+    net.card = card
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probs = segment(SAMPLE, net, probabilities=True, tissue=False)
+    card = dataclasses.replace(card, threshold=float(np.median(probs)))
+    return save_model(net, tmp_path_factory.mktemp("models") / "random", card)
+
+
+@pytest.mark.slow
+def test_two_worker_local_cluster_matches_a_single_process_run(model_file, tmp_path):
+    from slide_unet.core.distributed import segment_distributed
+
+    local = segment(SAMPLE, model_file, out=tmp_path / "local.zarr", tissue=False)
+    done = []
+    spread = segment_distributed(
+        SAMPLE,
+        model_file,
+        out=tmp_path / "spread.zarr",
+        workers=2,
+        tissue=False,
+        progress=lambda d, t: done.append((d, t)),
+    )
+    expected, got = np.asarray(local[:]), np.asarray(spread[:])
+    assert 0.2 < expected.mean() < 0.8
+    np.testing.assert_array_equal(got, expected)
+    assert done[-1][0] == done[-1][1] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.zarr", "spread.zarr"]
+
+
+def test_distributed_runs_refuse_a_loaded_module(tmp_path):
+    from slide_unet.core.distributed import segment_distributed
+
+    with pytest.raises(TypeError, match="model name or file"):
+        segment_distributed(SAMPLE, UNet(base_width=2, depth=2), out=tmp_path / "x.zarr")
