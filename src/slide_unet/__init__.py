@@ -10,6 +10,7 @@ from slide_unet.core.mask_io import export_mask, read_mask, write_mask
 from slide_unet.core.metrics import dice, iou, match_objects, score
 from slide_unet.core.model_card import ModelCard, ModelError
 from slide_unet.core.model_store import list_models, load_model, save_model
+from slide_unet.core.predict import segment
 from slide_unet.core.rle import rle_decode, rle_encode
 from slide_unet.core.slide import Slide, open_slide
 
@@ -33,5 +34,6 @@ __all__ = [
     "rle_encode",
     "save_model",
     "score",
+    "segment",
     "write_mask",
 ]
