@@ -19,6 +19,7 @@ from slide_unet.core.blocks import Cancelled
 from slide_unet.core.predict import (
     Cancel,
     SegmentationPlan,
+    cancel_check,
     plan_segmentation,
     run_blocks,
     stream_to_output,
@@ -209,7 +210,7 @@ def _run_on_cluster(
 ) -> None:
     from dask.distributed import as_completed
 
-    cancelled = _as_check(cancel)
+    cancelled = cancel_check(cancel)
     indices = list(range(len(plan.blocks)))
     groups = [indices[k : k + BLOCKS_PER_TASK] for k in range(0, len(indices), BLOCKS_PER_TASK)]
     plan_future = client.scatter(plan, broadcast=True)
@@ -229,11 +230,3 @@ def _run_on_cluster(
                 raise Cancelled("segmentation cancelled")
     finally:
         client.cancel([f for f in futures if not f.done()])
-
-
-def _as_check(cancel: Cancel | None) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if hasattr(cancel, "is_set"):
-        return cancel.is_set
-    return lambda: bool(cancel())

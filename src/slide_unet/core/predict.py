@@ -71,7 +71,8 @@ Cancel = Callable[[], bool] | threading.Event
 # -- running -------------------------------------------------------------------------
 
 
-def _cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
+def cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
+    """``cancel`` (None, a callable or a threading.Event) as a callable returning a bool."""
     if cancel is None:
         return lambda: False
     if hasattr(cancel, "is_set"):
@@ -159,7 +160,7 @@ def run_blocks(
         )
     dev = resolve_device(device)
     resolve_precision(precision, dev)  # a bad value fails before any work
-    cancelled = _cancel_check(cancel)
+    cancelled = cancel_check(cancel)
     blocks = [plan.blocks[int(i)] for i in block_indices]
     total = len(blocks)
     if progress is not None:
@@ -359,7 +360,7 @@ def segment(
     """
     dev = resolve_device(device)
     resolve_precision(precision, dev)
-    check = _cancel_check(cancel)  # a bad cancel fails before any work
+    check = cancel_check(cancel)  # a bad cancel fails before any work
     with open_source(source) as src:
         box = check_region(region, (int(src.levels[0].shape[0]), int(src.levels[0].shape[1])))
         kind = _output_kind(out, probabilities, (box[1] - box[0], box[3] - box[2]))
