@@ -41,7 +41,7 @@ Measured in one run, each in a fresh Python process (peak memory is that process
 
 Usage::
 
-    python benchmarks/bench_segment.py                 # everything, about 10-15 min on 2 cores
+    python benchmarks/bench_segment.py                 # everything, about 9-10 min on 2 cores
     python benchmarks/bench_segment.py --quick         # the 8,192 x 11,000 slide, no whole
                                                        # slide, no naive run: about 1-2 min
     python benchmarks/bench_segment.py --device cuda   # on a GPU machine
@@ -474,6 +474,7 @@ def child_monai(cfg: dict[str, Any]) -> dict[str, Any]:
         "infer_cpu_s": infer_cpu,
         "threshold_s": t_post - t_infer,
         "windows": windows,
+        "roi": tile,
         "shape": list(mask.shape),
         "peak_rss_mb": _peak_rss_mb(),
         "baseline_rss_mb": baseline,
@@ -744,6 +745,12 @@ def model_time_for(
     if any(shape not in per for shape in probe["shapes"]):
         return None
     return sum(per[shape] * count for shape, count in probe["shapes"].items())
+
+
+def _tiles(probe: dict[str, Any]) -> str:
+    """``"193 × 752²"``: the tiles the engine ran, and their side(s)."""
+    sides = " / ".join(f"{side[0]}²" for side in probe.get("sides", []))
+    return f"{probe['tiles']} × {sides}" if sides else str(probe.get("tiles", 0))
 
 
 def _shapes(probe: dict[str, Any]) -> str:
@@ -1051,7 +1058,7 @@ def report(
             "open, plan + tissue mask, read, resample, model, map back, threshold, write; "
             f"{skipped:.0%} of blocks skipped as background",
             whole,
-            f"{probe['tiles']} of {baseline['total_blocks']}",
+            f"{_tiles(probe)} of {baseline['total_blocks']} blocks",
             f"{whole['wall_s']:.1f}",
             f"{slide_mp / whole['wall_s']:.1f}",
             f"{whole['peak_rss_mb']:.0f}",
@@ -1074,7 +1081,7 @@ def report(
                 f"{probe['batches']} batches {_shapes(probe)} of random tiles, least time "
                 "per batch shape",
                 model,
-                f"{probe['tiles']}",
+                _tiles(probe),
                 f"{model_s:.1f}",
                 f"{slide_mp / model_s:.1f}",
                 f"{model['peak_rss_mb']:.0f}",
@@ -1111,7 +1118,7 @@ def report(
             "open, plan + tissue mask, read, resample, model, map back to full res, "
             "threshold" + runs(ours),
             ours,
-            f"{probe['tiles']}",
+            _tiles(probe),
             f"{ours['wall_s']:.1f}",
             f"{region_mp / ours['wall_s']:.1f}",
             f"{ours['peak_rss_mb']:.0f}",
@@ -1125,7 +1132,7 @@ def report(
                 "model forward only, the engine's batches",
                 f"{probe['batches']} batches {_shapes(probe)}",
                 model,
-                f"{probe['tiles']}",
+                _tiles(probe),
                 f"{model_s:.1f}",
                 f"{region_mp / model_s:.1f}",
                 f"{model['peak_rss_mb']:.0f}",
@@ -1151,7 +1158,7 @@ def report(
             "segment(array): tissue mask, tile, normalise, model, threshold; output at "
             "working scale, like MONAI's" + runs(array),
             array,
-            f"{array['probe']['tiles']}",
+            _tiles(array["probe"]),
             f"{array['wall_s']:.1f}",
             f"{region_mp / array['wall_s']:.1f}",
             f"{array['peak_rss_mb']:.0f}",
@@ -1170,7 +1177,7 @@ def report(
             f"{monai['read_s']:.1f} s + normalise {monai['normalise_s']:.1f} s not counted)"
             + runs(monai),
             monai,
-            f"{monai['windows']}",
+            f"{monai['windows']} × {monai['roi']}²",
             f"{monai['infer_s']:.1f}",
             f"{region_mp / monai['infer_s']:.1f}",
             f"{monai['peak_rss_mb']:.0f}",
@@ -1225,7 +1232,7 @@ def report(
             f"{st['predict']:.0f} s, stitch + upsample {st['stitch']:.0f} s; no overlap "
             "(seams), no background skipped",
             naive,
-            f"{naive['tiles']}",
+            f"{naive['tiles']} × {NAIVE_TILE}²",
             f"{naive['wall_s']:.1f}",
             f"{slide_mp / naive['wall_s']:.1f}",
             f"{naive['peak_rss_mb']:.0f}",
@@ -1245,7 +1252,7 @@ def report(
             "fresh process: load the model by name, open, plan, torch's first run "
             f"(imports {view['import_s']:.1f} s not counted)",
             view,
-            f"{probe['tiles']}",
+            _tiles(probe),
             f"{view['cold_s']:.2f}",
             f"{view_mp / view['cold_s']:.1f}",
             f"{view['peak_rss_mb']:.0f}",
@@ -1256,7 +1263,7 @@ def report(
             + ", ".join(f"{t:.2f}" for t in view["warm_s"])
             + " s",
             view,
-            f"{probe['tiles']}",
+            _tiles(probe),
             f"{view['median_s']:.2f}",
             f"{view_mp / view['median_s']:.1f}",
             "—",
