@@ -149,6 +149,17 @@ def test_tissue_mask_uses_a_small_pyramid_level_with_the_right_scale() -> None:
     assert not found.any_in(0, 2048, 1100, 2048)
 
 
+def test_tissue_mask_of_a_lone_array_reads_every_nth_pixel_near_the_target_scale() -> None:
+    image = _half_tissue(2048, 2048)
+    found = tissue_mask(image, mpp=2.0, target_mpp=16.0)  # no pyramid: a step of 8
+    assert found is not None
+    assert found.mask.shape == (256, 256)
+    assert found.downsample == (8.0, 8.0)
+    assert found.any_in(0, 2048, 0, 1000)
+    assert not found.any_in(0, 2048, 1100, 2048)
+    assert tissue_mask(image).mask.shape == (2048, 2048)  # pixel size unknown: all of it
+
+
 def test_tissue_mask_skips_gray_fluorescence_and_big_levels() -> None:
     gray = np.full((300, 300), 240, np.uint8)
     assert tissue_mask(gray) is None

@@ -54,6 +54,10 @@ CHUNK_CACHE_BYTES = 256 * 2**20
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+#: Batches of one shape from which cuDNN's kernel search is worth its cost.
+AUTOTUNE_MIN_BATCHES = 16
+
+
 def reader_threads() -> int:
     """Threads that decode tiles: every core, up to 8 (decoders release the GIL)."""
     return max(2, min(8, os.cpu_count() or 2))
@@ -247,14 +251,26 @@ class BlockWriter:
         self.plan = plan
         self.out = out
 
+    #: Output rows resampled at a time: bounds a writer's float32 scratch.
+    strip = 512
+
     def __call__(self, kept: np.ndarray, block: Block) -> None:
         """Store ``block`` from ``kept``, the ``(tile - 2*halo)``-square probabilities."""
         plan = self.plan
         rows, cols = block_output_taps(plan.grid, block)
-        data = _resample(kept, rows.index, rows.weight, axis=0)
-        data = _resample(data, cols.index, cols.weight, axis=1)
-        if not plan.probabilities:
-            data = (data > plan.threshold).view(np.uint8)
+        # Columns first, on the small working-scale rows (gathers along a row are
+        # the costly kind); then rows, whose gathers copy whole rows, a strip at
+        # a time, thresholded as they go.
+        wide = _resample(kept, cols.index, cols.weight, axis=1)
+        height = block.y1 - block.y0
+        data = np.empty((height, wide.shape[1]), np.float32 if plan.probabilities else np.uint8)
+        for start in range(0, height, self.strip):
+            part = slice(start, min(start + self.strip, height))
+            values = _resample(wide, rows.index[part], rows.weight[part], axis=0)
+            if plan.probabilities:
+                data[part] = values
+            else:
+                np.greater(values, plan.threshold, out=data[part].view(np.bool_))
         ry, rx = plan.region[0], plan.region[2]
         self.out[block.y0 - ry : block.y1 - ry, block.x0 - rx : block.x1 - rx] = data
 
@@ -276,6 +292,7 @@ class ModelRunner:
         device: torch.device,
         precision: str,
         batch_size: int,
+        batches: int = 1,
     ) -> None:
         self.model = model
         self.plan = plan
@@ -289,10 +306,12 @@ class ModelRunner:
         )
         model.eval()
         model.to(device=device, memory_format=self.memory_format)
-        # Every tile has the same shape: let cuDNN pick its fastest kernels once.
+        # Every tile has the same shape, so on a long run cuDNN's search for its
+        # fastest kernels pays; it costs about a second per new batch shape, more
+        # than a viewport's few batches take.
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = batches >= AUTOTUNE_MIN_BATCHES
         self.a = torch.tensor(plan.input_scale, dtype=torch.float32, device=device)
         self.b = torch.tensor(plan.input_offset, dtype=torch.float32, device=device)
 

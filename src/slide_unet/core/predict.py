@@ -173,7 +173,7 @@ def run_blocks(
     batch = int(batch_size or default_batch_size(dev, plan.tile, width))
     batches = [blocks[k : k + batch] for k in range(0, total, batch)]
     reader = pipeline.TileReader(plan, _plan_level(slide, plan))
-    runner = pipeline.ModelRunner(model, plan, dev, precision, batch)
+    runner = pipeline.ModelRunner(model, plan, dev, precision, batch, batches=len(batches))
     prefetch = writers = None
     try:
         # On a CPU, readers and writers share the model's cores: they yield to it.

@@ -64,11 +64,19 @@ def _tissue_level(levels: list[Any], mpp: float | None, target_mpp: float, min_s
     return chosen
 
 
-def _read_level(level: Any, max_pixels: int) -> np.ndarray | None:
-    """The level's pixels (numpy arrays subsampled to ``max_pixels``)."""
+def _array_step(level: Any, mpp: float | None, target_mpp: float) -> int:
+    """Subsampling that brings an in-memory level of pixel size ``mpp`` near
+    ``target_mpp`` (a lone image has no coarser level to read instead)."""
+    if not isinstance(level, np.ndarray) or not mpp:
+        return 1
+    return max(1, int(target_mpp / mpp))
+
+
+def _read_level(level: Any, max_pixels: int, step: int = 1) -> np.ndarray | None:
+    """The level's pixels (numpy arrays subsampled by ``step``, and to ``max_pixels``)."""
     pixels = int(level.shape[0]) * int(level.shape[1])
     if isinstance(level, np.ndarray):
-        step = max(1, math.ceil(math.sqrt(pixels / max_pixels)))
+        step = max(step, math.ceil(math.sqrt(pixels / max_pixels)))
         return level[::step, ::step]
     if pixels > max_pixels:
         return None  # decoding a big level costs as much as the tiles it would save
@@ -139,7 +147,10 @@ def tissue_mask(
     ):
         return None
     index = _tissue_level(levels, mpp, target_mpp, min_side)
-    pixels = _read_level(levels[index], max_pixels)
+    level_mpp = mpp * base.shape[1] / levels[index].shape[1] if mpp else None
+    pixels = _read_level(
+        levels[index], max_pixels, _array_step(levels[index], level_mpp, target_mpp)
+    )
     if pixels is None:
         return None
     top = float(np.iinfo(pixels.dtype).max)
