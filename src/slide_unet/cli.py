@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--scheduler", help="run on an existing dask.distributed cluster")
     segment.add_argument("--json", action="store_true", help="print JSON")
     segment.set_defaults(run=cmd_segment)
+    __import__("slide_unet.cli_evaluate").cli_evaluate.add_parser(commands)
 
     formats = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
     score = commands.add_parser(

@@ -1,0 +1,110 @@
+"""``slide-unet evaluate``: score a model on a folder of images with expert masks.
+
+Thin over :func:`slide_unet.core.evaluation.evaluate`; registered by
+:func:`slide_unet.cli.build_parser` through :func:`add_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+from slide_unet.cli import UsageError, _progress_bar
+
+__all__ = ["add_parser", "cmd_evaluate"]
+
+#: How the table and JSON name where a pixel size came from.
+_SOURCE_NAMES = {"argument": "--mpp"}
+
+
+def _source(source: str) -> str:
+    return _SOURCE_NAMES.get(source, source)
+
+
+def _print_table(result: Any) -> None:
+    width = max(len("image"), *(len(stem) for stem in result.per_image))
+    print(f"{'image':<{width}}  {'Dice':>6}  {'IoU':>6}  pixel size (source)")
+    for stem, value in result.per_image.items():
+        size = result.mpp[stem]
+        at = "unknown" if size.mpp is None else f"{size.mpp:g} µm"
+        print(
+            f"{stem:<{width}}  {value:>6.4f}  {result.per_image_iou[stem]:>6.4f}"
+            f"  {at} ({_source(size.source)})"
+        )
+    n = result.n_images
+    print(f"mean Dice {result.mean_dice:.4f} over {n} image{'s' if n != 1 else ''}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Segment every image of a folder that has a mask of the same stem, and print its Dice."""
+    from slide_unet.core.devices import resolve_device
+    from slide_unet.core.evaluation import evaluate, held_out_stems
+    from slide_unet.core.model_store import PlaceholderModelWarning, load_model
+
+    if args.mpp is not None and not args.mpp > 0:
+        raise UsageError(f"--mpp must be a positive number of µm per pixel, got {args.mpp:g}")
+    device = resolve_device(args.device)
+    with warnings.catch_warnings():
+        if args.json:  # the placeholder warning still goes to stderr otherwise
+            warnings.simplefilter("ignore", PlaceholderModelWarning)
+        model = load_model(args.model, device=device)  # once, for the card and every image
+        stems = None
+        if args.held_out:
+            stems = held_out_stems(model)
+            if not stems:
+                raise UsageError(
+                    f"model {model.card.name!r} lists no held-out images (its card has no "
+                    "training['validation_images']): evaluate without --held-out"
+                )
+        result = evaluate(
+            model,
+            args.images,
+            args.masks,
+            mpp=args.mpp,
+            device=device,
+            stems=stems,
+            progress=_progress_bar("evaluating"),
+        )
+    if args.json:
+        out = result.as_dict()
+        for size in out["mpp"].values():
+            size["source"] = _source(size["source"])
+        print(json.dumps(out, indent=2))
+        return 0
+    _print_table(result)
+    if result.unpaired:
+        names = ", ".join(result.unpaired[:5]) + (", ..." if len(result.unpaired) > 5 else "")
+        print(f"({len(result.unpaired)} images without a mask were skipped: {names})")
+    return 0
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``evaluate`` on the sub-command parsers of ``slide-unet``."""
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Dice of a model on a folder of images against their expert masks",
+        description="Segment every image in IMAGES that has a mask of the same file stem in "
+        "MASKS (any mask format; any non-zero pixel is foreground), with the engine of "
+        "`segment`, and print per-image Dice and IoU and the mean Dice. Pixel size: the "
+        "file's, else --mpp, else the model card's default. An image whose mask and "
+        "prediction are both empty scores 1.",
+    )
+    evaluate.add_argument(
+        "--model", required=True, help="bundled or user model name, or a model file"
+    )
+    evaluate.add_argument("--images", required=True, help="folder of images")
+    evaluate.add_argument("--masks", required=True, help="folder of masks named like the images")
+    evaluate.add_argument(
+        "--mpp", type=float, help="input pixel size (µm) of images whose file records none"
+    )
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    evaluate.add_argument(
+        "--held-out",
+        action="store_true",
+        help="evaluate only the images the model card lists as held out from training",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(run=cmd_evaluate)
+    return evaluate
