@@ -366,7 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--scheduler", help="run on an existing dask.distributed cluster")
     segment.add_argument("--json", action="store_true", help="print JSON")
     segment.set_defaults(run=cmd_segment)
-    __import__("slide_unet.cli_evaluate").cli_evaluate.add_parser(commands)
 
     formats = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
     score = commands.add_parser(
@@ -406,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--mpp", type=float, help="pixel size to record (µm)")
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(run=cmd_export)
+    from slide_unet import cli_evaluate, cli_train
+
+    cli_evaluate.add_parser(commands)
+    cli_train.add_parser(commands)
     return parser
 
 
@@ -413,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slide-unet``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.run(args))
     except BrokenPipeError:  # output piped into `head` and the like: not an error

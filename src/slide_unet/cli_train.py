@@ -1,0 +1,187 @@
+"""``slide-unet train``: train a U-Net on folders of images and expert masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+_ARCHITECTURES = ("unet",)
+
+
+class _TrainingUsageError(ValueError):
+    """Bad options for ``train`` (reported on one line by the CLI)."""
+
+
+def _stems(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _pairs(args: argparse.Namespace) -> list[Any]:
+    from slide_unet.core.image_pairs import find_pairs
+
+    if len(args.images) != len(args.masks):
+        raise _TrainingUsageError(
+            f"give one --masks folder per --images folder, got {len(args.images)} --images and "
+            f"{len(args.masks)} --masks"
+        )
+    pairs = []
+    for images, masks in zip(args.images, args.masks, strict=True):
+        found, unpaired = find_pairs(images, masks)
+        if unpaired:
+            print(
+                f"{len(unpaired)} images in {images} have no mask and are left out",
+                file=sys.stderr,
+            )
+        pairs.extend(found)
+    excluded = set(args.exclude or [])
+    unknown = excluded - {p.stem for p in pairs}
+    if unknown:
+        raise _TrainingUsageError(f"--exclude names images that are not there: {sorted(unknown)}")
+    return [p for p in pairs if p.stem not in excluded]
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from slide_unet.core.augment import Augmentation
+    from slide_unet.core.training import TrainingConfig
+
+    name = args.name or Path(args.output).name.split(".")[0]
+    return TrainingConfig(
+        name=name,
+        working_mpp=args.working_mpp,
+        input_mpp=args.mpp,
+        base_width=args.base_width,
+        depth=args.depth,
+        norm=args.norm,
+        patch=args.patch,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        minutes=args.minutes,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        foreground_fraction=args.foreground_fraction,
+        augmentation=Augmentation(invert=args.invert, grayscale=args.grayscale),
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+    )
+
+
+def _print_epoch(record: dict[str, Any], total: int | None) -> None:
+    minutes, seconds = divmod(int(record["seconds"]), 60)
+    of = f"/{total}" if total else ""
+    print(
+        f"epoch {record['epoch']}{of}  loss {record['loss']:.4f}  "
+        f"validation Dice {record['val_dice']:.4f} (best {record['best_dice']:.4f})  "
+        f"lr {record['lr']:.2e}  {minutes}m{seconds:02d}s",
+        flush=True,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a U-Net and save the best weights with their model card."""
+    from slide_unet.core.training import train
+
+    if args.epochs is None and args.minutes is None:
+        args.epochs = 30
+    pairs = _pairs(args)
+    config = _config(args)
+    data = {
+        "images": [str(p) for p in args.images],
+        "masks": [str(p) for p in args.masks],
+        "pairs": len(pairs),
+        "excluded": sorted(args.exclude or []),
+    }
+    if args.attribution:
+        data["attribution"] = args.attribution
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    command = shlex.join(["slide-unet", *argv])
+    quiet = args.json
+    result = train(
+        pairs,
+        config,
+        args.output,
+        resume=args.resume,
+        command=command,
+        data=data,
+        licence=args.licence,
+        progress=None if quiet else lambda r: _print_epoch(r, config.epochs),
+        say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
+    )
+    summary = {
+        "output": str(args.output),
+        "best_dice": round(result.best_dice, 4),
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 1),
+        "stopped": result.stopped,
+        "validation_images": result.card.training["validation_images"],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        minutes = result.seconds / 60
+        print(
+            f"saved {args.output}: best validation Dice {result.best_dice:.4f} (epoch "
+            f"{result.best_epoch}), {minutes:.1f} min"
+        )
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``train`` on the CLI's subcommands."""
+    train = commands.add_parser(
+        "train",
+        help="train a U-Net on images and expert masks",
+        description=(
+            "Train a U-Net on folders of images and masks paired by file stem; hold out "
+            "images (not tiles) for validation, keep the weights with the best validation "
+            "Dice, and write OUTPUT.safetensors with its model card OUTPUT.json."
+        ),
+    )
+    data = train.add_argument_group("data")
+    data.add_argument("--images", action="append", required=True, type=Path, metavar="DIR")
+    data.add_argument(
+        "--masks",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="masks named like the images: red on black, 0/1, 0/255 or instance labels",
+    )
+    data.add_argument("--mpp", type=float, help="pixel size of images whose files do not say (µm)")
+    data.add_argument("--exclude", type=_stems, help="image stems to leave out, comma-separated")
+    data.add_argument("--val-fraction", type=float, default=0.2, help="default 0.2")
+    data.add_argument("--attribution", help="data attribution, recorded in the card")
+    model = train.add_argument_group("model")
+    model.add_argument("-o", "--output", required=True, help="X.safetensors, or a bare name")
+    model.add_argument("--name", help="model name (default: the output's name)")
+    model.add_argument("--arch", choices=_ARCHITECTURES, default="unet")
+    model.add_argument("--base-width", type=int, default=16)
+    model.add_argument("--depth", type=int, default=4)
+    model.add_argument("--norm", choices=("batch", "group", "none"), default="batch")
+    model.add_argument("--working-mpp", type=float, help="µm/px the model works at")
+    model.add_argument("--tile", type=int, default=512, help="default inference tile")
+    model.add_argument("--licence", help="licence of the weights, recorded in the card")
+    run = train.add_argument_group("training")
+    run.add_argument("--epochs", type=int, help="default 30 when --minutes is not given")
+    run.add_argument("--steps-per-epoch", type=int, default=50)
+    run.add_argument("--minutes", type=float, help="time budget")
+    run.add_argument("--patch", type=int, default=256)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    run.add_argument("--weight-decay", type=float, default=1e-4)
+    run.add_argument("--foreground-fraction", type=float, default=0.5)
+    run.add_argument("--invert", type=float, default=0.0, help="inversion probability")
+    run.add_argument("--grayscale", type=float, default=0.0, help="grayscale probability")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--json", action="store_true", help="print a JSON summary only")
+    train.set_defaults(run=cmd_train)

@@ -1,0 +1,179 @@
+"""Augmentation for training on histology: geometry, stain, light, focus.
+
+Every transform works on a batch ``N x 3 x H x W`` of float RGB in 0..1 with its
+masks ``N x 1 x H x W``, draws its parameters per image from a
+:class:`torch.Generator`, and is cheap enough to run on a CPU between steps.
+
+- 90° rotations and flips (the eight symmetries of a square: slides have no
+  up or down);
+- stain jitter in haematoxylin-eosin-DAB space (Tellez et al. 2018, "H&E
+  stain augmentation improves generalization of convolutional networks for
+  histopathological mitosis detection"): each stain's optical density scaled
+  and shifted a little, which is how stains and scanners differ;
+- brightness, contrast and gamma;
+- Gaussian blur (focus) and noise (sensor);
+- optionally inverted intensities (dark nuclei on bright brightfield versus
+  bright nuclei on dark fluorescence).
+
+Scale jitter is done where patches are cut (:mod:`slide_unet.core.training`),
+by cutting a larger or smaller window and resizing it.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Augmentation", "augment"]
+
+#: Colour deconvolution matrix of Ruifrok and Johnston (2001), rows H, E, DAB in
+#: RGB optical density, as scikit-image's ``rgb_from_hed``.
+RGB_FROM_HED = torch.tensor(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
+)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How strongly to augment; probabilities are per image.
+
+    Attributes
+    ----------
+    dihedral : bool
+        Random 90° rotations and flips.
+    stain : float
+        Stain jitter: each H, E, DAB optical density is multiplied by
+        ``1 + U(-stain, stain)`` and shifted by ``U(-stain, stain)``.
+    brightness, contrast : float
+        Additive brightness ``U(-b, b)`` and contrast factor ``1 + U(-c, c)``.
+    gamma : float
+        Gamma ``exp(U(-g, g))``.
+    blur : float
+        Probability of a Gaussian blur with sigma ``U(0.3, blur_sigma)`` pixels.
+    blur_sigma : float
+    noise : float
+        Probability of Gaussian noise with sd ``U(0, 0.03)``.
+    invert : float
+        Probability of inverting intensities.
+    grayscale : float
+        Probability of replacing colour by its luminance.
+    scale : float
+        Scale jitter, applied where patches are cut: window side times
+        ``exp(U(-log(1 + scale), log(1 + scale)))``.
+    """
+
+    dihedral: bool = True
+    stain: float = 0.05
+    brightness: float = 0.1
+    contrast: float = 0.2
+    gamma: float = 0.2
+    blur: float = 0.2
+    blur_sigma: float = 1.5
+    noise: float = 0.2
+    invert: float = 0.0
+    grayscale: float = 0.0
+    scale: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (for a model card)."""
+        return asdict(self)
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) * (high - low) + low
+
+
+def _chance(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) < p
+
+
+def dihedral(
+    images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image and its mask turned by a random multiple of 90° and maybe flipped."""
+    out_i, out_m = [], []
+    turns = torch.randint(0, 4, (len(images),), generator=gen).tolist()
+    flips = _chance(len(images), 0.5, gen).tolist()
+    for image, mask, k, flip in zip(images, masks, turns, flips, strict=True):
+        if flip:
+            image, mask = image.flip(-1), mask.flip(-1)
+        out_i.append(torch.rot90(image, k, (-2, -1)))
+        out_m.append(torch.rot90(mask, k, (-2, -1)))
+    return torch.stack(out_i), torch.stack(out_m)
+
+
+def stain_jitter(images: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
+    """Scale and shift each image's H, E and DAB optical densities a little."""
+    n = len(images)
+    od = -torch.log(images.clamp_min(1e-6))  # N x 3 x H x W, RGB optical density
+    hed = torch.einsum("nchw,cd->ndhw", od, HED_FROM_RGB)
+    alpha = 1 + _uniform(n * 3, -amount, amount, gen).view(n, 3, 1, 1)
+    beta = _uniform(n * 3, -amount, amount, gen).view(n, 3, 1, 1)
+    od = torch.einsum("ndhw,dc->nchw", hed * alpha + beta, RGB_FROM_HED)
+    return torch.exp(-od.clamp_min(0)).clamp(0, 1)
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one ``C x H x W`` image (reflected borders)."""
+    kernel = _gaussian_kernel(sigma)
+    r = len(kernel) // 2
+    c = image.shape[0]
+    x = F.pad(image[None], (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return x[0]
+
+
+def augment(
+    images: torch.Tensor, masks: torch.Tensor, settings: Augmentation, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a batch: float RGB ``N x 3 x H x W`` in 0..1 and masks ``N x 1 x H x W``.
+
+    Returns new tensors (the inputs are not changed); images stay in 0..1.
+    """
+    n = len(images)
+    if settings.dihedral:
+        images, masks = dihedral(images, masks, gen)
+    if settings.stain > 0:
+        images = stain_jitter(images, settings.stain, gen)
+    if settings.grayscale > 0:
+        gray = _chance(n, settings.grayscale, gen)
+        if gray.any():
+            luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
+            images = torch.where(gray.view(n, 1, 1, 1), luma.expand_as(images), images)
+    if settings.invert > 0:
+        flip = _chance(n, settings.invert, gen).view(n, 1, 1, 1)
+        images = torch.where(flip, 1 - images, images)
+    if settings.contrast > 0 or settings.brightness > 0:
+        c = 1 + _uniform(n, -settings.contrast, settings.contrast, gen).view(n, 1, 1, 1)
+        b = _uniform(n, -settings.brightness, settings.brightness, gen).view(n, 1, 1, 1)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = ((images - mean) * c + mean + b).clamp(0, 1)
+    if settings.gamma > 0:
+        g = torch.exp(_uniform(n, -settings.gamma, settings.gamma, gen)).view(n, 1, 1, 1)
+        images = images.clamp_min(1e-6) ** g
+    if settings.blur > 0:
+        chosen = _chance(n, settings.blur, gen).tolist()
+        sigmas = _uniform(n, 0.3, settings.blur_sigma, gen).tolist()
+        images = torch.stack(
+            [blur(im, s) if c else im for im, s, c in zip(images, sigmas, chosen, strict=True)]
+        )
+    if settings.noise > 0:
+        sd = _uniform(n, 0, 0.03, gen) * _chance(n, settings.noise, gen)
+        noise = torch.randn(images.shape, generator=gen) * sd.view(n, 1, 1, 1)
+        images = (images + noise).clamp(0, 1)
+    return images.contiguous(), masks.contiguous()

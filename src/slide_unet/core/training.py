@@ -1,0 +1,672 @@
+"""Train a U-Net on images and expert masks: the bundled models and fine-tuning.
+
+The loop, in short: images are resampled once to the model's working pixel
+size and held in memory; each step cuts a batch of patches (half of them
+centred on foreground, window sides jittered in scale), augments them
+(:mod:`slide_unet.core.augment`), and takes an AdamW step on BCE + Dice loss
+under a warm-up + cosine learning-rate schedule. After every epoch the model
+segments each held-out image through the same engine as ``slide-unet segment``
+(:func:`slide_unet.core.predict.segment`), and the weights with the best mean
+Dice are kept. Training stops after a number of epochs or minutes, whichever
+comes first, or when cancelled (the best so far is kept), and can be resumed
+from the state written after each epoch.
+
+Held-out images are chosen by image, never by tile, with a fixed seed, and
+named in the model card.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+
+from slide_unet.core.atomic import atomic_path
+from slide_unet.core.augment import Augmentation, augment
+from slide_unet.core.blocks import Cancelled
+from slide_unet.core.devices import autocast, resolve_device
+from slide_unet.core.image_pairs import ImagePair, read_pair
+from slide_unet.core.metrics import dice
+from slide_unet.core.model import UNet
+from slide_unet.core.model_card import ModelCard
+from slide_unet.core.predict import Cancel, cancel_check, segment
+from slide_unet.core.tiling import reflect_index
+
+__all__ = ["TrainingConfig", "TrainingResult", "split_by_image", "train"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What to train and how. Defaults suit a small U-Net on a 2-core CPU.
+
+    Attributes
+    ----------
+    name : str
+        The model's name (its card's ``name``).
+    working_mpp : float or None
+        Pixel size (µm) the model works at; None: each image's own.
+    input_mpp : float or None
+        Pixel size of images whose files do not say (``--mpp``); also the
+        card's ``default_input_mpp``.
+    base_width, depth, norm : U-Net parameters (:class:`~slide_unet.core.model.UNet`).
+    patch : int
+        Side of the training patches at working scale (a multiple of ``2**depth``).
+    batch_size : int
+    epochs : int or None
+        Number of epochs of ``steps_per_epoch`` steps; None: until ``minutes``.
+    steps_per_epoch : int
+    minutes : float or None
+        Time budget; with ``epochs`` too, whichever ends first. The learning
+        rate schedule follows whichever is further along.
+    learning_rate, weight_decay : AdamW settings (peak learning rate).
+    val_fraction : float
+        Fraction of the images held out for validation (at least one).
+    seed : int
+        Seeds the split, the patches and the augmentation.
+    foreground_fraction : float
+        Fraction of patches centred on a foreground pixel.
+    augmentation : Augmentation
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    precision : str
+        ``"fp32"`` or ``"bf16"`` (autocast; ``"auto"`` is bf16 on a CUDA GPU).
+    tile : int
+        The card's default inference tile.
+    """
+
+    name: str
+    working_mpp: float | None = None
+    input_mpp: float | None = None
+    base_width: int = 16
+    depth: int = 4
+    norm: str = "batch"
+    patch: int = 256
+    batch_size: int = 8
+    epochs: int | None = 30
+    steps_per_epoch: int = 50
+    minutes: float | None = None
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2
+    seed: int = 0
+    foreground_fraction: float = 0.5
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int = 512
+
+    def __post_init__(self) -> None:
+        multiple = 2**self.depth
+        if self.patch % multiple or self.patch < multiple:
+            raise ValueError(
+                f"patch must be a multiple of {multiple} (2**depth), got {self.patch}"
+            )
+        if self.tile % multiple:
+            raise ValueError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
+        if self.epochs is None and self.minutes is None:
+            raise ValueError("give a number of epochs or of minutes (or both)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if self.batch_size < 1 or self.steps_per_epoch < 1:
+            raise ValueError("batch_size and steps_per_epoch must be at least 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (for the card and the resume state)."""
+        out = dataclasses.asdict(self)
+        out["augmentation"] = self.augmentation.to_dict()
+        return out
+
+
+@dataclass
+class TrainingResult:
+    """What training produced."""
+
+    model: UNet
+    card: ModelCard
+    history: list[dict[str, Any]]
+    best_dice: float
+    best_epoch: int
+    seconds: float
+    stopped: str
+
+
+@dataclass
+class _Image:
+    stem: str
+    pixels: np.ndarray  # H x W x 3 uint8 at working scale
+    mask: np.ndarray  # H x W uint8 0/1 at working scale
+    foreground: np.ndarray  # K x 2 coordinates of (some) foreground pixels
+
+
+@dataclass
+class _Held:
+    stem: str
+    pixels: np.ndarray  # as read, full resolution
+    truth: np.ndarray
+    mpp: float | None
+
+
+def split_by_image(
+    stems: Sequence[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Training and held-out stems: a seeded shuffle, at least one on each side."""
+    if len(stems) < 2:
+        raise ValueError(f"need at least 2 images to hold one out, got {len(stems)}")
+    order = sorted(stems)
+    np.random.default_rng(seed).shuffle(order)
+    n_val = min(len(order) - 1, max(1, round(fraction * len(order))))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _as_rgb8(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        top = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
+        image = np.clip(image.astype(np.float32) / top * 255 + 0.5, 0, 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def _resize(pixels: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask resampled by ``scale`` (antialiased; the mask by area, then > 0.5)."""
+    if scale == 1.0:
+        return pixels, mask.astype(np.uint8)
+    h, w = pixels.shape[:2]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    mode = "area" if scale < 1 else "bilinear"
+    m = F.interpolate(m, size=size, mode=mode)
+    out = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out, (m[0, 0] > 0.5).to(torch.uint8).numpy()
+
+
+def _pixel_size(pair: ImagePair, file_mpp: float | None, config: TrainingConfig) -> float | None:
+    mpp = file_mpp or config.input_mpp
+    if config.working_mpp is not None and mpp is None:
+        raise ValueError(
+            f"{pair.image}: the file does not say its pixel size, and the model works at "
+            f"{config.working_mpp} µm/px: give the images' pixel size (--mpp)"
+        )
+    return mpp
+
+
+def _load(
+    pairs: Sequence[ImagePair], config: TrainingConfig, say: Callable[[str], None]
+) -> tuple[list[_Image], list[_Held]]:
+    stems = [p.stem for p in pairs]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two training images share a name: stems must be unique")
+    _train_stems, val_stems = split_by_image(stems, config.val_fraction, config.seed)
+    held_out = set(val_stems)
+    images: list[_Image] = []
+    held: list[_Held] = []
+    rng = np.random.default_rng(config.seed)
+    for pair in pairs:
+        pixels, truth, file_mpp = read_pair(pair)
+        mpp = _pixel_size(pair, file_mpp, config)
+        if pair.stem in held_out:
+            held.append(_Held(pair.stem, pixels, truth, mpp))
+            continue
+        scale = mpp / config.working_mpp if config.working_mpp and mpp else 1.0
+        small, mask = _resize(_as_rgb8(pixels), truth, scale)
+        ys, xs = np.nonzero(mask)
+        keep = rng.permutation(len(ys))[:4096]  # enough centres to pick from
+        images.append(_Image(pair.stem, small, mask, np.stack([ys[keep], xs[keep]], axis=1)))
+    say(
+        f"{len(images)} training images, {len(held)} held out ({', '.join(val_stems[:8])}"
+        f"{', ...' if len(val_stems) > 8 else ''})"
+    )
+    return images, held
+
+
+def _normalization(images: Sequence[_Image]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of the training pixels, in 0..1."""
+    total = np.zeros(3)
+    square = np.zeros(3)
+    count = 0
+    for image in images:
+        x = image.pixels.reshape(-1, 3).astype(np.float64) / 255
+        total += x.sum(0)
+        square += (x**2).sum(0)
+        count += len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(square / count - mean**2, 1e-6))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def _cut(
+    image: _Image, side: int, rng: np.random.Generator, on_foreground: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``side``-square window of an image and its mask (borders reflected)."""
+    h, w = image.mask.shape
+    if on_foreground and len(image.foreground):
+        cy, cx = image.foreground[rng.integers(len(image.foreground))]
+        y0 = int(cy) - side // 2 + int(rng.integers(-side // 4, side // 4 + 1))
+        x0 = int(cx) - side // 2 + int(rng.integers(-side // 4, side // 4 + 1))
+    else:
+        y0 = int(rng.integers(0, h - side + 1)) if h >= side else (h - side) // 2
+        x0 = int(rng.integers(0, w - side + 1)) if w >= side else (w - side) // 2
+    rows = reflect_index(np.arange(y0, y0 + side), h)
+    cols = reflect_index(np.arange(x0, x0 + side), w)
+    return image.pixels[rows[:, None], cols], image.mask[rows[:, None], cols]
+
+
+def _batch(
+    images: Sequence[_Image], config: TrainingConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of patches: float RGB ``N x 3 x P x P`` in 0..1, masks ``N x 1 x P x P``."""
+    p = config.patch
+    jitter = math.log1p(config.augmentation.scale)
+    xs, ms = [], []
+    for _ in range(config.batch_size):
+        image = images[int(rng.integers(len(images)))]
+        side = max(8, round(p * math.exp(rng.uniform(-jitter, jitter))))
+        pixels, mask = _cut(image, side, rng, rng.random() < config.foreground_fraction)
+        x = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+        m = torch.from_numpy(mask)[None].float()
+        if side != p:
+            x = F.interpolate(x[None], size=(p, p), mode="bilinear", antialias=True)[0]
+            m = (F.interpolate(m[None], size=(p, p), mode="bilinear")[0] > 0.5).float()
+        xs.append(x.clamp(0, 1))
+        ms.append(m)
+    return torch.stack(xs), torch.stack(ms)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice loss (over the whole batch)."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    soft_dice = (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+    return bce + (1 - soft_dice)
+
+
+def _learning_rate(peak: float, progress: float) -> float:
+    """Linear warm-up over the first 5 %, then cosine down to 1 % of the peak."""
+    warm = 0.05
+    if progress < warm:
+        return peak * (0.05 + 0.95 * progress / warm)
+    t = min(1.0, (progress - warm) / (1 - warm))
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def recalibrate_norms(
+    model: torch.nn.Module,
+    images: Sequence[_Image],
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batches: int = 8,
+) -> None:
+    """Re-estimate batch-norm statistics on plain patches ("precise BN").
+
+    The running averages kept during training follow augmented, foreground-
+    heavy batches and lag behind the weights; segmenting uses them. Averaging
+    them afresh over un-augmented patches cut anywhere, with the weights fixed,
+    makes evaluation match what the model was trained to see.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    plain = dataclasses.replace(
+        config, foreground_fraction=0.0, augmentation=Augmentation(scale=0.0)
+    )
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            x, _ = _batch(images, plain, rng)
+            model(((x.to(device) - mean) / std).contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+
+
+def validate(
+    model: torch.nn.Module, held: Sequence[_Held], device: torch.device
+) -> dict[str, float]:
+    """Dice of the model on each held-out image, through the segmentation engine."""
+    scores = {}
+    for item in held:
+        mask = segment(item.pixels, model, mpp=item.mpp, device=device, precision="fp32")
+        scores[item.stem] = round(dice(mask, item.truth), 4)
+    return scores
+
+
+def _card(
+    config: TrainingConfig,
+    model: UNet,
+    mean: list[float],
+    std: list[float],
+    parent: ModelCard | None,
+) -> ModelCard:
+    base = {
+        "name": config.name,
+        "parameters": model.config,
+        "channels": "RGB",
+        "normalization": {"mean": mean, "std": std},
+        "working_mpp": config.working_mpp,
+        "default_input_mpp": config.input_mpp,
+        "tile": config.tile,
+        "trained": True,
+    }
+    if parent is not None:
+        base.update(
+            normalization=parent.normalization,
+            working_mpp=parent.working_mpp,
+            default_input_mpp=config.input_mpp or parent.default_input_mpp,
+            tile=parent.tile,
+            threshold=parent.threshold,
+            parent=parent.name,
+        )
+    return ModelCard(**base)
+
+
+# -- resumable state ------------------------------------------------------------------
+
+
+def resume_path(out: str | os.PathLike[str]) -> Path:
+    """Where training to ``out`` keeps its state between epochs."""
+    from slide_unet.core.model_store import user_models_dir
+
+    text = os.fspath(out)
+    path = Path(text)
+    if path.name == text and not path.suffix:  # a bare name: a user model
+        path = user_models_dir() / text
+    name = path.name.removesuffix(".safetensors").removesuffix(".json")
+    return path.with_name(name + ".resume.safetensors")
+
+
+def _save_state(
+    path: Path,
+    model: torch.nn.Module,
+    best: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best/{k}": v.contiguous() for k, v in best.items()})
+    for i, p in enumerate(optimizer.param_groups[0]["params"]):
+        for key, value in optimizer.state.get(p, {}).items():
+            tensors[f"opt/{i}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, os.fspath(tmp), metadata={"state": json.dumps(state)})
+
+
+def _load_state(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    with safetensors.safe_open(os.fspath(path), framework="pt") as f:
+        state = json.loads((f.metadata() or {})["state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
+    params = optimizer.param_groups[0]["params"]
+    for key, value in tensors.items():
+        if key.startswith("opt/"):
+            _, index, name = key.split("/")
+            optimizer.state[params[int(index)]][name] = value.to(params[int(index)].device)
+    return best, state
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores ({device.type})"
+
+
+def train(
+    pairs: Sequence[ImagePair],
+    config: TrainingConfig,
+    out: str | os.PathLike[str],
+    *,
+    initial: UNet | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    data: dict[str, Any] | None = None,
+    licence: str | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    cancel: Cancel | None = None,
+) -> TrainingResult:
+    """Train (or fine-tune) a U-Net and save the best weights with their card.
+
+    Parameters
+    ----------
+    pairs : sequence of ImagePair
+        Images and their masks (:func:`~slide_unet.core.image_pairs.find_pairs`).
+    config : TrainingConfig
+    out : path
+        ``X.safetensors`` (with ``X.json``), or a bare name for the user's
+        models folder (:func:`~slide_unet.core.model_store.save_model`).
+    initial : UNet, optional
+        A loaded model to start from (fine-tuning): its architecture,
+        normalisation and working pixel size are kept and it becomes the
+        card's parent. Default: a new U-Net from ``config``.
+    resume : bool
+        Continue from the state saved after the last finished epoch.
+    command : str, optional
+        The command line, recorded in the card.
+    data : dict, optional
+        Facts about the data for the card (folders, licence, attribution).
+    licence : str, optional
+        The weights' licence, for the card.
+    progress : callable, optional
+        Called after each epoch with ``{"epoch", "step", "loss", "val_dice",
+        "best_dice", "lr", "seconds"}``.
+    say : callable, optional
+        Receives one-line messages (the split, resuming...).
+    cancel : callable or threading.Event, optional
+        Checked before each step; when set, stop and keep the best so far.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    from slide_unet.core.model_store import save_model
+
+    say = say or (lambda _: None)
+    cancelled = cancel_check(cancel)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    dtype = torch.bfloat16 if config.precision == "bf16" else None
+    if config.precision == "auto" and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    images, held = _load(pairs, config, say)
+    if not images:
+        raise ValueError("no training images left after holding some out")
+    torch.manual_seed(config.seed)
+    if initial is not None:
+        model = initial
+        parent = initial.card
+        mean, std = parent.normalization["mean"], parent.normalization["std"]
+    else:
+        parent = None
+        model = UNet(
+            in_channels=3, base_width=config.base_width, depth=config.depth, norm=config.norm
+        )
+        mean, std = _normalization(images)
+    card = _card(config, model, mean, std, parent)
+    model.card = card
+    model.to(device=device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    norm_mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    norm_std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+    state_file = resume_path(out)
+    history: list[dict[str, Any]] = []
+    best: dict[str, torch.Tensor] = {}
+    best_dice, best_epoch, best_scores = -1.0, 0, {}
+    epoch = step = 0
+    spent = 0.0  # seconds of training before this run (resumed)
+    if resume:
+        if not state_file.exists():
+            raise ValueError(f"nothing to resume: {state_file} does not exist")
+        best, state = _load_state(state_file, model, optimizer)
+        if state["config"] != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(
+                f"{state_file} was written with other settings: resume with the same ones"
+            )
+        epoch, step, spent = state["epoch"], state["step"], state["seconds"]
+        history, best_dice = state["history"], state["best_dice"]
+        best_epoch, best_scores = state["best_epoch"], state["best_scores"]
+        say(f"resuming after epoch {epoch} (best validation Dice {best_dice:.4f})")
+    elif initial is not None:
+        best_scores = validate(model, held, device)
+        best_dice = float(np.mean(list(best_scores.values())))
+        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        say(f"before training: validation Dice {best_dice:.4f}")
+        history.append({"epoch": 0, "step": 0, "val_dice": round(best_dice, 4)})
+
+    total_steps = config.epochs * config.steps_per_epoch if config.epochs else None
+    budget = config.minutes * 60 if config.minutes else None
+
+    def progress_fraction() -> float:
+        done = [step / total_steps] if total_steps else []
+        if budget:
+            done.append((spent + time.perf_counter() - started) / budget)
+        return max(done)
+
+    stopped = "finished"
+    while progress_fraction() < 1 and stopped == "finished":
+        rng = np.random.default_rng([config.seed, epoch])
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        model.train()
+        losses = []
+        for _ in range(config.steps_per_epoch):
+            if cancelled():
+                stopped = "cancelled"
+                break
+            fraction = progress_fraction()
+            if fraction >= 1:
+                break
+            lr = _learning_rate(config.learning_rate, fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, m = _batch(images, config, rng)
+            x, m = augment(x, m, config.augmentation, gen)
+            x = ((x.to(device) - norm_mean) / norm_std).contiguous(
+                memory_format=torch.channels_last
+            )
+            with autocast(device, dtype):
+                logits = model(x)
+            loss = _loss(logits, m.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        if not losses:
+            break
+        epoch += 1
+        recalibrate_norms(
+            model,
+            images,
+            config,
+            np.random.default_rng([config.seed, epoch, 1]),
+            device,
+            norm_mean,
+            norm_std,
+        )
+        scores = validate(model, held, device)
+        mean_dice = float(np.mean(list(scores.values())))
+        if mean_dice > best_dice:
+            best_dice, best_epoch, best_scores = mean_dice, epoch, scores
+            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        seconds = spent + time.perf_counter() - started
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "loss": round(float(np.mean(losses)), 4),
+            "val_dice": round(mean_dice, 4),
+            "best_dice": round(best_dice, 4),
+            "lr": lr,
+            "seconds": round(seconds, 1),
+        }
+        history.append(record)
+        if progress is not None:
+            progress(record)
+        _save_state(
+            state_file,
+            model,
+            best,
+            optimizer,
+            {
+                "config": config.to_dict(),
+                "epoch": epoch,
+                "step": step,
+                "seconds": seconds,
+                "history": history,
+                "best_dice": best_dice,
+                "best_epoch": best_epoch,
+                "best_scores": best_scores,
+            },
+        )
+    if not best:
+        raise Cancelled("training was cancelled before its first epoch ended")
+    seconds = spent + time.perf_counter() - started
+    model.load_state_dict(best)
+    model.eval()
+    card = dataclasses.replace(
+        card,
+        training={
+            **(data or {}),
+            "train_images": sorted(i.stem for i in images),
+            "validation_images": sorted(h.stem for h in held),
+            "config": config.to_dict(),
+            "epochs_run": epoch,
+            "steps_run": step,
+            "best_epoch": best_epoch,
+            "stopped": stopped,
+            "seconds": round(seconds, 1),
+            "machine": _machine(device),
+            "torch": torch.__version__,
+            "history": history,
+        },
+        validation={
+            "mean_dice": round(best_dice, 4),
+            "per_image": best_scores,
+            "n_images": len(held),
+            "split": f"by image, seed {config.seed}, {len(held)} of {len(held) + len(images)}",
+        },
+        command=command,
+        licence=licence or card.licence,
+    )
+    weights = save_model(model.cpu(), out, card)
+    card = ModelCard.from_json(weights.with_name(weights.name[: -len(".safetensors")] + ".json"))
+    model.card = card
+    if stopped == "finished":  # a cancelled run may be resumed
+        state_file.unlink(missing_ok=True)
+    return TrainingResult(model, card, history, best_dice, best_epoch, seconds, stopped)
