@@ -28,7 +28,9 @@ def test_auto_picks_cuda_with_bf16_autocast() -> None:
 def test_fp32_on_cuda_matches_the_cpu() -> None:
     image = random_rgb(700, 900, seed=3)
     model = tiny_unet(seed=1)
-    on_cpu = segment(image, model, device="cpu", probabilities=True, tissue=False)
+    on_cpu = segment(
+        image, model, device="cpu", precision="fp32", probabilities=True, tissue=False
+    )
     on_gpu = segment(
         image, model, device="cuda", precision="fp32", probabilities=True, tissue=False
     )

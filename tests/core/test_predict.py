@@ -109,7 +109,9 @@ def whole_pass(model: UNet, x: torch.Tensor) -> np.ndarray:
 def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) -> None:
     model = tiny_unet()
     image = random_rgb(301, 419)
-    probs = segment(image, model, tile=tile, probabilities=True, tissue=False, device="cpu")
+    # fp32: the reference is a float32 pass (CPUs with native bf16 default to bf16).
+    exact = {"tissue": False, "device": "cpu", "precision": "fp32"}
+    probs = segment(image, model, tile=tile, probabilities=True, **exact)
     assert probs.dtype == np.float32
     assert probs.shape == image.shape[:2]
     whole = whole_pass(model, normalise(image))
@@ -118,7 +120,7 @@ def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) 
     np.testing.assert_allclose(probs[inner], whole[inner], atol=1e-4, rtol=0)
     assert np.ptp(whole[inner]) > 1e-3  # the test would be empty on a flat output
 
-    mask = segment(image, model, tile=tile, tissue=False, device="cpu", threshold=0.5)
+    mask = segment(image, model, tile=tile, threshold=0.5, **exact)
     assert mask.dtype == np.uint8
     assert set(np.unique(mask)) <= {0, 1}
     expected = (whole > 0.5).astype(np.uint8)
@@ -162,7 +164,9 @@ def test_tiled_output_equals_a_whole_pass_at_the_working_scale(
     model = tiny_unet(working_mpp=working_mpp)
     plan = plan_segmentation(path, model, tile=192, tissue=False, device="cpu")
     assert plan.level == level
-    probs = segment(path, model, tile=192, probabilities=True, tissue=False, device="cpu")
+    probs = segment(
+        path, model, tile=192, probabilities=True, tissue=False, device="cpu", precision="fp32"
+    )
     assert probs.shape == image.shape[:2]
     scale = working_mpp / 0.5
     down = 2**level
@@ -253,6 +257,7 @@ def test_channels_rgba_gray_and_16_bit_are_matched_to_the_model() -> None:
     model = tiny_unet()
     rgb = random_rgb(150, 170, seed=4)
     run = {"tile": 160, "probabilities": True, "tissue": False, "device": "cpu"}
+    run["precision"] = "fp32"  # compared with a float32 pass
     base = segment(rgb, model, **run)
     rgba = np.concatenate([rgb, np.full((150, 170, 1), 7, np.uint8)], axis=2)
     np.testing.assert_allclose(segment(rgba, model, **run), base, atol=1e-6)
@@ -556,6 +561,20 @@ def test_cuda_when_absent_is_a_clear_error() -> None:
 @pytest.mark.skipif(
     torch.cuda.is_available() or torch.backends.mps.is_available(), reason="has a GPU"
 )
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from slide_unet.core import devices
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.resolve_precision("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert devices.resolve_precision("auto", cpu) is None
+    assert devices.resolve_precision("fp32", cpu) is None
+    assert devices.resolve_precision("auto", torch.device("mps")) is None
+
+
 def test_auto_device_is_the_cpu_without_a_gpu() -> None:
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device"):
