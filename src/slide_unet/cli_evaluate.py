@@ -64,6 +64,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.masks,
             mpp=args.mpp,
             device=device,
+            precision=args.precision,
             stems=stems,
             progress=_progress_bar("evaluating"),
         )
@@ -100,6 +101,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--mpp", type=float, help="input pixel size (µm) of images whose file records none"
     )
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    evaluate.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="as for segment; fp32 reproduces a model card's validation figures exactly",
+    )
     evaluate.add_argument(
         "--held-out",
         action="store_true",

@@ -216,6 +216,7 @@ def _score_pair(
     *,
     mpp: float | None,
     device: torch.device,
+    precision: str,
     cancel: Callable[[], bool],
 ) -> tuple[float, PixelSize]:
     """Segment one image and score it against its mask."""
@@ -224,7 +225,12 @@ def _score_pair(
         size = _pixel_size(slide.mpp, mpp, card)
         truth = read_mask(pair.mask, shape=shape)
         check_same_shape(truth, shape, (f"mask {pair.mask.name}", f"image {pair.image.name}"))
-        options: dict[str, Any] = {"mpp": size.mpp, "device": device, "cancel": cancel}
+        options: dict[str, Any] = {
+            "mpp": size.mpp,
+            "device": device,
+            "precision": precision,
+            "cancel": cancel,
+        }
         if shape[0] * shape[1] <= IN_MEMORY_PIXELS:
             return dice(segment(slide, net, **options), truth), size
         with tempfile.TemporaryDirectory(prefix="slide-unet-evaluate-") as tmp:
@@ -239,6 +245,7 @@ def evaluate(
     *,
     mpp: float | None = None,
     device: str | torch.device = "auto",
+    precision: str = "auto",
     stems: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
@@ -264,6 +271,9 @@ def evaluate(
         always wins.
     device : str or torch.device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    precision : str
+        As for :func:`~slide_unet.core.predict.segment`; ``"fp32"`` reproduces
+        a model card's validation figures exactly (training validates in fp32).
     stems : sequence of str, optional
         Evaluate only the images with these stems (e.g. :func:`held_out_stems`),
         in this order.
@@ -309,7 +319,7 @@ def evaluate(
         if cancelled():
             raise Cancelled("evaluation cancelled")
         per_dice[pair.stem], sizes[pair.stem] = _score_pair(
-            pair, net, card, mpp=mpp, device=dev, cancel=cancelled
+            pair, net, card, mpp=mpp, device=dev, precision=precision, cancel=cancelled
         )
         if progress is not None:
             progress(done, total)

@@ -382,6 +382,7 @@ def save_model(model: UNet, path: str | os.PathLike[str], card: ModelCard) -> Pa
     metadata = {"format": "pt", "architecture": card.architecture, "name": card.name}
     with atomic_path(weights) as tmp:
         safetensors.torch.save_file(state, os.fspath(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors writes owner-only; a model is for every user
         # Card first, then weights renamed in: either way round, a crash in between
         # leaves a pair whose hashes disagree, which load_model refuses.
         dataclasses.replace(card, sha256=_sha256(tmp)).to_json(card_path)

@@ -659,6 +659,7 @@ def train(
             "mean_dice": round(best_dice, 4),
             "per_image": best_scores,
             "n_images": len(held),
+            "precision": "fp32",
             "split": f"by image, seed {config.seed}, {len(held)} of {len(held) + len(images)}",
         },
         command=command,
