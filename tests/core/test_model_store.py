@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -344,15 +345,14 @@ def test_list_models_skips_shadowing_and_broken_user_models(user_dir: Path) -> N
     assert "may not take the bundled name 'nuclei'" in messages[0]
     assert "broken.json: model card is not valid JSON" in messages[1]
     # Loading by name also goes to the bundled model, never the user's copy.
-    with pytest.warns(PlaceholderModelWarning, match=str(bundled_models_dir())):
-        load_model("nuclei")
+    assert load_model("nuclei").card == models["nuclei"]
 
 
 def test_bundled_cards_are_valid_and_untrained_ones_claim_nothing() -> None:
     cards = list_models()
     glomeruli, nuclei = cards["glomeruli"], cards["nuclei"]
     assert (glomeruli.working_mpp, glomeruli.default_input_mpp, glomeruli.tile) == (2.0, 0.5, 512)
-    assert (nuclei.working_mpp, nuclei.default_input_mpp, nuclei.tile) == (None, None, 256)
+    assert (nuclei.working_mpp, nuclei.default_input_mpp, nuclei.tile) == (None, None, 512)
     for name, card in cards.items():
         weights = bundled_models_dir() / f"{name}.safetensors"
         assert card.name == name
@@ -364,12 +364,27 @@ def test_bundled_cards_are_valid_and_untrained_ones_claim_nothing() -> None:
             assert card.sha256 == model_store._sha256(weights)
 
 
+@pytest.fixture
+def placeholders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bundled-models folder whose cards say untrained and which holds no weights."""
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    for name in ("glomeruli", "nuclei"):
+        card = ModelCard.from_json(bundled_models_dir() / f"{name}.json")
+        untrained = dataclasses.replace(
+            card, trained=False, training={}, validation={}, command=None, sha256=None
+        )
+        untrained.to_json(folder / f"{name}.json")
+    monkeypatch.setattr(model_store, "bundled_models_dir", lambda: folder)
+    return folder
+
+
 @pytest.mark.parametrize("name", ["glomeruli", "nuclei"])
-def test_bundled_placeholder_is_seeded_from_its_name_and_warns(name: str) -> None:
+def test_bundled_placeholder_is_seeded_from_its_name_and_warns(
+    name: str, placeholders: Path
+) -> None:
     rng = torch.get_rng_state()
     card = list_models()[name]
-    if card.trained:
-        pytest.skip(f"{name} has trained weights now")
     with pytest.warns(PlaceholderModelWarning, match=f"'{name}' is an untrained placeholder"):
         first = load_model(name)
     with pytest.warns(PlaceholderModelWarning):
@@ -419,3 +434,8 @@ def test_loaded_module_passes_through(tmp_path: Path) -> None:
 def test_load_onto_cuda(tmp_path: Path) -> None:
     _, weights = _saved(tmp_path)
     assert next(load_model(weights, device="cuda").parameters()).is_cuda
+
+
+def test_saved_weights_are_readable_by_everyone(tmp_path: Path) -> None:
+    _, weights = _saved(tmp_path)
+    assert weights.stat().st_mode & 0o444 == 0o444
