@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.augment import Augmentation, augment
 from slide_unet.core.blocks import Cancelled
-from slide_unet.core.devices import autocast, resolve_device
+from slide_unet.core.devices import autocast, resolve_device, resolve_precision
 from slide_unet.core.image_pairs import ImagePair, read_pair
 from slide_unet.core.metrics import dice
 from slide_unet.core.model import UNet
@@ -83,7 +83,9 @@ class TrainingConfig:
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
     precision : str
-        ``"fp32"`` or ``"bf16"`` (autocast; ``"auto"`` is bf16 on a CUDA GPU).
+        ``"fp32"`` or ``"bf16"`` autocast; ``"auto"`` picks as ``segment`` does
+        (:func:`~slide_unet.core.devices.resolve_precision`: bf16 on GPUs and
+        on CPUs with native bf16).
     tile : int
         The card's default inference tile.
     """
@@ -499,9 +501,7 @@ def train(
     cancelled = cancel_check(cancel)
     started = time.perf_counter()
     device = resolve_device(config.device)
-    dtype = torch.bfloat16 if config.precision == "bf16" else None
-    if config.precision == "auto" and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    dtype = resolve_precision(config.precision, device)  # "auto": as segment's
     images, held = _load(pairs, config, say)
     if not images:
         raise ValueError("no training images left after holding some out")
