@@ -39,12 +39,19 @@ from slide_unet.core.atomic import atomic_path
 from slide_unet.core.augment import Augmentation, augment
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import autocast, resolve_device, resolve_precision
-from slide_unet.core.image_pairs import ImagePair, read_pair
+from slide_unet.core.image_pairs import ImagePair
 from slide_unet.core.metrics import dice
 from slide_unet.core.model import UNet
 from slide_unet.core.model_card import ModelCard
 from slide_unet.core.predict import Cancel, cancel_check, segment
-from slide_unet.core.tiling import reflect_index
+from slide_unet.core.training_data import (
+    HeldOutImage,
+    TrainingImage,
+    channel_statistics,
+    load_images,
+    sample_batch,
+    split_by_image,
+)
 
 __all__ = ["TrainingConfig", "TrainingResult", "split_by_image", "train"]
 
@@ -152,150 +159,6 @@ class TrainingResult:
     stopped: str
 
 
-@dataclass
-class _Image:
-    stem: str
-    pixels: np.ndarray  # H x W x 3 uint8 at working scale
-    mask: np.ndarray  # H x W uint8 0/1 at working scale
-    foreground: np.ndarray  # K x 2 coordinates of (some) foreground pixels
-
-
-@dataclass
-class _Held:
-    stem: str
-    pixels: np.ndarray  # as read, full resolution
-    truth: np.ndarray
-    mpp: float | None
-
-
-def split_by_image(
-    stems: Sequence[str], fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Training and held-out stems: a seeded shuffle, at least one on each side."""
-    if len(stems) < 2:
-        raise ValueError(f"need at least 2 images to hold one out, got {len(stems)}")
-    order = sorted(stems)
-    np.random.default_rng(seed).shuffle(order)
-    n_val = min(len(order) - 1, max(1, round(fraction * len(order))))
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        top = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
-        image = np.clip(image.astype(np.float32) / top * 255 + 0.5, 0, 255).astype(np.uint8)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return image
-
-
-def _resize(pixels: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask resampled by ``scale`` (antialiased; the mask by area, then > 0.5)."""
-    if scale == 1.0:
-        return pixels, mask.astype(np.uint8)
-    h, w = pixels.shape[:2]
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    mode = "area" if scale < 1 else "bilinear"
-    m = F.interpolate(m, size=size, mode=mode)
-    out = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-    return out, (m[0, 0] > 0.5).to(torch.uint8).numpy()
-
-
-def _pixel_size(pair: ImagePair, file_mpp: float | None, config: TrainingConfig) -> float | None:
-    mpp = file_mpp or config.input_mpp
-    if config.working_mpp is not None and mpp is None:
-        raise ValueError(
-            f"{pair.image}: the file does not say its pixel size, and the model works at "
-            f"{config.working_mpp} µm/px: give the images' pixel size (--mpp)"
-        )
-    return mpp
-
-
-def _load(
-    pairs: Sequence[ImagePair], config: TrainingConfig, say: Callable[[str], None]
-) -> tuple[list[_Image], list[_Held]]:
-    stems = [p.stem for p in pairs]
-    if len(set(stems)) != len(stems):
-        raise ValueError("two training images share a name: stems must be unique")
-    _train_stems, val_stems = split_by_image(stems, config.val_fraction, config.seed)
-    held_out = set(val_stems)
-    images: list[_Image] = []
-    held: list[_Held] = []
-    rng = np.random.default_rng(config.seed)
-    for pair in pairs:
-        pixels, truth, file_mpp = read_pair(pair)
-        mpp = _pixel_size(pair, file_mpp, config)
-        if pair.stem in held_out:
-            held.append(_Held(pair.stem, pixels, truth, mpp))
-            continue
-        scale = mpp / config.working_mpp if config.working_mpp and mpp else 1.0
-        small, mask = _resize(_as_rgb8(pixels), truth, scale)
-        ys, xs = np.nonzero(mask)
-        keep = rng.permutation(len(ys))[:4096]  # enough centres to pick from
-        images.append(_Image(pair.stem, small, mask, np.stack([ys[keep], xs[keep]], axis=1)))
-    say(
-        f"{len(images)} training images, {len(held)} held out ({', '.join(val_stems[:8])}"
-        f"{', ...' if len(val_stems) > 8 else ''})"
-    )
-    return images, held
-
-
-def _normalization(images: Sequence[_Image]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of the training pixels, in 0..1."""
-    total = np.zeros(3)
-    square = np.zeros(3)
-    count = 0
-    for image in images:
-        x = image.pixels.reshape(-1, 3).astype(np.float64) / 255
-        total += x.sum(0)
-        square += (x**2).sum(0)
-        count += len(x)
-    mean = total / count
-    std = np.sqrt(np.maximum(square / count - mean**2, 1e-6))
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
-
-def _cut(
-    image: _Image, side: int, rng: np.random.Generator, on_foreground: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """A ``side``-square window of an image and its mask (borders reflected)."""
-    h, w = image.mask.shape
-    if on_foreground and len(image.foreground):
-        cy, cx = image.foreground[rng.integers(len(image.foreground))]
-        y0 = int(cy) - side // 2 + int(rng.integers(-side // 4, side // 4 + 1))
-        x0 = int(cx) - side // 2 + int(rng.integers(-side // 4, side // 4 + 1))
-    else:
-        y0 = int(rng.integers(0, h - side + 1)) if h >= side else (h - side) // 2
-        x0 = int(rng.integers(0, w - side + 1)) if w >= side else (w - side) // 2
-    rows = reflect_index(np.arange(y0, y0 + side), h)
-    cols = reflect_index(np.arange(x0, x0 + side), w)
-    return image.pixels[rows[:, None], cols], image.mask[rows[:, None], cols]
-
-
-def _batch(
-    images: Sequence[_Image], config: TrainingConfig, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of patches: float RGB ``N x 3 x P x P`` in 0..1, masks ``N x 1 x P x P``."""
-    p = config.patch
-    jitter = math.log1p(config.augmentation.scale)
-    xs, ms = [], []
-    for _ in range(config.batch_size):
-        image = images[int(rng.integers(len(images)))]
-        side = max(8, round(p * math.exp(rng.uniform(-jitter, jitter))))
-        pixels, mask = _cut(image, side, rng, rng.random() < config.foreground_fraction)
-        x = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-        m = torch.from_numpy(mask)[None].float()
-        if side != p:
-            x = F.interpolate(x[None], size=(p, p), mode="bilinear", antialias=True)[0]
-            m = (F.interpolate(m[None], size=(p, p), mode="bilinear")[0] > 0.5).float()
-        xs.append(x.clamp(0, 1))
-        ms.append(m)
-    return torch.stack(xs), torch.stack(ms)
-
-
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy plus soft Dice loss (over the whole batch)."""
     logits = logits.float()
@@ -317,7 +180,7 @@ def _learning_rate(peak: float, progress: float) -> float:
 
 def recalibrate_norms(
     model: torch.nn.Module,
-    images: Sequence[_Image],
+    images: Sequence[TrainingImage],
     config: TrainingConfig,
     rng: np.random.Generator,
     device: torch.device,
@@ -345,14 +208,14 @@ def recalibrate_norms(
     model.train()
     with torch.no_grad():
         for _ in range(batches):
-            x, _ = _batch(images, plain, rng)
+            x, _ = sample_batch(images, plain, rng)
             model(((x.to(device) - mean) / std).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
 
 
 def validate(
-    model: torch.nn.Module, held: Sequence[_Held], device: torch.device
+    model: torch.nn.Module, held: Sequence[HeldOutImage], device: torch.device
 ) -> dict[str, float]:
     """Dice of the model on each held-out image, through the segmentation engine."""
     scores = {}
@@ -502,7 +365,7 @@ def train(
     started = time.perf_counter()
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)  # "auto": as segment's
-    images, held = _load(pairs, config, say)
+    images, held = load_images(pairs, config, say)
     if not images:
         raise ValueError("no training images left after holding some out")
     torch.manual_seed(config.seed)
@@ -515,7 +378,7 @@ def train(
         model = UNet(
             in_channels=3, base_width=config.base_width, depth=config.depth, norm=config.norm
         )
-        mean, std = _normalization(images)
+        mean, std = channel_statistics(images)
     card = _card(config, model, mean, std, parent)
     model.card = card
     model.to(device=device, memory_format=torch.channels_last)
@@ -575,7 +438,7 @@ def train(
             lr = _learning_rate(config.learning_rate, fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, m = _batch(images, config, rng)
+            x, m = sample_batch(images, config, rng)
             x, m = augment(x, m, config.augmentation, gen)
             x = ((x.to(device) - norm_mean) / norm_std).contiguous(
                 memory_format=torch.channels_last
