@@ -8,6 +8,7 @@ each training run takes seconds on a 2-core CPU.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -143,6 +144,7 @@ def test_training_learns_the_disks_and_saves_a_loadable_card(
     card = model.card
     assert card.trained
     assert card.command == "slide-unet train ..."
+    assert card.training["machine"].endswith(f"{os.cpu_count()} cores (cpu)")
     assert card.validation["mean_dice"] == round(result.best_dice, 4)
     held = card.training["validation_images"]
     assert len(held) == 2

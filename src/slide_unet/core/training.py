@@ -19,6 +19,7 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -304,10 +305,20 @@ def _load_state(
 # -- the loop -------------------------------------------------------------------------
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _machine(device: torch.device) -> str:
+    """What trained the model, for its card."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores ({device.type})"
+    return f"{_cpu_name()}, {os.cpu_count()} cores ({device.type})"
 
 
 def train(
