@@ -95,22 +95,15 @@ def _shape_arg(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _mask_stem(path: Path) -> str:
-    from slide_unet.core.mask_io import mask_suffix
-
-    suffix = mask_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.stem
-
-
 def _mask_files(folder: Path) -> dict[str, Path]:
-    from slide_unet.core.mask_io import mask_suffix
+    from slide_unet.core.mask_io import mask_stem, mask_suffix
 
     files = sorted(p for p in folder.iterdir() if mask_suffix(p) or p.suffix.lower() == ".jpg")
     by_stem: dict[str, Path] = {}
     for path in files:
         if path.name.startswith("."):
             continue
-        stem = _mask_stem(path)
+        stem = mask_stem(path)
         if stem in by_stem:
             raise UsageError(
                 f"{folder}: two masks are named {stem!r} ({by_stem[stem].name} and {path.name}): "
@@ -130,12 +123,14 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
     Folders pair files by stem; an RLE CSV pairs its row ids with the other
     side's stems (or ids).
     """
+    from slide_unet.core.mask_io import mask_stem
+
     pred, truth = Path(args.pred), Path(args.truth)
     for path in (pred, truth):
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
     if pred.is_file() and truth.is_file() and not (_is_csv(pred) and _is_csv(truth)):
-        return [(_mask_stem(pred), pred, args.pred_id or args.id, truth, args.truth_id or args.id)]
+        return [(mask_stem(pred), pred, args.pred_id or args.id, truth, args.truth_id or args.id)]
 
     def entries(path: Path) -> dict[str, tuple[Path, str | None]]:
         if path.is_dir():
@@ -144,7 +139,7 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
             from slide_unet.core.rle_csv import rle_csv_ids
 
             return {i: (path, i) for i in rle_csv_ids(path)}
-        return {_mask_stem(path): (path, None)}
+        return {mask_stem(path): (path, None)}
 
     preds, truths = entries(pred), entries(truth)
     names = [name for name in preds if name in truths]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slide_unet.core.mask_io import mask_suffix, read_mask
+from slide_unet.core.mask_io import mask_stem, mask_suffix, read_mask
 from slide_unet.core.slide import open_slide
 
 __all__ = ["ImagePair", "find_pairs", "image_stem", "read_pair"]
@@ -44,8 +44,7 @@ def image_stem(path: str | os.PathLike[str]) -> str | None:
 
 
 def _mask_stem(path: Path) -> str | None:
-    suffix = mask_suffix(path)
-    return path.name[: -len(suffix)] if suffix else None
+    return mask_stem(path) if mask_suffix(path) else None
 
 
 @dataclass(frozen=True)

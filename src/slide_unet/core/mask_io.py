@@ -55,6 +55,7 @@ __all__ = [
     "MAX_PNG_PIXELS",
     "check_same_shape",
     "export_mask",
+    "mask_stem",
     "mask_suffix",
     "read_mask",
     "write_mask",
@@ -91,7 +92,9 @@ def mask_suffix(path: str | os.PathLike[str]) -> str | None:
     return next((s for s in _FORMATS if name.endswith(s)), None)
 
 
-def _stem(path: Path) -> str:
+def mask_stem(path: str | os.PathLike[str]) -> str:
+    """The name of a mask file without its format ending (``a.ome.tif`` -> ``a``)."""
+    path = Path(path)
     suffix = mask_suffix(path)
     return path.name[: -len(suffix)] if suffix else path.stem
 
@@ -420,7 +423,7 @@ def write_mask(
     if kind is None:
         raise _unknown(path)
     mask, dtype = _writable(mask)
-    name = _stem(path)
+    name = mask_stem(path)
     if kind == "tiff":
         return mask_pyramids.write_ome_tiff(
             mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name
@@ -477,7 +480,7 @@ def export_mask(
     mask, src_mpp = _read(src, image_id, shape)
     if image_id is None:
         ids = rle_csv_ids(src) if mask_suffix(src) == ".csv" else []
-        image_id = ids[0] if len(ids) == 1 else _stem(src)
+        image_id = ids[0] if len(ids) == 1 else mask_stem(src)
     return write_mask(
         mask,
         dst,
