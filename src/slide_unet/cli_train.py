@@ -63,6 +63,7 @@ def _config(args: argparse.Namespace) -> Any:
         minutes=args.minutes,
         learning_rate=args.lr,
         weight_decay=args.weight_decay,
+        ema=args.ema,
         val_fraction=args.val_fraction,
         seed=args.seed,
         foreground_fraction=args.foreground_fraction,
@@ -176,6 +177,14 @@ def add_parser(commands: Any) -> None:
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     run.add_argument("--weight-decay", type=float, default=1e-4)
+    run.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="keep and validate a moving average of the weights with this decay "
+        "(e.g. 0.995); default 0: off",
+    )
     run.add_argument("--foreground-fraction", type=float, default=0.5)
     run.add_argument("--invert", type=float, default=0.0, help="inversion probability")
     run.add_argument("--grayscale", type=float, default=0.0, help="grayscale probability")

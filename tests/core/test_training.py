@@ -182,6 +182,34 @@ def test_cancel_keeps_the_state_and_resume_finishes_the_run(
     assert not state.exists()
 
 
+def test_weight_average_is_what_is_validated_saved_and_resumed(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pairs, _ = find_pairs(*folders)
+    config = tiny_config(epochs=4, ema=0.9)
+    straight = train(pairs, config, tmp_path / "straight.safetensors")
+    assert straight.card.training["config"]["ema"] == 0.9
+    assert straight.best_dice > 0.7
+    # The saved weights are the average's: they differ from a run without it.
+    plain = train(pairs, tiny_config(epochs=4), tmp_path / "plain.safetensors")
+    assert [h["val_dice"] for h in plain.history] != [h["val_dice"] for h in straight.history]
+
+    stop = threading.Event()
+    out = tmp_path / "resumed.safetensors"
+    train(pairs, config, out, progress=lambda r: r["epoch"] == 2 and stop.set(), cancel=stop)
+    resumed = train(pairs, config, out, resume=True)
+    # The average is part of the saved state: resuming gives the same run.
+    keys = ("epoch", "loss", "val_dice")
+    assert [[h[k] for k in keys] for h in resumed.history] == [
+        [h[k] for k in keys] for h in straight.history
+    ]
+
+
+def test_weight_average_decay_must_be_below_one() -> None:
+    with pytest.raises(ValueError, match="ema must be"):
+        tiny_config(ema=1.0)
+
+
 def test_cancel_before_the_first_epoch_saves_nothing(
     folders: tuple[Path, Path], tmp_path: Path
 ) -> None:

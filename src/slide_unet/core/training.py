@@ -4,7 +4,8 @@ The loop, in short: images are resampled once to the model's working pixel
 size and held in memory; each step cuts a batch of patches (half of them
 centred on foreground, window sides jittered in scale), augments them
 (:mod:`slide_unet.core.augment`), and takes an AdamW step on BCE + Dice loss
-under a warm-up + cosine learning-rate schedule. After every epoch the model
+under a warm-up + cosine learning-rate schedule, optionally keeping a moving
+average of the weights (``ema``). After every epoch the model (or the average)
 segments each held-out image through the same engine as ``slide-unet segment``
 (:func:`slide_unet.core.predict.segment`), and the weights with the best mean
 Dice are kept. Training stops after a number of epochs or minutes, whichever
@@ -20,6 +21,7 @@ This module is part of the napari-free core.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -81,6 +83,10 @@ class TrainingConfig:
         Time budget; with ``epochs`` too, whichever ends first. The learning
         rate schedule follows whichever is further along.
     learning_rate, weight_decay : AdamW settings (peak learning rate).
+    ema : float
+        Decay of an exponential moving average of the weights, updated after
+        every step; when non-zero the average, not the raw weights, is
+        validated and saved. 0 turns it off.
     val_fraction : float
         Fraction of the images held out for validation (at least one).
     seed : int
@@ -111,6 +117,7 @@ class TrainingConfig:
     minutes: float | None = None
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
+    ema: float = 0.0
     val_fraction: float = 0.2
     seed: int = 0
     foreground_fraction: float = 0.5
@@ -137,6 +144,8 @@ class TrainingConfig:
             raise ValueError("batch_size and steps_per_epoch must be at least 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be at least 0 and below 1, got {self.ema}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -215,6 +224,22 @@ def recalibrate_norms(
         m.momentum = momentum
 
 
+@torch.no_grad()
+def _update_average(
+    average: torch.nn.Module, model: torch.nn.Module, decay: float, step: int
+) -> None:
+    """Move ``average``'s weights towards ``model``'s (an exponential moving average).
+
+    The decay ramps up over the first steps, ``(1 + step) / (10 + step)``, so
+    the average does not stay anchored to the random initial weights. Batch-
+    norm statistics are not averaged: :func:`recalibrate_norms` estimates them
+    for the averaged weights before each validation.
+    """
+    rate = 1 - min(decay, (1 + step) / (10 + step))
+    for a, p in zip(average.parameters(), model.parameters(), strict=True):
+        a.lerp_(p.detach(), rate)
+
+
 def validate(
     model: torch.nn.Module, held: Sequence[HeldOutImage], device: torch.device
 ) -> dict[str, float]:
@@ -276,8 +301,13 @@ def _save_state(
     best: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    ema: torch.nn.Module | None = None,
 ) -> None:
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(
+            {f"ema/{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+        )
     tensors.update({f"best/{k}": v.contiguous() for k, v in best.items()})
     for i, p in enumerate(optimizer.param_groups[0]["params"]):
         for key, value in optimizer.state.get(p, {}).items():
@@ -287,12 +317,17 @@ def _save_state(
 
 
 def _load_state(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: torch.nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     with safetensors.safe_open(os.fspath(path), framework="pt") as f:
         state = json.loads((f.metadata() or {})["state"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
     params = optimizer.param_groups[0]["params"]
     for key, value in tensors.items():
@@ -396,6 +431,9 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    # The weights validated and kept: a moving average of the trained ones, or
+    # the trained ones themselves.
+    kept = copy.deepcopy(model) if config.ema else model
     norm_mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     norm_std = torch.tensor(std, device=device).view(1, 3, 1, 1)
 
@@ -408,7 +446,7 @@ def train(
     if resume:
         if not state_file.exists():
             raise ValueError(f"nothing to resume: {state_file} does not exist")
-        best, state = _load_state(state_file, model, optimizer)
+        best, state = _load_state(state_file, model, optimizer, kept if config.ema else None)
         if state["config"] != json.loads(json.dumps(config.to_dict())):
             raise ValueError(
                 f"{state_file} was written with other settings: resume with the same ones"
@@ -460,13 +498,15 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if config.ema:
+                _update_average(kept, model, config.ema, step)
             losses.append(loss.item())
             step += 1
         if not losses:
             break
         epoch += 1
         recalibrate_norms(
-            model,
+            kept,
             images,
             config,
             np.random.default_rng([config.seed, epoch, 1]),
@@ -474,11 +514,11 @@ def train(
             norm_mean,
             norm_std,
         )
-        scores = validate(model, held, device)
+        scores = validate(kept, held, device)
         mean_dice = float(np.mean(list(scores.values())))
         if mean_dice > best_dice:
             best_dice, best_epoch, best_scores = mean_dice, epoch, scores
-            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
         seconds = spent + time.perf_counter() - started
         record = {
             "epoch": epoch,
@@ -507,6 +547,7 @@ def train(
                 "best_epoch": best_epoch,
                 "best_scores": best_scores,
             },
+            kept if config.ema else None,
         )
     if not best:
         raise Cancelled("training was cancelled before its first epoch ended")
