@@ -1,0 +1,130 @@
+"""Run core work in a background thread with a napari progress bar and Cancel.
+
+Core functions take plain callbacks: ``progress(done, total)`` and a cancel
+check (a ``threading.Event`` or a callable). :func:`start_job` runs one in a
+napari worker thread and turns those callbacks into Qt signals, which Qt
+delivers on the main thread: the progress bar (with napari's own Cancel
+button in the activity dock) moves, partial results can be shown as they come,
+and the viewer stays responsive. ``errored`` is always connected: an error
+becomes a napari notification, never a traceback in a dialog.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, Signal
+
+from slide_unet.core.blocks import Cancelled
+
+__all__ = ["Job", "notify_error", "start_job"]
+
+#: Work run by a job: ``work(progress, cancel, partial)``; ``partial(value)``
+#: sends a value to the main thread (e.g. a finished region to refresh).
+Work = Callable[[Callable[[int, int], None], threading.Event, Callable[[Any], None]], Any]
+
+
+def notify_error(error: BaseException) -> None:
+    """Show a user-facing error as one napari notification (no traceback)."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, Cancelled):
+        return
+    if not isinstance(error, ValueError | OSError | RuntimeError):
+        message = f"{type(error).__name__}: {message}"
+    show_error(message)
+
+
+class _Signals(QObject):
+    progress = Signal(int, int)
+    partial = Signal(object)
+
+
+class Job:
+    """A running background job: its worker, progress bar and cancel flag.
+
+    Attributes
+    ----------
+    worker : napari FunctionWorker
+        Its ``returned``, ``errored`` and ``finished`` signals are what tests
+        and callers wait on.
+    cancelled : threading.Event
+        Set by :meth:`cancel` or by the progress bar's Cancel button.
+    """
+
+    def __init__(self, work: Work, description: str) -> None:
+        self.cancelled = threading.Event()
+        self.signals = _Signals()
+        self.bar = cancelable_progress(
+            total=0, desc=description, cancel_callback=self.cancelled.set
+        )
+        self.signals.progress.connect(self._show_progress)
+        self.worker = create_worker(
+            work,
+            self.signals.progress.emit,
+            self.cancelled,
+            self.signals.partial.emit,
+            _start_thread=False,
+            # Errors become one notification (below), not a re-raise on the
+            # main thread, which would abort a bare Qt process.
+            _ignore_errors=True,
+        )
+        self.worker.errored.connect(notify_error)
+        self.worker.finished.connect(self.bar.close)
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if self.bar.is_canceled:  # napari's Cancel button in the activity dock
+            self.cancelled.set()
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def cancel(self) -> None:
+        """Ask the work to stop at its next cancel check."""
+        self.cancelled.set()
+
+    @property
+    def running(self) -> bool:
+        return self.worker.is_running
+
+
+def start_job(
+    work: Work,
+    description: str,
+    *,
+    done: Callable[[Any], None] | None = None,
+    partial: Callable[[Any], None] | None = None,
+    failed: Callable[[BaseException], None] | None = None,
+    finished: Callable[[], None] | None = None,
+) -> Job:
+    """Start ``work`` in a background thread and return its :class:`Job`.
+
+    Parameters
+    ----------
+    work : callable
+        ``work(progress, cancel, partial)``: ``progress(done, total)`` moves the
+        bar, ``cancel`` is a ``threading.Event`` to pass to core functions,
+        ``partial(value)`` delivers ``value`` to the ``partial`` callback on the
+        main thread.
+    description : str
+        The progress bar's label.
+    done, partial, failed, finished : callable, optional
+        Called on the main thread with the result, each partial value, the
+        error (after the notification), and at the end whatever happened.
+    """
+    job = Job(work, description)
+    if done is not None:
+        job.worker.returned.connect(done)
+    if partial is not None:
+        job.signals.partial.connect(partial)
+    if failed is not None:
+        job.worker.errored.connect(failed)
+    if finished is not None:
+        job.worker.finished.connect(finished)
+    job.worker.start()
+    return job
