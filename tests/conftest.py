@@ -26,3 +26,13 @@ def _private_overview_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     from slide_unet.core.overviews import CACHE_ENV
 
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("overview-cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_masks_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test's mask stores (and its subprocesses') out of the user's data folder."""
+    import os
+
+    from slide_unet.core.mask_store import MASKS_DIR_ENV
+
+    os.environ[MASKS_DIR_ENV] = str(tmp_path_factory.mktemp("mask-stores"))
