@@ -71,7 +71,36 @@ def slide_layers(slide: Slide) -> list[LayerData]:
         else:
             kwargs["channel_axis"] = 2
     data = levels if multiscale else levels[0]
-    return [(data, kwargs, "image")]
+    return [(data, kwargs, "image"), *autosaved_mask_layers(slide)]
+
+
+def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
+    """The slide's hand-edited mask from its autosave store, if there is one.
+
+    Edits are written to the store as they are made (see
+    :mod:`slide_unet._widgets._mask_layer`); opening the same slide again
+    brings them back as a Labels layer over the same store, so a crash or a
+    closed window loses nothing.
+    """
+    from slide_unet._widgets._mask_layer import mask_layer_kwargs
+    from slide_unet.core.mask_store import MaskStore
+
+    shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
+    try:
+        store = MaskStore.existing(slide.path, shape)
+    except (OSError, ValueError):  # an unreadable store must not stop the slide opening
+        return []
+    if store is None or not store.edited:
+        return []
+    known = slide.mpp is not None
+    data, kwargs = mask_layer_kwargs(
+        store,
+        f"{slide.name} mask (autosaved)",
+        scale=(slide.mpp, slide.mpp) if known else (1.0, 1.0),
+        units=("µm", "µm") if known else None,
+        slide_path=str(slide.path),
+    )
+    return [(data, kwargs, "labels")]
 
 
 def _contrast_limits(slide: Slide) -> list[float]:

@@ -381,3 +381,16 @@ def test_create_moves_a_damaged_store_aside_and_starts_anew(tmp_path: Path) -> N
     aside = [p for p in new.path.parent.iterdir() if ".damaged-" in p.name]
     assert len(aside) == 1
     assert (aside[0] / "0").is_dir()  # the old pixels are kept for rescue
+
+
+def test_backup_is_a_complete_copy_that_later_writes_do_not_touch() -> None:
+    store = MaskStore.for_key("backup", (300, 200))
+    edit = np.zeros((300, 200), np.uint8)
+    edit[10:50, 20:60] = 1
+    store.write(0, 0, edit, edited=True)
+    copy = MaskStore(store.backup())
+    store.clear()
+    assert copy.edited
+    np.testing.assert_array_equal(copy.level0[:], edit)
+    np.testing.assert_array_equal(np.asarray(read_mask(copy.path)), edit)
+    assert not store.level0[:].any()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = [
+    "camera_of",
     "full_resolution",
     "image_layers",
     "labels_layers",
@@ -89,10 +90,17 @@ def visible_region(viewer: napari.Viewer, layer: Any) -> tuple[int, int, int, in
     return y0, y1, x0, x1
 
 
+def camera_of(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, else ``viewer.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def _canvas_corners(viewer: napari.Viewer) -> list[np.ndarray]:
     """The world coordinates of the canvas's top-left and bottom-right corners."""
-    centre = np.asarray(viewer.camera.center)[-2:]
-    half = np.asarray(viewer.canvas.size, dtype=float) / viewer.camera.zoom / 2
+    camera = camera_of(viewer)
+    centre = np.asarray(camera.center)[-2:]
+    half = np.asarray(viewer.canvas.size, dtype=float) / camera.zoom / 2
     point = list(viewer.dims.point)
     top_left, bottom_right = list(point), list(point)
     top_left[-2:] = centre - half

@@ -630,6 +630,23 @@ class MaskStore:
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
             self._update_info(modified=_now(), edited=False, source=None, regions=[])
 
+    def backup(self) -> Path:
+        """Copy the store aside, beside it, before something writes over hand edits.
+
+        Returns
+        -------
+        pathlib.Path
+            The copy: ``<store>.backup-<UTC time>``, a complete store that
+            :class:`MaskStore` opens (and ``read_mask`` reads).
+        """
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.path.with_name(f"{self.path.name}.backup-{stamp}")
+        tmp = self.path.with_name(f".{target.name}.tmp")
+        with self._lock:
+            shutil.copytree(self.path, tmp)
+            tmp.rename(target)
+        return target
+
     def delete(self) -> None:
         """Remove the store from disk; this object is unusable afterwards."""
         with self._lock:

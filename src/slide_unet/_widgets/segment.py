@@ -1,0 +1,423 @@
+"""The Segment widget: run a U-Net over the viewport or the whole slide.
+
+Pick an image layer, a model (bundled or the user's own, with its pixel size
+and validation Dice), a device, and *Viewport* (what is on screen) or *Whole
+slide*; press Segment. The work runs in a background thread
+(:mod:`slide_unet._widgets._jobs`) with a napari progress bar and Cancel; tiles
+stream into the slide's mask store (:mod:`slide_unet._widgets._mask_layer`),
+whose Labels layer appears at once and fills in as tiles finish. Re-running
+on the viewport rewrites only that region. A store that holds hand edits is
+copied aside before segmentation writes over it, so edits are never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+from napari.utils.notifications import show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from slide_unet._widgets._jobs import Job, notify_error, start_job
+from slide_unet._widgets._layers import (
+    full_resolution,
+    image_layers,
+    layer_by_name,
+    layer_mpp,
+    slide_path,
+    visible_region,
+)
+from slide_unet._widgets._mask_layer import (
+    find_mask_layer,
+    mask_layer_kwargs,
+    store_for_image,
+    watch_edits,
+)
+from slide_unet._widgets._params import form, read_form, setting
+from slide_unet.core.mask_store import MaskStore
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SegmentSettings", "SegmentWidget", "device_choices", "model_summary"]
+
+VIEWPORT, WHOLE_SLIDE = "Viewport", "Whole slide"
+
+#: Shortest time between two refreshes of the Labels layer while tiles land.
+REFRESH_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """The Segment widget's options; the fields are :func:`segment_region`'s arguments."""
+
+    region: str = setting(
+        VIEWPORT,
+        "Segment",
+        "Viewport: the part of the slide on screen now; Whole slide: every tile",
+        choices=[VIEWPORT, WHOLE_SLIDE],
+        widget_type="RadioButtons",
+    )
+    device: str = setting("auto", "Device", "auto: the GPU when there is one", choices=["auto"])
+    tile: int = setting(
+        0,
+        "Tile (px)",
+        "model tile side at working scale; 0: the model's",
+        advanced=True,
+        min=0,
+        max=4096,
+        step=16,
+    )
+    batch_size: int = setting(
+        0, "Batch", "tiles per batch; 0: chosen for the device", advanced=True, min=0, max=256
+    )
+    threshold: float = setting(
+        0.0,
+        "Threshold",
+        "probability above which a pixel is foreground; 0: the model's",
+        advanced=True,
+        min=0.0,
+        max=0.99,
+        step=0.05,
+    )
+    min_object_um2: float = setting(
+        0.0,
+        "Min. object (µm²)",
+        "remove objects smaller than this after segmenting; 0: keep all",
+        advanced=True,
+        min=0.0,
+        max=1e7,
+        step=100.0,
+    )
+
+
+def device_choices() -> list[str]:
+    """``auto`` and the devices this machine has."""
+    import torch
+
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def device_summary(choice: str) -> str:
+    """What ``choice`` runs on, in words (``auto → NVIDIA H100 (bf16)``)."""
+    from slide_unet.core.devices import resolve_device, resolve_precision
+
+    device = resolve_device(choice)
+    if device.type == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = device.type.upper()
+    precision = "bf16" if resolve_precision("auto", device) is not None else "fp32"
+    return f"{choice} → {name} ({precision})"
+
+
+def model_summary(card: Any) -> str:
+    """A model's pixel size and validation Dice, for the picker."""
+    parts = []
+    if card.working_mpp:
+        parts.append(f"works at {card.working_mpp:g} µm/px")
+    dice = (card.validation or {}).get("mean_dice")
+    if dice is not None:
+        parts.append(f"validation Dice {dice:.3f}")
+    return ", ".join(parts) or "no card figures"
+
+
+class _StoreWindow:
+    """A region of a mask store as a writable array for the engine (``out=``).
+
+    The engine writes each finished block as ``window[rows, cols] = block``
+    from its writer threads; each write goes to the store (full resolution and
+    overviews) and its box is announced with ``landed(box)``.
+    """
+
+    def __init__(self, store: MaskStore, region: tuple[int, int, int, int], landed: Any) -> None:
+        self.store = store
+        self.y0, self.x0 = region[0], region[2]
+        self.shape = (region[1] - region[0], region[3] - region[2])
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 2
+        self.landed = landed
+
+    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+        rows, cols = key
+        y0, x0 = self.y0 + (rows.start or 0), self.x0 + (cols.start or 0)
+        self.store.write(y0, x0, np.asarray(value, np.uint8))
+        self.landed((y0, y0 + value.shape[0], x0, x0 + value.shape[1]))
+
+
+def segment_region(
+    store: MaskStore,
+    source: Any,
+    model: str,
+    region: tuple[int, int, int, int],
+    *,
+    mpp: float | None,
+    device: str,
+    tile: int,
+    batch_size: int,
+    threshold: float,
+    min_object_um2: float,
+    progress: Any,
+    cancel: threading.Event,
+    landed: Any,
+) -> dict[str, Any]:
+    """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
+
+    The region is cleared first (background tiles are skipped by the engine
+    and must not keep an older result), then filled block by block; small
+    objects are removed at the end when asked.
+    """
+    from slide_unet.core.postprocess import drop_small_objects, min_pixels
+    from slide_unet.core.predict import segment
+
+    started = time.perf_counter()
+    backup = store.backup() if store.edited else None
+    y0, y1, x0, x1 = region
+    store.write(y0, x0, np.zeros((y1 - y0, x1 - x0), np.uint8))
+    landed(region)
+    segment(
+        source,
+        model,
+        region=region,
+        mpp=mpp,
+        device=device,
+        out=_StoreWindow(store, region, landed),
+        progress=progress,
+        cancel=cancel,
+        batch_size=batch_size or None,
+        tile=tile or None,
+        threshold=threshold or None,
+    )
+    removed = 0
+    if min_object_um2 > 0:
+        window = np.asarray(store.level0[y0:y1, x0:x1])
+        removed = drop_small_objects(window, min_pixels(min_object_um2, store.mpp or mpp))
+        if removed:
+            store.write(y0, x0, window)
+            landed(region)
+    return {
+        "seconds": time.perf_counter() - started,
+        "region": region,
+        "removed": removed,
+        "backup": str(backup) if backup else None,
+    }
+
+
+def _warm_imports() -> None:
+    """Import in the background what the first Labels layer needs (pandas, for its
+    features table: 0.6 s), so the Segment click does not pay for it on the UI thread."""
+    import pandas  # noqa: F401
+
+
+class SegmentWidget(QWidget):
+    """Segment the viewport or the whole slide of an image layer with a U-Net."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        threading.Thread(target=_warm_imports, daemon=True).start()
+        self.job: Job | None = None
+        self.last_result: dict[str, Any] | None = None
+        self._cards: dict[str, Any] = {}
+
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.model = ComboBox(label="Model", choices=self._model_choices)
+        self.model_info = Label()
+        self.settings = form(SegmentSettings, advanced=False, device="auto")
+        self.settings.device.choices = device_choices()
+        self.device_info = Label()
+        self.advanced = form(SegmentSettings, advanced=True)
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label()
+        top = Container(
+            widgets=[self.image, self.model, self.model_info, *self.settings, self.device_info]
+        )
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal")
+
+        fold = QCollapsible("Advanced options")
+        fold.addWidget(self.advanced.native)
+        layout = QVBoxLayout(self)
+        layout.addWidget(top.native)
+        layout.addWidget(fold)
+        layout.addWidget(buttons.native)
+        layout.addWidget(self.status.native)
+        layout.addStretch()
+
+        self.model.changed.connect(self._show_model)
+        self.settings.device.changed.connect(self._show_device)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        self.reset_choices()
+        self._show_model()
+        self._show_device()
+
+        self._dirty = False
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setInterval(int(REFRESH_SECONDS * 1000))
+        self._refresh_timer.timeout.connect(self._refresh_layer)
+        self.layer: Any = None
+
+    # -- pickers -----------------------------------------------------------------
+
+    def _image_choices(self, _widget: Any = None) -> list[str]:
+        return [layer.name for layer in image_layers(self.viewer)]
+
+    def _model_choices(self, _widget: Any = None) -> list[str]:
+        from slide_unet.core.model_store import list_models
+
+        self._cards = list_models()
+        return list(self._cards)
+
+    def reset_choices(self, _event: Any = None) -> None:
+        """Follow the viewer's image layers (napari calls this on layer changes)."""
+        self.image.reset_choices()
+        if self.image.value is None and self.image.choices:
+            self.image.value = self.image.choices[0]
+
+    def refresh_models(self, select: str | None = None) -> None:
+        """Re-read the model list (e.g. after fine-tuning saved a new one)."""
+        self.model.reset_choices()
+        if select is not None and select in self.model.choices:
+            self.model.value = select
+        self._show_model()
+
+    def _show_model(self, _value: Any = None) -> None:
+        card = self._cards.get(self.model.value)
+        self.model_info.value = model_summary(card) if card is not None else ""
+
+    def _show_device(self, _value: Any = None) -> None:
+        try:
+            self.device_info.value = device_summary(self.settings.device.value)
+        except ValueError as exc:
+            self.device_info.value = str(exc)
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self) -> Job | None:
+        """Start segmenting; returns the running job (None when the input is bad)."""
+        if self.job is not None and self.job.running:
+            notify_error(ValueError("a segmentation is already running: cancel it first"))
+            return None
+        try:
+            return self._start()
+        except (ValueError, OSError) as exc:
+            notify_error(exc)
+            return None
+
+    def _start(self) -> Job:
+        image = layer_by_name(self.viewer, self.image.value)
+        if image is None:
+            raise ValueError("no image layer: open a slide first (File > Open)")
+        if not self.model.value:
+            raise ValueError("no model to run: none is bundled or saved")
+        options = read_form(SegmentSettings, self.settings, self.advanced)
+        shape = full_resolution(image).shape[:2]
+        if options.region == VIEWPORT:
+            region = visible_region(self.viewer, image)
+        else:
+            region = (0, int(shape[0]), 0, int(shape[1]))
+        path = slide_path(image)
+        source = path if path and (image.metadata or {}).get("slide_path") else image.data
+        store = store_for_image(image)
+        self.layer = self._mask_layer(store, image)
+        self.layer.metadata["model"] = self.model.value
+
+        def work(progress: Any, cancel: threading.Event, partial: Any) -> dict[str, Any]:
+            return segment_region(
+                store,
+                source,
+                self.model.value,
+                region,
+                mpp=layer_mpp(image),
+                device=options.device,
+                tile=options.tile,
+                batch_size=options.batch_size,
+                threshold=options.threshold,
+                min_object_um2=options.min_object_um2,
+                progress=progress,
+                cancel=cancel,
+                landed=partial,
+            )
+
+        y0, y1, x0, x1 = region
+        self.status.value = f"segmenting {y1 - y0} x {x1 - x0} px with {self.model.value}..."
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self._refresh_timer.start()
+        self.job = start_job(
+            work,
+            f"Segmenting {image.name}",
+            done=self._done,
+            partial=self._landed,
+            failed=self._failed,
+            finished=self._finished,
+        )
+        return self.job
+
+    def _mask_layer(self, store: MaskStore, image: Any) -> Any:
+        layer = find_mask_layer(self.viewer, store)
+        if layer is None:
+            data, kwargs = mask_layer_kwargs(
+                store,
+                f"{image.name} mask",
+                scale=tuple(image.scale[-2:]),
+                translate=tuple(image.translate[-2:]),
+                units=tuple(str(u) for u in image.units[-2:]),
+                slide_path=slide_path(image),
+            )
+            layer = self.viewer.add_labels(data, **kwargs)
+            self.viewer.layers.selection.active = image  # keep the image selected
+        watch_edits(layer, store)
+        return layer
+
+    def _landed(self, _box: Any) -> None:
+        self._dirty = True
+
+    def _refresh_layer(self) -> None:
+        if self._dirty and self.layer is not None:
+            self._dirty = False
+            self.layer.refresh()
+
+    def cancel(self) -> None:
+        """Stop the running segmentation after its current batch."""
+        if self.job is not None:
+            self.job.cancel()
+            self.status.value = "cancelling..."
+
+    def _done(self, result: dict[str, Any]) -> None:
+        self.last_result = result
+        removed = f", {result['removed']} small objects removed" if result["removed"] else ""
+        backup = f"; earlier edits copied to {result['backup']}" if result["backup"] else ""
+        self.status.value = f"done in {result['seconds']:.1f} s{removed}"
+        show_info(f"Segmented in {result['seconds']:.1f} s{removed}{backup}")
+
+    def _failed(self, error: BaseException) -> None:
+        from slide_unet.core.blocks import Cancelled
+
+        if isinstance(error, Cancelled):
+            self.status.value = "cancelled: the tiles finished so far are kept"
+        else:
+            self.status.value = f"failed: {error}"
+
+    def _finished(self) -> None:
+        self._refresh_timer.stop()
+        self._dirty = True
+        self._refresh_layer()
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False

@@ -1,0 +1,165 @@
+"""The Segment widget, as a user drives it: open the sample, segment, cancel, reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slide_unet._widgets._layers import camera_of
+from slide_unet.core.mask_io import read_mask
+from slide_unet.core.mask_store import MASKS_DIR_ENV
+from slide_unet.core.metrics import dice
+from slide_unet.core.overviews import CACHE_ENV
+from slide_unet.core.predict import segment
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "kidney_pas.ome.tif"
+TRUTH = ROOT / "sample_data" / "kidney_pas_mask.ome.tif"
+PLUGIN = "napari-slide-unet"
+WAIT_MS = 240_000
+
+
+@pytest.fixture(autouse=True)
+def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Messages the widgets show as error notifications."""
+    from slide_unet._widgets import _jobs
+
+    shown: list[str] = []
+    monkeypatch.setattr(_jobs, "show_error", shown.append)
+    return shown
+
+
+def _open(viewer):
+    layers = viewer.open(SAMPLE, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.model.value = "glomeruli"
+    return layers[0], widget
+
+
+def _run(qtbot, widget, region: str):
+    widget.settings.region.value = region
+    job = widget.run()
+    assert job is not None
+    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
+        pass
+    return job
+
+
+def _look_at(viewer, centre: tuple[float, float], microns: float) -> None:
+    """Centre the view on ``centre`` (µm) with about ``microns`` across the canvas."""
+    camera = camera_of(viewer)
+    camera.center = centre
+    camera.zoom = float(min(viewer.canvas.size)) / microns
+
+
+def _mask(layer) -> np.ndarray:
+    data = layer.data[0] if layer.multiscale else layer.data
+    return np.asarray(data[:])
+
+
+def test_viewport_run_fills_only_the_region_on_screen_and_matches_the_engine(
+    make_napari_viewer, qtbot
+) -> None:
+    viewer = make_napari_viewer()
+    image, widget = _open(viewer)
+    # Look at the top-left quarter of the slide (world units are microns).
+    _look_at(viewer, (256.0, 256.0), 512.0)
+    _run(qtbot, widget, "Viewport")
+    result = widget.last_result
+    assert result is not None
+    y0, y1, x0, x1 = result["region"]
+    assert 0 <= y0 < y1 <= 2048
+    assert 0 <= x0 < x1 <= 2048
+    assert (y1 - y0) * (x1 - x0) < 2048 * 2048 / 2  # a part, not the whole slide
+    labels = next(layer for layer in viewer.layers if layer.name == "kidney_pas mask")
+    assert labels.scale[-1] == pytest.approx(image.scale[-1])
+    mask = _mask(labels)
+    expected = segment(SAMPLE, "glomeruli", region=(y0, y1, x0, x1))
+    np.testing.assert_array_equal(mask[y0:y1, x0:x1], expected)
+    outside = mask.copy()
+    outside[y0:y1, x0:x1] = 0
+    assert not outside.any()
+
+
+def test_whole_slide_run_gives_the_cli_mask_and_its_dice(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    progress: list[tuple[int, int]] = []
+    widget.settings.region.value = "Whole slide"
+    job = widget.run()
+    job.signals.progress.connect(lambda done, total: progress.append((done, total)))
+    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
+        pass
+    assert progress
+    assert progress[-1][0] == progress[-1][1]
+    mask = _mask(widget.layer)
+    np.testing.assert_array_equal(mask, segment(SAMPLE, "glomeruli"))
+    assert dice(mask, read_mask(TRUTH)) > 0.8
+    assert widget.run_button.enabled
+
+
+def test_cancel_stops_the_run_and_the_widget_stays_usable(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    widget.settings.region.value = "Whole slide"
+    widget.advanced.tile.value = 256  # many small tiles: time to cancel midway
+    job = widget.run()
+    seen: list[int] = []
+
+    def first_tile(done: int, total: int) -> None:
+        seen.append(total)
+        widget.cancel()
+
+    job.signals.progress.connect(first_tile)
+    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
+        pass
+    assert widget.status.value.startswith("cancelled")
+    assert widget.run_button.enabled
+    assert not widget.cancel_button.enabled
+    assert errors == []  # a cancel is not an error
+    assert seen
+    assert len(seen) < seen[0]
+
+
+def test_no_image_layer_is_one_clear_notification(make_napari_viewer, errors) -> None:
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert widget.run() is None
+    assert len(errors) == 1
+    assert "no image layer" in errors[0]
+    assert len(viewer.layers) == 0
+
+
+def test_hand_edits_are_autosaved_and_come_back_when_the_slide_is_reopened(
+    make_napari_viewer, qtbot
+) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    _look_at(viewer, (256.0, 256.0), 256.0)
+    _run(qtbot, widget, "Viewport")
+    labels = widget.layer
+    # A hand edit through napari's own history-recording path (brush and
+    # tools use the same one), then the window goes away.
+    rows, cols = np.mgrid[1500:1540, 1500:1540]
+    labels.data_setitem((rows.ravel(), cols.ravel()), 1)
+    edited = _mask(labels)
+    viewer.close()
+
+    again = make_napari_viewer()
+    layers = again.open(SAMPLE, plugin=PLUGIN)
+    restored = [layer for layer in layers if layer.name.endswith("mask (autosaved)")]
+    assert len(restored) == 1
+    np.testing.assert_array_equal(_mask(restored[0]), edited)
+    assert restored[0].scale[-1] == pytest.approx(layers[0].scale[-1])
