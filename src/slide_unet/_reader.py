@@ -123,18 +123,19 @@ def _contrast_limits(slide: Slide) -> list[float]:
 def _build_overviews_in_background(slide: Slide, first_live_level: Any) -> None:
     """Build the slide's overview cache off the UI thread, refreshing its layer.
 
-    Without a running Qt application (scripts, headless tests) the build runs
-    here and now instead.
+    Without a napari window (scripts, a headless ``ViewerModel``) the build
+    runs here and now instead: a Qt application left over from earlier work in
+    the same process is not enough, nothing would show the progress.
     """
     cache = slide.overview_cache
     assert cache is not None
     try:
-        from qtpy.QtWidgets import QApplication
+        import napari
 
-        has_app = QApplication.instance() is not None
+        has_window = napari.current_viewer() is not None
     except Exception:
-        has_app = False
-    if not has_app:
+        has_window = False
+    if not has_window:
         slide.build_overviews()
         return
 
