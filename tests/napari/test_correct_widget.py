@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from slide_unet._widgets import _mask_layer
 from slide_unet._widgets._layers import camera_of, visible_region
-from slide_unet._widgets._mask_layer import mask_layer_kwargs, watch_edits
+from slide_unet._widgets._mask_layer import attach_store, mask_layer_kwargs
 from slide_unet._widgets.correct import CorrectWidget
 from slide_unet._widgets.edit_window import StoreWindow, window_region
 from slide_unet.core import edit
@@ -326,7 +326,7 @@ def _store(truth: np.ndarray) -> MaskStore:
 def _store_layer(viewer, store: MaskStore):
     data, kwargs = mask_layer_kwargs(store, "slide mask", scale=(MPP, MPP))
     layer = viewer.add_labels(data, **kwargs)
-    watch_edits(layer, store)
+    attach_store(layer, store)
     return layer
 
 
@@ -518,7 +518,7 @@ def test_a_dask_view_is_given_fresh_arrays_so_napari_shows_the_edit(
     _, kwargs = mask_layer_kwargs(store, "slide mask", scale=(MPP, MPP))
     kwargs["multiscale"] = True
     view = viewer.add_labels(store.dask_levels(), **kwargs)
-    watch_edits(view, store)
+    attach_store(view, store)
     before = view.data[0].name
     window = widget.edit_here()
     window.layer.data_setitem((np.array([0]), np.array([0])), 1)

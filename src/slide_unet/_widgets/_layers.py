@@ -84,8 +84,7 @@ def visible_region(viewer: napari.Viewer, layer: Any) -> tuple[int, int, int, in
     y1, x1 = min(int(y1), shape[0]), min(int(x1), shape[1])
     if y1 <= y0 or x1 <= x0:
         raise ValueError(
-            f"the layer {layer.name!r} is not in view: pan or zoom to it, "
-            "or segment the whole slide"
+            f"the layer {layer.name!r} is not in view: pan or zoom to the part to work on"
         )
     return y0, y1, x0, x1
 

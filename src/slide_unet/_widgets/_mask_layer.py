@@ -5,9 +5,10 @@ The mask of a slide lives in a :class:`~slide_unet.core.mask_store.MaskStore`
 into it and napari shows it:
 
 - an image up to :data:`EDITABLE_PIXELS` is shown as an ordinary Labels layer
-  whose data *is* the store's full-resolution zarr array, so napari's brush,
-  fill, eraser and undo, and the Correct widget's tools, write straight into
-  the store: every edit is on disk as soon as it is made;
+  whose data is a :class:`~slide_unet._widgets._store_window.StoreWindow` over
+  the whole store, so napari's brush, fill, eraser, undo and redo, and the
+  Correct widget's tools, write straight into the store (overviews included):
+  every edit is on disk as soon as it is made;
 - a larger slide is shown as a multiscale Labels layer over the store's
   levels (napari cannot paint multiscale labels), refreshed as tiles land.
 
@@ -21,8 +22,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from slide_unet._widgets._store_window import StoreWindow, unproxied
 from slide_unet.core.mask_store import MaskStore
 
 if TYPE_CHECKING:
@@ -30,17 +30,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EDITABLE_PIXELS",
+    "attach_store",
     "find_mask_layer",
     "mask_layer_kwargs",
     "mask_store_of",
     "store_for_image",
-    "watch_edits",
 ]
 
 #: Largest image (pixels) whose mask is one editable Labels layer.
 EDITABLE_PIXELS = 8192 * 8192
 
-#: The store behind each watched Labels layer (napari forbids new attributes on layers).
+#: The store behind each Labels layer made here (napari forbids new attributes on layers).
 _STORES: weakref.WeakKeyDictionary[Any, MaskStore] = weakref.WeakKeyDictionary()
 
 
@@ -57,7 +57,7 @@ def store_for_image(layer: Any) -> MaskStore:
 
 def mask_store_of(layer: Any) -> MaskStore | None:
     """The store behind a Labels layer made here, or None."""
-    return _STORES.get(layer)
+    return _STORES.get(unproxied(layer))
 
 
 def mask_layer_kwargs(
@@ -75,7 +75,7 @@ def mask_layer_kwargs(
     """
     height, width = store.shape
     multiscale = height * width > EDITABLE_PIXELS
-    data = list(store.levels) if multiscale else store.level0
+    data = list(store.levels) if multiscale else StoreWindow(store, (0, height, 0, width))
     kwargs = {
         "name": name,
         "scale": tuple(scale),
@@ -101,40 +101,9 @@ def find_mask_layer(viewer: napari.Viewer, store: MaskStore) -> Any | None:
     return None
 
 
-def _atom_box(atom: Any) -> tuple[int, int, int, int] | None:
-    """The full-resolution box ``(y0, y1, x0, x1)`` a napari paint history atom touched."""
-    key = getattr(atom, "slice_key", None)
-    if key is not None:
-        rows, cols = key[-2], key[-1]
-        return int(rows.start or 0), int(rows.stop), int(cols.start or 0), int(cols.stop)
-    indices = atom[0]
-    if len(indices) < 2 or np.size(indices[-1]) == 0:
-        return None
-    rows, cols = np.asarray(indices[-2]), np.asarray(indices[-1])
-    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+def attach_store(layer: Any, store: MaskStore) -> None:
+    """Remember that ``layer`` shows ``store`` (see :func:`mask_store_of`).
 
-
-def watch_edits(layer: Any, store: MaskStore) -> None:
-    """Keep ``store``'s overviews and its "edited" mark in step with hand edits.
-
-    The pixels themselves are already in the store (the layer's data is its
-    zarr array); each paint event (brush, fill, eraser, the Correct tools)
-    marks the store as edited and rebuilds the overview levels of the boxes it
-    touched.
+    The layer's pixels need no watching: its data writes through to the store.
     """
-    if layer in _STORES:
-        _STORES[layer] = store
-        return
-    _STORES[layer] = store
-
-    def edited(event: Any) -> None:
-        boxes = [box for atom in event.value if (box := _atom_box(atom)) is not None]
-        if not boxes:
-            return
-        y0 = min(b[0] for b in boxes)
-        y1 = max(b[1] for b in boxes)
-        x0 = min(b[2] for b in boxes)
-        x1 = max(b[3] for b in boxes)
-        _STORES.get(layer, store).update_overviews(y0, y1, x0, x1, edited=True)
-
-    layer.events.paint.connect(edited)
+    _STORES[unproxied(layer)] = store

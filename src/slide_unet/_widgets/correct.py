@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from slide_unet._widgets._jobs import notify_error
 from slide_unet._widgets._layers import labels_layers, layer_mpp, visible_region
-from slide_unet._widgets._mask_layer import _atom_box, mask_store_of, watch_edits
+from slide_unet._widgets._mask_layer import attach_store, mask_store_of
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets.edit_window import EditWindow, unproxied
 from slide_unet.core import edit
@@ -268,8 +268,8 @@ class CorrectWidget(QWidget):
                 store = MaskStore(path)
             except (OSError, ValueError):
                 return None
-            # A layer restored from its autosave is not watched yet.
-            watch_edits(layer, store)
+            # A layer restored from its autosave by the reader: remember its store.
+            attach_store(layer, store)
         return store
 
     def target(self) -> Any:
@@ -379,18 +379,8 @@ class CorrectWidget(QWidget):
         except ValueError as exc:
             notify_error(exc)
             return
-        history = getattr(layer, "_undo_history", None)
-        boxes = [box for atom in history[-1] if (box := _atom_box(atom))] if history else []
-        layer.undo()
-        # napari's undo writes the data but emits no paint event: rebuild the
-        # store's overviews of what it touched here, as the paint watcher would.
-        store = mask_store_of(layer)
-        if store is not None and boxes and not self._window_of(layer):
-            y0 = min(b[0] for b in boxes)
-            x0 = min(b[2] for b in boxes)
-            store.update_overviews(y0, max(b[1] for b in boxes), x0, max(b[3] for b in boxes))
-            store.touch(edited=True)
-        self.status.setText("undone" if history else "nothing to undo")
+        layer.undo()  # a store-backed layer's data writes the undo through to the store
+        self.status.setText("undone the last change")
 
     # -- click tools ------------------------------------------------------------------
 

@@ -34,10 +34,10 @@ from slide_unet._widgets._layers import (
     visible_region,
 )
 from slide_unet._widgets._mask_layer import (
+    attach_store,
     find_mask_layer,
     mask_layer_kwargs,
     store_for_image,
-    watch_edits,
 )
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet.core.mask_store import MaskStore
@@ -383,7 +383,7 @@ class SegmentWidget(QWidget):
             )
             layer = self.viewer.add_labels(data, **kwargs)
             self.viewer.layers.selection.active = image  # keep the image selected
-        watch_edits(layer, store)
+        attach_store(layer, store)
         return layer
 
     def _landed(self, _box: Any) -> None:
