@@ -67,11 +67,11 @@ def run_widget(viewer, qapp) -> tuple[float, float, np.ndarray]:
     widget.settings.region.value = "Whole slide"
     ticks = Ticks()
     done = []
+    widget.finished.connect(lambda: done.append(time.perf_counter()))
     started = time.perf_counter()
-    job = widget.run()  # on the UI thread: checks, the store, the Labels layer
+    widget.run()  # on the UI thread: checks, the store, the Labels layer
     click = time.perf_counter() - started
     ticks.start()
-    job.worker.finished.connect(lambda: done.append(time.perf_counter()))
     while not done:
         qapp.processEvents()
         time.sleep(0.001)

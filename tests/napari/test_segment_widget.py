@@ -48,10 +48,9 @@ def _open(viewer):
 
 def _run(qtbot, widget, region: str):
     widget.settings.region.value = region
-    job = widget.run()
-    assert job is not None
-    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
-        pass
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        assert job is not None
     return job
 
 
@@ -96,10 +95,9 @@ def test_whole_slide_run_gives_the_cli_mask_and_its_dice(make_napari_viewer, qtb
     _, widget = _open(viewer)
     progress: list[tuple[int, int]] = []
     widget.settings.region.value = "Whole slide"
-    job = widget.run()
-    job.signals.progress.connect(lambda done, total: progress.append((done, total)))
-    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
-        pass
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.progress.connect(lambda done, total: progress.append((done, total)))
     assert progress
     assert progress[-1][0] == progress[-1][1]
     mask = _mask(widget.layer)
@@ -115,16 +113,15 @@ def test_cancel_stops_the_run_and_the_widget_stays_usable(
     _, widget = _open(viewer)
     widget.settings.region.value = "Whole slide"
     widget.advanced.tile.value = 256  # many small tiles: time to cancel midway
-    job = widget.run()
     seen: list[int] = []
 
     def first_tile(done: int, total: int) -> None:
         seen.append(total)
         widget.cancel()
 
-    job.signals.progress.connect(first_tile)
-    with qtbot.waitSignal(job.worker.finished, timeout=WAIT_MS):
-        pass
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.progress.connect(first_tile)
     assert widget.status.value.startswith("cancelled")
     assert widget.run_button.enabled
     assert not widget.cancel_button.enabled

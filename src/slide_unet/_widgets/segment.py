@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -223,7 +223,17 @@ def _warm_imports() -> None:
 
 
 class SegmentWidget(QWidget):
-    """Segment the viewport or the whole slide of an image layer with a U-Net."""
+    """Segment the viewport or the whole slide of an image layer with a U-Net.
+
+    Attributes
+    ----------
+    finished : Signal
+        Emitted on the main thread when a run ends, whatever the outcome (wait
+        on this rather than on the job's worker: a short run may finish before
+        a caller connects to the worker).
+    """
+
+    finished = Signal()
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -421,3 +431,4 @@ class SegmentWidget(QWidget):
         self._refresh_layer()
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+        self.finished.emit()
