@@ -6,6 +6,7 @@ The library under the napari plugin: everything here works without napari or Qt.
 from __future__ import annotations
 
 from slide_unet.core.errors import SlideError
+from slide_unet.core.finetune import ArrayPair, FinetuneResult, finetune
 from slide_unet.core.mask_io import export_mask, read_mask, write_mask
 from slide_unet.core.metrics import dice, iou, match_objects, score
 from slide_unet.core.model_card import ModelCard, ModelError
@@ -17,6 +18,8 @@ from slide_unet.core.slide import Slide, open_slide
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrayPair",
+    "FinetuneResult",
     "ModelCard",
     "ModelError",
     "Slide",
@@ -24,6 +27,7 @@ __all__ = [
     "__version__",
     "dice",
     "export_mask",
+    "finetune",
     "iou",
     "list_models",
     "load_model",

@@ -5,13 +5,17 @@ with ``masks/10014.png``, ``images/a.ome.tif`` with ``masks/a.csv``. Masks may b
 any format :func:`~slide_unet.core.mask_io.read_mask` reads: RGB red on black,
 0/1, 0/255 or instance labels (non-zero is foreground).
 
+Fine-tuning also takes images already in memory (napari layers) as
+:class:`ArrayPair`, optionally with the boxes the user corrected;
+:func:`read_pair` reads either kind.
+
 This module is part of the napari-free core.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import numpy as np
 from slide_unet.core.mask_io import mask_stem, mask_suffix, read_mask
 from slide_unet.core.slide import open_slide
 
-__all__ = ["ImagePair", "find_pairs", "image_stem", "read_pair"]
+__all__ = ["ArrayPair", "ImagePair", "find_pairs", "image_stem", "read_pair"]
 
 #: Image file endings, longest first so ``.ome.tif`` wins over ``.tif``.
 IMAGE_SUFFIXES = (
@@ -54,6 +58,82 @@ class ImagePair:
     stem: str
     image: Path
     mask: Path
+
+
+#: A full-resolution box ``(y0, y1, x0, x1)``: rows ``y0:y1``, columns ``x0:x1``.
+Region = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compared and hashed by identity
+class ArrayPair:
+    """An image in memory and its corrected mask (e.g. napari layers).
+
+    Attributes
+    ----------
+    stem : str
+        A name for the pair, unique among the pairs of one run.
+    image : numpy.ndarray
+        ``YXC`` RGB (or RGBA, alpha ignored) or ``YX`` gray, at full resolution.
+    mask : numpy.ndarray
+        ``YX``, the image's height and width; non-zero is foreground.
+    mpp : float or None
+        The image's pixel size in µm, if known.
+    regions : tuple of (y0, y1, x0, x1)
+        Full-resolution boxes the user corrected (clipped to the image);
+        empty: the whole mask is to be trusted.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, a bad pixel size, or an empty or malformed box.
+    """
+
+    stem: str
+    image: np.ndarray
+    mask: np.ndarray
+    mpp: float | None = None
+    regions: tuple[Region, ...] = ()
+
+    def __post_init__(self) -> None:
+        image, mask = np.asarray(self.image), np.asarray(self.mask)
+        if not self.stem:
+            raise ValueError("an ArrayPair needs a non-empty stem (a name for the image)")
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4))):
+            raise ValueError(
+                f"{self.stem}: image must be YX gray or YXC with 1 to 4 channels, got shape "
+                f"{image.shape}"
+            )
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"{self.stem}: mask is {' x '.join(map(str, mask.shape))} but the image is "
+                f"{image.shape[0]} x {image.shape[1]}: they must have the same height and width"
+            )
+        if self.mpp is not None and not self.mpp > 0:
+            raise ValueError(f"{self.stem}: mpp must be a positive number of µm, got {self.mpp}")
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "regions", _clip_regions(self.stem, self.regions, mask.shape))
+
+
+def _clip_regions(
+    stem: str, regions: Iterable[Sequence[int]], shape: tuple[int, ...]
+) -> tuple[Region, ...]:
+    """Boxes as int tuples, clipped to ``shape``; an empty or malformed one is an error."""
+    h, w = shape[:2]
+    out = []
+    for box in regions or ():
+        values = tuple(int(v) for v in box)
+        if len(values) != 4:
+            raise ValueError(f"{stem}: a region is (y0, y1, x0, x1), got {box!r}")
+        y0, y1, x0, x1 = values
+        clipped = (max(0, y0), min(h, y1), max(0, x0), min(w, x1))
+        if clipped[0] >= clipped[1] or clipped[2] >= clipped[3]:
+            raise ValueError(
+                f"{stem}: region {values} is empty inside the {h} x {w} image "
+                "(boxes are y0, y1, x0, x1 with y0 < y1 and x0 < x1)"
+            )
+        out.append(clipped)
+    return tuple(out)
 
 
 def _by_stem(folder: Path, stem_of: Callable[[Path], str | None], what: str) -> dict[str, Path]:
@@ -108,24 +188,21 @@ def find_pairs(
     return pairs, unpaired
 
 
-def read_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray, float | None]:
+def read_pair(pair: ImagePair | ArrayPair) -> tuple[np.ndarray, np.ndarray, float | None]:
     """An image (``YXC``, alpha dropped, gray kept as one channel), its foreground
-    (bool, non-zero in the mask) and the image's pixel size in µm if the file says.
+    (bool, non-zero in the mask) and the image's pixel size in µm if the file
+    (or the :class:`ArrayPair`) says.
 
     Raises
     ------
     ValueError
         Unreadable files, or a mask whose shape is not the image's.
     """
+    if isinstance(pair, ArrayPair):
+        return _channels(pair.image), pair.mask != 0, pair.mpp
     with open_slide(pair.image) as slide:
-        image = np.asarray(slide.levels[0])
+        image = _channels(np.asarray(slide.levels[0]))
         mpp = slide.mpp
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[2] == 4:
-        image = image[..., :3]
-    elif image.shape[2] == 2:  # gray + alpha
-        image = image[..., :1]
     mask = np.asarray(read_mask(pair.mask, shape=image.shape[:2])) != 0
     if mask.shape != image.shape[:2]:
         raise ValueError(
@@ -133,3 +210,14 @@ def read_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray, float | None]:
             f"{pair.image.name} is {image.shape[0]} x {image.shape[1]}"
         )
     return image, mask, mpp
+
+
+def _channels(image: np.ndarray) -> np.ndarray:
+    """``YXC`` with the alpha channel dropped and gray kept as one channel."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    elif image.shape[2] == 2:  # gray + alpha
+        image = image[..., :1]
+    return image
