@@ -400,10 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--mpp", type=float, help="pixel size to record (µm)")
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(run=cmd_export)
-    from slide_unet import cli_evaluate, cli_train
+    from slide_unet import cli_evaluate, cli_finetune, cli_train
 
     cli_evaluate.add_parser(commands)
     cli_train.add_parser(commands)
+    cli_finetune.add_parser(commands)
     return parser
 
 
