@@ -1,0 +1,387 @@
+"""The Fine-tune widget, as a user drives it: corrected layers in, a new model in Segment out.
+
+A tiny U-Net is trained once on synthetic pink tissue with dark red disks
+(seconds on a 2-core CPU) and copied into each test's private models folder
+as the base model; fine-tuning runs for one or two epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from slide_unet._widgets import _finetune_input as finetune_input
+from slide_unet.core.mask_store import MASKS_DIR_ENV
+from slide_unet.core.model_store import MODELS_DIR_ENV, bundled_models_dir, list_models
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-slide-unet"
+BASE = "tinydisks"
+WAIT_MS = 240_000
+
+
+def disks(seed: int, size: int = 160, count: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A pink RGB image with dark red disks, and the disks' mask (uint8 0/1)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    mask = np.zeros((size, size), bool)
+    for _ in range(count):
+        cy, cx = rng.integers(12, size - 12, 2).tolist()
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < int(rng.integers(6, 12)) ** 2
+    image = np.empty((size, size, 3), np.float32)
+    image[:] = (235, 190, 215)
+    image[mask] = (150, 40, 90)
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask.astype(np.uint8)
+
+
+def _write_pairs(folder: Path, seeds: range) -> tuple[Path, Path]:
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    for seed in seeds:
+        image, mask = disks(seed)
+        Image.fromarray(image).save(images / f"tile{seed}.png")
+        Image.fromarray(mask * 255).save(masks / f"tile{seed}.png")
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny disk-finding U-Net (weights and card), trained once for the module."""
+    from slide_unet.core.image_pairs import find_pairs
+    from slide_unet.core.training import TrainingConfig, train
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    pairs, _ = find_pairs(*_write_pairs(folder, range(4)))
+    config = TrainingConfig(
+        name=BASE,
+        base_width=4,
+        depth=2,
+        patch=64,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=6,
+        learning_rate=1e-2,
+        val_fraction=0.25,
+        device="cpu",
+        tile=64,
+    )
+    out = folder / "model" / f"{BASE}.safetensors"
+    out.parent.mkdir()
+    train(pairs, config, out)
+    return out.parent
+
+
+@pytest.fixture(autouse=True)
+def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model, models)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models))
+    monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Messages the widgets show as error notifications."""
+    from slide_unet._widgets import _jobs
+
+    shown: list[str] = []
+    monkeypatch.setattr(_jobs, "show_error", shown.append)
+    return shown
+
+
+def _bundled_hashes() -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(bundled_models_dir().iterdir())
+    }
+
+
+def _open(viewer, *, seeds=(0,), regions: bool = True):
+    """Image and corrected Labels layers (and a Shapes layer of two boxes); the widget."""
+    for seed in seeds:
+        image, mask = disks(seed)
+        viewer.add_image(image, name=f"tissue{seed}", rgb=True)
+        viewer.add_labels(mask, name=f"tissue{seed} mask")
+    if regions:
+        boxes = [np.array([[5, 5], [5, 90], [90, 90], [90, 5]]), np.array([[80, 70], [150, 150]])]
+        viewer.add_shapes(boxes, shape_type=["rectangle", "rectangle"], name="corrected")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget.model.value = BASE
+    widget.image.value = f"tissue{seeds[0]}"
+    widget.mask.value = f"tissue{seeds[0]} mask"
+    widget.regions.value = "corrected" if regions else None
+    widget.settings.minutes.value = 5.0
+    widget.advanced.device.value = "cpu"
+    widget.advanced.batch_size.value = 4
+    widget.advanced.learning_rate.value = 1e-3
+    return widget
+
+
+def _run(qtbot, widget, epochs: int):
+    widget.advanced.epochs.value = epochs
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        assert job is not None
+    return job
+
+
+def test_finetunes_corrected_layers_and_segment_lists_and_runs_the_new_model(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    hashes = _bundled_hashes()
+    viewer = make_napari_viewer()
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = _open(viewer)
+    name = widget.new_name.value
+    assert name.startswith(f"{BASE}-finetuned-")
+    records: list[dict] = []
+    widget.advanced.epochs.value = 2
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.partial.connect(lambda v: isinstance(v, dict) and records.append(v))
+    assert errors == []
+    assert [r["epoch"] for r in records] == [1, 2]  # live, one point per epoch
+    result = widget.result
+    assert result is not None
+    assert result.stopped == "finished"
+    assert [p["epoch"] for p in widget.curve.points] == [0, 1, 2]
+    assert all(p["val_dice"] is not None for p in widget.curve.points)
+    assert widget.before_dice.text() == f"{result.before_dice:.4f}"
+    assert widget.after_dice.text() == f"{result.after_dice:.4f}"
+    assert result.after_dice >= result.before_dice  # the best epoch is kept
+    assert widget.progress_bar.value() == 100
+    assert str(result.path) in widget.saved.text()
+    card = list_models()[name]
+    assert card.parent == BASE
+    assert Path(result.path).parent == Path(os.environ[MODELS_DIR_ENV])
+    # The new model is in the Segment widget's picker at once, selected.
+    assert name in segment.model.choices
+    assert segment.model.value == name
+    # A fresh default name for the next run (this one is taken now).
+    assert widget.new_name.value != name
+    # Segment viewport with it: a mask of the image on screen, from the new model.
+    assert widget.segment_button.enabled
+    with qtbot.waitSignal(segment.finished, timeout=WAIT_MS):
+        assert widget.segment_viewport() is not None
+    assert segment.layer.metadata["model"] == name
+    assert segment.last_result is not None
+    assert errors == []
+    assert _bundled_hashes() == hashes
+
+
+def test_segment_viewport_opens_the_segment_widget_when_none_is_open(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer, regions=False)
+    _run(qtbot, widget, epochs=1)
+    assert widget.segment_widgets() == []
+    job = widget.segment_viewport()
+    assert job is not None
+    (segment,) = widget.segment_widgets()
+    qtbot.waitUntil(lambda: not job.running, timeout=WAIT_MS)
+    assert segment.model.value == widget.result.card.name
+    assert errors == []
+
+
+def test_several_pairs_from_the_list_train_together(make_napari_viewer, qtbot, errors) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer, seeds=(0, 1), regions=False)
+    assert widget.add_pair()
+    widget.image.value, widget.mask.value = "tissue1", "tissue1 mask"
+    assert widget.add_pair()
+    assert not widget.add_pair()  # the same pair twice: refused
+    assert len(errors) == 1
+    assert "listed already" in errors[0]
+    assert [p[:2] for p in widget.pairs] == [
+        ("tissue0", "tissue0 mask"),
+        ("tissue1", "tissue1 mask"),
+    ]
+    _run(qtbot, widget, epochs=1)
+    assert errors == ["'tissue1' with 'tissue1 mask' is listed already"]
+    assert widget.result is not None
+    assert widget.result.stopped == "finished"
+    assert widget.result.card.name in list_models()
+    widget.pair_list.setCurrentRow(0)
+    widget.remove_pair()
+    assert [p[0] for p in widget.pairs] == ["tissue1"]
+
+
+def test_folders_of_images_and_masks(make_napari_viewer, qtbot, errors, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    images, masks = _write_pairs(tmp_path / "data", range(10, 13))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget.source.value = "Folders"
+    assert not widget.image.visible
+    widget.images_dir.value, widget.masks_dir.value = images, masks
+    widget.model.value = BASE
+    widget.advanced.device.value = "cpu"
+    widget.advanced.batch_size.value = 4
+    _run(qtbot, widget, epochs=1)
+    assert errors == []
+    assert widget.result is not None
+    assert widget.result.card.name in list_models()
+
+
+def test_cancel_after_the_first_epoch_keeps_the_best_and_the_widget_stays_usable(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    widget.advanced.epochs.value = 1000
+    name = widget.new_name.value
+
+    def first_epoch(value: object) -> None:
+        if isinstance(value, dict):
+            widget.cancel()
+
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.partial.connect(first_epoch)
+    assert errors == []  # a cancel is not an error
+    result = widget.result
+    assert result is not None
+    assert result.stopped == "cancelled"
+    assert widget.status.value.startswith("cancelled after")
+    best = max(h["val_dice"] for h in result.history)  # epoch 0 (the base model) included
+    assert result.after_dice == pytest.approx(best, abs=1e-4)
+    assert max(p["epoch"] for p in widget.curve.points) < 1000
+    assert name in list_models()
+    assert widget.run_button.enabled
+    assert not widget.cancel_button.enabled
+    _run(qtbot, widget, epochs=1)  # usable again
+    assert widget.result is not None
+    assert widget.result.stopped == "finished"
+
+
+def test_napari_activity_dock_cancel_stops_the_run(make_napari_viewer, qtbot, errors) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    widget.advanced.epochs.value = 1000
+
+    def first_epoch(value: object) -> None:
+        if isinstance(value, dict):
+            widget.job.bar.cancel()  # what the activity dock's Cancel button does
+
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.partial.connect(first_epoch)
+    assert errors == []
+    assert widget.result is not None
+    assert widget.result.stopped == "cancelled"
+    assert max(h["epoch"] for h in widget.result.history) < 1000
+
+
+def test_cancel_before_the_first_epoch_keeps_the_base_weights_and_says_so(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    widget.advanced.epochs.value = 1000
+    name = widget.new_name.value
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        assert widget.run() is not None
+        widget.cancel()
+    assert errors == []
+    # Fine-tuning starts from the base model's weights, so they are what is kept.
+    assert widget.result is not None
+    assert widget.result.stopped == "cancelled"
+    assert [h["epoch"] for h in widget.result.history] == [0]
+    assert widget.result.after_dice == pytest.approx(widget.result.before_dice, abs=1e-4)
+    assert "saved with the base model's weights" in widget.status.value
+    assert name in list_models()
+    assert widget.run_button.enabled
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("no_image", "no image layer"),
+        ("other_shape", "pick the whole mask"),
+        ("bundled_name", "bundled"),
+        ("bad_name", "not a usable model name"),
+        ("taken_name", "exists already"),
+        ("too_large", "too large"),
+        ("empty_regions", "no shape over the image"),
+    ],
+)
+def test_bad_input_is_one_notification_and_starts_nothing(
+    make_napari_viewer, errors, monkeypatch, change: str, message: str
+) -> None:
+    viewer = make_napari_viewer()
+    widget = _open(viewer, regions=change == "empty_regions")
+    if change == "no_image":
+        viewer.layers.remove("tissue0")
+        widget.mask.value = "tissue0 mask"
+    elif change == "other_shape":
+        viewer.add_labels(np.zeros((50, 60), np.uint8), name="window")
+        widget.mask.value = "window"
+    elif change == "bundled_name":
+        widget.new_name.value = "nuclei"
+    elif change == "bad_name":
+        widget.new_name.value = "../elsewhere"
+    elif change == "taken_name":
+        widget.new_name.value = BASE
+    elif change == "too_large":
+        monkeypatch.setattr(finetune_input, "MAX_PIXELS", 100 * 100)
+    elif change == "empty_regions":
+        viewer.layers["corrected"].data = [np.array([[500, 500], [600, 600]])]
+    models = set(list_models())
+    assert widget.run() is None
+    assert len(errors) == 1, errors
+    assert message in errors[0]
+    assert widget.job is None
+    assert widget.run_button.enabled
+    assert set(list_models()) == models
+
+
+def test_large_images_read_only_the_regions_bounding_area(make_napari_viewer, monkeypatch) -> None:
+    viewer = make_napari_viewer()
+    _open(viewer)
+    monkeypatch.setattr(finetune_input, "MAX_PIXELS", 150 * 150)
+    pair = finetune_input.layer_pair(viewer, "tissue0", "tissue0 mask", "corrected")
+    assert pair.window == (5, 150, 5, 150)
+    assert pair.regions == ((0, 85, 0, 85), (75, 145, 65, 145))
+    read = pair.read()
+    image, mask = disks(0)
+    np.testing.assert_array_equal(read.image, image[5:150, 5:150])
+    np.testing.assert_array_equal(read.mask, mask[5:150, 5:150])
+    monkeypatch.setattr(finetune_input, "MAX_PIXELS", 100 * 100)
+    with pytest.raises(ValueError, match="span 145 x 145"):
+        finetune_input.layer_pair(viewer, "tissue0", "tissue0 mask", "corrected")
+
+
+def test_regions_follow_the_layers_scale_and_translation(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((200, 300), np.uint8), scale=(0.5, 0.5), translate=(10, 20))
+    # World (µm) box from (20, 30) to (40, 70): image pixels rows 20-60, columns 20-100.
+    shapes = viewer.add_shapes([np.array([[20, 30], [40, 70]])], shape_type="rectangle")
+    assert finetune_input.shape_boxes(shapes, image) == [(20, 60, 20, 100)]
+    # A shape partly outside the image is clipped; one wholly outside is left out.
+    shapes.data = [np.array([[0, 0], [15, 30]]), np.array([[500, 500], [600, 600]])]
+    assert finetune_input.shape_boxes(shapes, image) == [(0, 10, 0, 20)]
+
+
+def test_default_names_follow_the_base_and_avoid_taken_ones() -> None:
+    import datetime
+
+    day = datetime.date(2025, 11, 26)
+    assert finetune_input.default_model_name("nuclei", set(), day) == (
+        "nuclei-finetuned-2025-11-26"
+    )
+    taken = {"nuclei-finetuned-2025-11-26"}
+    assert finetune_input.default_model_name("nuclei", taken, day) == (
+        "nuclei-finetuned-2025-11-26-2"
+    )
+    assert finetune_input.default_model_name("nuclei-finetuned-2025-11-01", set(), day) == (
+        "nuclei-finetuned-2025-11-26"
+    )
