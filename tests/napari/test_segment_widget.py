@@ -133,6 +133,8 @@ def test_cancel_stops_the_run_and_the_widget_stays_usable(
 def test_no_image_layer_is_one_clear_notification(make_napari_viewer, errors) -> None:
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    # Docked, the device picker still lists this machine's devices.
+    assert {"auto", "cpu"} <= set(widget.settings.device.choices)
     assert widget.run() is None
     assert len(errors) == 1
     assert "no image layer" in errors[0]

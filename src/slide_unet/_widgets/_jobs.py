@@ -18,7 +18,7 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from slide_unet.core.blocks import Cancelled
 
@@ -75,6 +75,17 @@ class Job:
         )
         self.worker.errored.connect(notify_error)
         self.worker.finished.connect(self.bar.close)
+        # napari's Cancel in the activity dock only flags the bar: look for it
+        # between progress reports too, so a job that reports rarely stops soon.
+        self._watch = QTimer()
+        self._watch.setInterval(200)
+        self._watch.timeout.connect(self._check_bar)
+        self.worker.started.connect(self._watch.start)
+        self.worker.finished.connect(self._watch.stop)
+
+    def _check_bar(self) -> None:
+        if self.bar.is_canceled:
+            self.cancelled.set()
 
     def _show_progress(self, done: int, total: int) -> None:
         if self.bar.is_canceled:  # napari's Cancel button in the activity dock

@@ -64,7 +64,13 @@ class SegmentSettings:
         choices=[VIEWPORT, WHOLE_SLIDE],
         widget_type="RadioButtons",
     )
-    device: str = setting("auto", "Device", "auto: the GPU when there is one", choices=["auto"])
+    device: str = setting(
+        "auto",
+        "Device",
+        "auto: the GPU when there is one",
+        # A callable: magicgui re-evaluates it when the widget is docked.
+        choices=lambda _widget=None: device_choices(),
+    )
     tile: int = setting(
         0,
         "Tile (px)",
@@ -246,8 +252,7 @@ class SegmentWidget(QWidget):
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model = ComboBox(label="Model", choices=self._model_choices)
         self.model_info = Label()
-        self.settings = form(SegmentSettings, advanced=False, device="auto")
-        self.settings.device.choices = device_choices()
+        self.settings = form(SegmentSettings, advanced=False)
         self.device_info = Label()
         self.advanced = form(SegmentSettings, advanced=True)
         self.run_button = PushButton(text="Segment")
