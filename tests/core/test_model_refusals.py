@@ -99,11 +99,6 @@ def test_finetuning_refuses_a_base_model_whose_hash_is_wrong(tmp_path: Path) -> 
     assert not (tmp_path / "out.safetensors").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model_store._locate reads X.pt as a stem and reports 'X.pt.json: model card not "
-    "found' instead of saying that only safetensors files are loaded",
-)
 def test_a_torch_pickle_file_given_by_path_is_refused_as_not_safetensors(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(pickle.dumps({"not": "weights"}))

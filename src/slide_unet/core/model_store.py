@@ -139,6 +139,12 @@ def _locate(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
     path = Path(text).expanduser()
     if path.name in ("", ".", ".."):
         raise ModelError(f"{text!r}: expected a model name or a {WEIGHTS_SUFFIX} file")
+    if path.is_file() and path.suffix.lower() not in (WEIGHTS_SUFFIX, CARD_SUFFIX):
+        # A .pt/.pth/.ckpt is a pickle: loading one can run code, so it is never read.
+        raise ModelError(
+            f"{path}: not a model this tool loads: expected a {WEIGHTS_SUFFIX} file with its "
+            f"{CARD_SUFFIX} card beside it (pickled {path.suffix or 'files'} are never loaded)"
+        )
     weights, card = _stem_paths(path)
     if not path.exists() and path in (weights, card):
         raise ModelError(f"{path}: no such model file")
