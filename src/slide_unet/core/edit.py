@@ -24,7 +24,6 @@ napari-free core: it never imports napari, Qt or magicgui.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +31,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
+
+from slide_unet.core.morphology import dilate, erode, flood, persistent_peaks
 
 __all__ = [
     "MIN_NECK_DEPTH",
@@ -257,34 +258,6 @@ def _disk_radius(radius_um: float, mpp: float | None) -> int:
     return max(1, round(radius_um / mpp if mpp else radius_um))
 
 
-def _dilate(foreground: np.ndarray, radius: int) -> np.ndarray:
-    """Dilate by a disk: the union, over the disk's rows, of a horizontal
-    maximum filter as wide as that row, shifted up or down to it.
-
-    Exact, and about ``radius`` one-pass filters whatever the mask holds;
-    ``scipy.ndimage.binary_dilation`` visits the whole disk around every
-    background pixel, several times slower on a mostly empty window.
-    """
-    height = foreground.shape[0]
-    source = foreground.view(np.uint8)
-    out = np.zeros_like(foreground)
-    widened: dict[int, np.ndarray] = {}
-    for dy in range(-radius, radius + 1):
-        half = math.isqrt(radius * radius - dy * dy)
-        if half not in widened:
-            widened[half] = ndimage.maximum_filter1d(source, 2 * half + 1, axis=1).view(bool)
-        row = widened[half]
-        if dy >= 0:
-            out[dy:] |= row[: height - dy]
-        else:
-            out[:dy] |= row[-dy:]
-    return out
-
-
-def _erode(foreground: np.ndarray, radius: int) -> np.ndarray:
-    return ~_dilate(~foreground, radius)
-
-
 def smooth(
     mask: np.ndarray,
     radius_um: float,
@@ -329,9 +302,9 @@ def smooth(
     before = foreground[y0:y1, x0:x1]
     after = np.pad(before, margin, mode="edge")
     if operation in ("open", "open-close"):
-        after = _dilate(_erode(after, radius), radius)
+        after = dilate(erode(after, radius), radius)
     if operation in ("close", "open-close"):
-        after = _erode(_dilate(after, radius), radius)
+        after = erode(dilate(after, radius), radius)
     after = after[margin:-margin, margin:-margin]
 
     window = mask[y0:y1, x0:x1]
@@ -459,76 +432,6 @@ def merge_objects(mask: np.ndarray, points: Sequence[tuple[float, float]]) -> Ch
 # -- splitting -------------------------------------------------------------------------------
 
 
-def _levels(distance: np.ndarray) -> list[float]:
-    """Levels a sweep of the distance transform goes down through: about 64,
-    from the highest down to 1 (which every object pixel reaches)."""
-    top = float(distance.max())
-    return [*np.arange(top, 1.0, -max(0.25, top / 64)), 1.0]
-
-
-def _persistent_peaks(distance: np.ndarray) -> list[tuple[float, tuple[int, int]]]:
-    """Maxima of ``distance`` with their persistence, most persistent first.
-
-    A peak's persistence is how far the level must drop below it before its
-    region joins that of a higher peak: the depth of the neck between them.
-    Found by sweeping the level down and labelling the pixels above it; the
-    highest peak never joins another (infinite).
-    """
-    levels = _levels(distance)
-    alive: list[tuple[float, tuple[int, int]]] = []  # (height, position)
-    found: list[tuple[float, tuple[int, int]]] = []  # (persistence, position)
-    for level in levels:
-        labels, count = ndimage.label(distance >= level, structure=_EIGHT)
-        by_region: dict[int, list[tuple[float, tuple[int, int]]]] = {}
-        for peak in alive:
-            by_region.setdefault(int(labels[peak[1]]), []).append(peak)
-        alive = []
-        for peaks in by_region.values():
-            peaks.sort(reverse=True)
-            alive.append(peaks[0])
-            found.extend((height - level, at) for height, at in peaks[1:])
-        born = [i for i in range(1, count + 1) if i not in by_region]
-        if born:
-            for at in ndimage.maximum_position(distance, labels, born):
-                position = (int(at[0]), int(at[1]))
-                alive.append((float(distance[position]), position))
-    found.extend((np.inf, at) for _, at in alive)
-    return sorted(found, key=lambda peak: -peak[0])
-
-
-def _flood(distance: np.ndarray, seeds: list[tuple[int, int]]) -> np.ndarray:
-    """Watershed of the inverted distance transform from seed pixels.
-
-    The level goes down as in :func:`_persistent_peaks`; at each level the
-    regions grow, one 8-neighbour ring at a time, into the pixels above the
-    level, so two regions meet where their floods do: along the neck.
-    (``scipy.ndimage.watershed_ift`` weighs the differences between
-    neighbours, not the levels, so it does not cut at necks.) Only the pixels
-    still to flood are visited, through flat indices into a padded copy.
-    """
-    height, width = distance.shape
-    stride = width + 2
-    level = np.pad(distance, 1).ravel()
-    regions = np.zeros(level.size, dtype=np.int32)
-    for k, (r, c) in enumerate(seeds, start=1):
-        regions[(r + 1) * stride + c + 1] = k
-    neighbours = np.array(
-        [-stride - 1, -stride, -stride + 1, -1, 1, stride - 1, stride, stride + 1]
-    )
-    for threshold in _levels(distance):
-        todo = np.flatnonzero((level >= threshold) & (regions == 0))
-        while todo.size:
-            # A pixel between two regions joins the higher-numbered one; the
-            # cut below then takes the pixels on the other side.
-            best = regions[todo[:, None] + neighbours].max(axis=1)
-            reached = best > 0
-            if not reached.any():
-                break  # the rest belongs to peaks not yet joined at this level
-            regions[todo[reached]] = best[reached]
-            todo = todo[~reached]
-    return regions.reshape(height + 2, width + 2)[1:-1, 1:-1]
-
-
 def split_object(mask: np.ndarray, row: float, col: float, pieces: int = 2) -> Change:
     """Cut the object under a point into parts along its necks.
 
@@ -577,14 +480,14 @@ def split_object(mask: np.ndarray, row: float, col: float, pieces: int = 2) -> C
     )
     obj = labels[box] == index
     distance = ndimage.distance_transform_edt(obj)
-    peaks = _persistent_peaks(distance)
+    peaks = persistent_peaks(distance)
     if len(peaks) < pieces or peaks[pieces - 1][0] < MIN_NECK_DEPTH:
         found = sum(1 for depth, _ in peaks if depth >= MIN_NECK_DEPTH)
         raise ValueError(
             f"cannot split the object at ({row}, {col}) into {pieces} parts: it has "
             f"{found} part(s) between necks (narrowings of >= {MIN_NECK_DEPTH:g} px) to cut along"
         )
-    regions = _flood(distance, [position for _, position in peaks[:pieces]])
+    regions = flood(distance, [position for _, position in peaks[:pieces]])
     # Cut each pixel with a higher-numbered part among its 8 neighbours: then
     # no two pixels of different parts are 8-neighbours any more.
     cut = obj & (ndimage.maximum_filter(regions, footprint=_EIGHT) > regions)
