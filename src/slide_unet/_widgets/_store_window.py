@@ -67,7 +67,8 @@ class StoreWindow:
     """A rectangle of a mask store's full resolution, as a writable 2-D array.
 
     Reads come from the store; every assignment is written to the store at
-    once with :meth:`MaskStore.write` (marked as a hand edit), which also
+    once with :meth:`MaskStore.write` (marked as a hand edit unless
+    ``edited=False``, as for the segmentation engine's output), which also
     rebuilds the overview levels of the written box. napari only ever indexes
     a Labels layer's data with slices, integers and integer arrays, which is
     all this takes.
@@ -80,10 +81,17 @@ class StoreWindow:
         ``(y0, y1, x0, x1)``: the rectangle, in full-resolution pixels.
     on_write : callable, optional
         Called with the written box ``(y0, y1, x0, x1)`` (store pixels) after each write.
+    edited : bool
+        Whether writes are hand edits (the store's ``edited`` mark).
     """
 
     def __init__(
-        self, store: MaskStore, region: Box, on_write: Callable[[Box], None] | None = None
+        self,
+        store: MaskStore,
+        region: Box,
+        on_write: Callable[[Box], None] | None = None,
+        *,
+        edited: bool = True,
     ) -> None:
         y0, y1, x0, x1 = (int(v) for v in region)
         height, width = store.shape
@@ -97,6 +105,7 @@ class StoreWindow:
         self.dtype = store.dtype
         self.ndim = 2
         self.on_write = on_write
+        self.edited = edited
 
     @property
     def size(self) -> int:
@@ -145,7 +154,7 @@ class StoreWindow:
             block = self._read(box)
             block[local] = value
         top, _, left, _ = self.region
-        self.store.write(top + y0, left + x0, block, edited=True)
+        self.store.write(top + y0, left + x0, block, edited=self.edited)
         if self.on_write is not None:
             self.on_write((top + y0, top + y1, left + x0, left + x1))
 

@@ -40,6 +40,7 @@ from slide_unet._widgets._mask_layer import (
     store_for_image,
 )
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._store_window import StoreWindow
 from slide_unet.core.mask_store import MaskStore
 
 if TYPE_CHECKING:
@@ -141,29 +142,6 @@ def model_summary(card: Any) -> str:
     return ", ".join(parts) or "no card figures"
 
 
-class _StoreWindow:
-    """A region of a mask store as a writable array for the engine (``out=``).
-
-    The engine writes each finished block as ``window[rows, cols] = block``
-    from its writer threads; each write goes to the store (full resolution and
-    overviews) and its box is announced with ``landed(box)``.
-    """
-
-    def __init__(self, store: MaskStore, region: tuple[int, int, int, int], landed: Any) -> None:
-        self.store = store
-        self.y0, self.x0 = region[0], region[2]
-        self.shape = (region[1] - region[0], region[3] - region[2])
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 2
-        self.landed = landed
-
-    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
-        rows, cols = key
-        y0, x0 = self.y0 + (rows.start or 0), self.x0 + (cols.start or 0)
-        self.store.write(y0, x0, np.asarray(value, np.uint8))
-        self.landed((y0, y0 + value.shape[0], x0, x0 + value.shape[1]))
-
-
 def segment_region(
     store: MaskStore,
     source: Any,
@@ -200,7 +178,9 @@ def segment_region(
         region=region,
         mpp=mpp,
         device=device,
-        out=_StoreWindow(store, region, landed),
+        # The engine writes each finished block as out[rows, cols] = block, from
+        # its writer threads: straight into the store, announced with landed().
+        out=StoreWindow(store, region, on_write=landed, edited=False),
         progress=progress,
         cancel=cancel,
         batch_size=batch_size or None,
