@@ -67,7 +67,14 @@ def _config(args: argparse.Namespace) -> Any:
         val_fraction=args.val_fraction,
         seed=args.seed,
         foreground_fraction=args.foreground_fraction,
-        augmentation=Augmentation(invert=args.invert, grayscale=args.grayscale),
+        norm_batches=args.norm_batches,
+        augmentation=Augmentation(
+            invert=args.invert,
+            grayscale=args.grayscale,
+            scale=args.scale_jitter,
+            rotate=args.rotate,
+            elastic=args.elastic,
+        ),
         device=args.device,
         precision=args.precision,
         tile=args.tile,
@@ -188,6 +195,19 @@ def add_parser(commands: Any) -> None:
     run.add_argument("--foreground-fraction", type=float, default=0.5)
     run.add_argument("--invert", type=float, default=0.0, help="inversion probability")
     run.add_argument("--grayscale", type=float, default=0.0, help="grayscale probability")
+    run.add_argument(
+        "--scale-jitter", type=float, default=0.2, help="patch scale jitter (default 0.2)"
+    )
+    run.add_argument("--rotate", type=float, default=0.0, help="any-angle rotation probability")
+    run.add_argument("--elastic", type=float, default=0.0, help="elastic warp probability")
+    run.add_argument(
+        "--norm-batches",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batches over which batch-norm statistics are re-estimated before each "
+        "validation; default 8",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")

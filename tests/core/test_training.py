@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from slide_unet import cli
-from slide_unet.core.augment import Augmentation, augment, stain_jitter
+from slide_unet.core.augment import Augmentation, augment, stain_jitter, warp
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.evaluation import evaluate
 from slide_unet.core.image_pairs import find_pairs, read_pair
@@ -126,6 +126,31 @@ def test_augmentation_moves_masks_with_images_and_stays_in_range() -> None:
     assert set(fm.unique().tolist()) <= {0.0, 1.0}
     assert torch.allclose(stain_jitter(x, 0.0, gen), x, atol=1e-4)
     assert (stain_jitter(x, 0.1, gen) - x).abs().max() > 0.01
+
+
+def test_rotation_and_elastic_warp_move_masks_with_images() -> None:
+    image, mask = disks(1, size=96)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().repeat(8, 1, 1, 1) / 255
+    m = torch.from_numpy(mask)[None, None].float().repeat(8, 1, 1, 1)
+    still = Augmentation(rotate=0.0, elastic=0.0)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    sx, sm = warp(x, m, still, gen)
+    assert sx is x
+    assert sm is m
+    assert torch.equal(gen.get_state(), state)  # off: no random draws, old runs unchanged
+    for settings in (Augmentation(rotate=1.0), Augmentation(elastic=1.0, elastic_alpha=6.0)):
+        wx, wm = warp(x, m, settings, torch.Generator().manual_seed(1))
+        assert wx.shape == x.shape
+        assert wm.shape == m.shape
+        assert wx.min() >= 0
+        assert wx.max() <= 1
+        assert set(wm.unique().tolist()) <= {0.0, 1.0}
+        assert (wm != m).float().mean() > 0.005  # the masks moved...
+        dark = wx[:, 1:2] < 0.5  # ...and the dark disks moved with them
+        assert (dark != (wm > 0.5)).float().mean() < 0.005
+        # a rotation or a gentle warp keeps the disks' area
+        assert abs(wm.sum() / m.sum() - 1) < 0.05
 
 
 def test_training_learns_the_disks_and_saves_a_loadable_card(

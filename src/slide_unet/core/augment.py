@@ -6,6 +6,9 @@ masks ``N x 1 x H x W``, draws its parameters per image from a
 
 - 90° rotations and flips (the eight symmetries of a square: slides have no
   up or down);
+- optionally rotations by any angle and smooth elastic warps (Ronneberger et
+  al. 2015, "U-Net": elastic deformation is what lets a U-Net learn shapes
+  from few annotated images), done together in one resampling;
 - stain jitter in haematoxylin-eosin-DAB space (Tellez et al. 2018, "H&E
   stain augmentation improves generalization of convolutional networks for
   histopathological mitosis detection"): each stain's optical density scaled
@@ -30,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Augmentation", "augment"]
+__all__ = ["Augmentation", "augment", "warp"]
 
 #: Colour deconvolution matrix of Ruifrok and Johnston (2001), rows H, E, DAB in
 #: RGB optical density, as scikit-image's ``rgb_from_hed``.
@@ -67,6 +70,14 @@ class Augmentation:
     scale : float
         Scale jitter, applied where patches are cut: window side times
         ``exp(U(-log(1 + scale), log(1 + scale)))``.
+    rotate : float
+        Probability of a rotation by an angle ``U(0, 360)`` degrees (borders
+        reflected).
+    elastic : float
+        Probability of an elastic warp: a random displacement field smoothed
+        by a Gaussian of ``elastic_sigma`` pixels, scaled so its largest
+        displacement is ``elastic_alpha`` pixels.
+    elastic_alpha, elastic_sigma : float
     """
 
     dihedral: bool = True
@@ -80,6 +91,10 @@ class Augmentation:
     invert: float = 0.0
     grayscale: float = 0.0
     scale: float = 0.2
+    rotate: float = 0.0
+    elastic: float = 0.0
+    elastic_alpha: float = 8.0
+    elastic_sigma: float = 12.0
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (for a model card)."""
@@ -107,6 +122,60 @@ def dihedral(
         out_i.append(torch.rot90(image, k, (-2, -1)))
         out_m.append(torch.rot90(mask, k, (-2, -1)))
     return torch.stack(out_i), torch.stack(out_m)
+
+
+def _smooth_field(n: int, h: int, w: int, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """``n x 2 x h x w`` random displacements, Gaussian-smoothed, each field's peak 1."""
+    coarse = max(1.0, sigma / 2)  # smooth at a coarser grid, then upsample: cheap
+    ch, cw = max(2, math.ceil(h / coarse)), max(2, math.ceil(w / coarse))
+    field = torch.rand((n, 2, ch, cw), generator=gen) * 2 - 1
+    kernel = _gaussian_kernel(sigma / coarse)
+    r = len(kernel) // 2
+    k = kernel.view(1, 1, 1, -1).expand(2 * n, 1, 1, -1)
+    flat = field.view(1, 2 * n, ch, cw)
+    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k, groups=2 * n)
+    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2), groups=2 * n)
+    field = F.interpolate(flat.view(n, 2, ch, cw), size=(h, w), mode="bilinear")
+    peak = field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    return field / peak
+
+
+def warp(
+    images: torch.Tensor, masks: torch.Tensor, settings: Augmentation, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate some images by any angle and warp some elastically, masks alike.
+
+    One bilinear resampling per image with reflected borders; masks are
+    resampled the same way and thresholded at one half.
+    """
+    n, _, h, w = images.shape
+    none = torch.zeros(n, dtype=torch.bool)
+    rotated = _chance(n, settings.rotate, gen) if settings.rotate > 0 else none
+    warped = _chance(n, settings.elastic, gen) if settings.elastic > 0 else none
+    angle = _uniform(n, 0, 2 * math.pi, gen) * rotated if settings.rotate > 0 else torch.zeros(n)
+    if not (rotated.any() or warped.any()):
+        return images, masks
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Normalised coordinates are scaled by the side, so rotate in pixel units.
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * h / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * w / h, cos
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    if warped.any():
+        field = _smooth_field(n, h, w, settings.elastic_sigma, gen)
+        scale = torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1) * settings.elastic_alpha
+        field = field * scale * warped.view(n, 1, 1, 1)
+        grid = grid + field.permute(0, 2, 3, 1)
+    chosen = (rotated | warped).view(n, 1, 1, 1)
+    new_images = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    new_masks = F.grid_sample(
+        masks, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    images = torch.where(chosen, new_images.clamp(0, 1), images)
+    masks = torch.where(chosen, (new_masks > 0.5).to(masks.dtype), masks)
+    return images, masks
 
 
 def stain_jitter(images: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
@@ -148,6 +217,8 @@ def augment(
     n = len(images)
     if settings.dihedral:
         images, masks = dihedral(images, masks, gen)
+    if settings.rotate > 0 or settings.elastic > 0:
+        images, masks = warp(images, masks, settings, gen)
     if settings.stain > 0:
         images = stain_jitter(images, settings.stain, gen)
     if settings.grayscale > 0:

@@ -93,6 +93,10 @@ class TrainingConfig:
         Seeds the split, the patches and the augmentation.
     foreground_fraction : float
         Fraction of patches centred on a foreground pixel.
+    norm_batches : int
+        Batches of plain patches over which batch-norm statistics are
+        re-estimated before each validation (:func:`recalibrate_norms`); more
+        make validation, and so the choice of the kept epoch, less noisy.
     augmentation : Augmentation
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
@@ -121,6 +125,7 @@ class TrainingConfig:
     val_fraction: float = 0.2
     seed: int = 0
     foreground_fraction: float = 0.5
+    norm_batches: int = 8
     augmentation: Augmentation = field(default_factory=Augmentation)
     device: str = "auto"
     precision: str = "auto"
@@ -140,8 +145,8 @@ class TrainingConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
-        if self.batch_size < 1 or self.steps_per_epoch < 1:
-            raise ValueError("batch_size and steps_per_epoch must be at least 1")
+        if self.batch_size < 1 or self.steps_per_epoch < 1 or self.norm_batches < 1:
+            raise ValueError("batch_size, steps_per_epoch and norm_batches must be at least 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0 <= self.ema < 1:
@@ -513,6 +518,7 @@ def train(
             device,
             norm_mean,
             norm_std,
+            batches=config.norm_batches,
         )
         scores = validate(kept, held, device)
         mean_dice = float(np.mean(list(scores.values())))
