@@ -280,6 +280,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "tile": args.tile,
         "threshold": args.threshold,
         "batch_size": args.batch_size,
+        "tta": args.tta,
         "progress": _progress_bar("segmenting"),
     }
     started = time.perf_counter()
@@ -356,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--tile", type=int, help="tile side at the model's working scale")
     segment.add_argument("--batch-size", type=int, help="tiles per batch")
     segment.add_argument("--threshold", type=float, help="probability threshold")
+    segment.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the 8 rotations and flips of each tile (8x slower)",
+    )
     scale = segment.add_mutually_exclusive_group()
     scale.add_argument("--workers", type=int, help="run on a local cluster of N processes")
     scale.add_argument("--scheduler", help="run on an existing dask.distributed cluster")

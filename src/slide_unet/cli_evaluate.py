@@ -65,6 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             mpp=args.mpp,
             device=device,
             precision=args.precision,
+            tta=args.tta,
             stems=stems,
             progress=_progress_bar("evaluating"),
         )
@@ -111,6 +112,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--held-out",
         action="store_true",
         help="evaluate only the images the model card lists as held out from training",
+    )
+    evaluate.add_argument(
+        "--tta", action="store_true", help="test-time augmentation, as for segment"
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(run=cmd_evaluate)

@@ -24,6 +24,7 @@ from test_predict import random_rgb, tiny_unet
 
 import slide_unet
 from slide_unet import cli
+from slide_unet.core import pipeline
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.evaluation import Evaluation, PixelSize, evaluate, held_out_stems
 from slide_unet.core.model_card import ModelError
@@ -318,6 +319,32 @@ def test_cli_json(
     assert data["mpp"]["a"] == {"mpp": 0.5, "source": "--mpp"}
     assert data["model"] == "tiny"
     assert data["unpaired"] == ["d"]
+
+
+def test_cli_tta_scores_the_augmented_segmentation(
+    folders: tuple[Path, Path],
+    model_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    images, masks = folders
+    averaged = []
+    original = pipeline.ModelRunner._dihedral_mean
+
+    def spy(self: Any, x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+        averaged.append(len(x))
+        return original(self, x, prob)
+
+    monkeypatch.setattr(pipeline.ModelRunner, "_dihedral_mean", spy)
+    args = ["--model", str(model_path), "--images", str(images), "--masks", str(masks)]
+    code, out, err = run(capsys, *args, "--mpp", "0.5", "--json", "--tta")
+    assert code == 0, err
+    assert averaged  # the flag reached the engine
+    data = json.loads(out)
+    image = np.asarray(Image.open(images / "a.png"))
+    truth = slide_unet.read_mask(masks / "a.png")
+    expected = slide_unet.segment(image, model_path, mpp=0.5, device="cpu", tta=True)
+    assert data["per_image"]["a"] == pytest.approx(slide_unet.dice(expected, truth))
 
 
 def test_cli_held_out_evaluates_the_cards_validation_images(

@@ -128,6 +128,26 @@ def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) 
     np.testing.assert_array_equal(mask[inner][clear[inner]], expected[inner][clear[inner]])
 
 
+def test_tta_averages_the_eight_rotations_and_flips_of_each_tile() -> None:
+    model = tiny_unet()
+    image = random_rgb(256, 320, seed=3)  # sides on the pooling grid: flips keep it
+    exact = {"tissue": False, "device": "cpu", "precision": "fp32", "probabilities": True}
+    tta = segment(image, model, tile=256, tta=True, **exact)
+    views = []
+    for flip in (False, True):
+        for turns in range(4):
+            view = np.rot90(image[:, ::-1] if flip else image, turns)
+            prob = np.rot90(segment(np.ascontiguousarray(view), model, tile=256, **exact), -turns)
+            views.append(prob[:, ::-1] if flip else prob)
+    h = model.halo
+    inner = (slice(h, -h), slice(h, -h))
+    np.testing.assert_allclose(tta[inner], np.mean(views, axis=0)[inner], atol=1e-4, rtol=0)
+    plain = views[0]
+    assert np.abs(tta - plain)[inner].max() > 1e-3  # it is not the plain pass
+    mask = segment(image, model, tile=256, tta=True, tissue=False, device="cpu")
+    assert set(np.unique(mask)) <= {0, 1}
+
+
 def test_tile_size_does_not_change_the_result_even_at_the_border() -> None:
     # Mirrored context is absolute, not per tile, so tilings agree everywhere.
     model = tiny_unet()

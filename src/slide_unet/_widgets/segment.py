@@ -102,6 +102,12 @@ class SegmentSettings:
         max=1e7,
         step=100.0,
     )
+    tta: bool = setting(
+        False,
+        "Test-time augmentation",
+        "average the 8 rotations and flips of every tile: a little more accurate, 8x slower",
+        advanced=True,
+    )
 
 
 def device_choices() -> list[str]:
@@ -155,6 +161,7 @@ def segment_region(
     threshold: float,
     min_object_um2: float,
     progress: Any,
+    tta: bool = False,
     cancel: threading.Event,
     landed: Any,
 ) -> dict[str, Any]:
@@ -186,6 +193,7 @@ def segment_region(
         batch_size=batch_size or None,
         tile=tile or None,
         threshold=threshold or None,
+        tta=tta,
     )
     removed = 0
     if min_object_um2 > 0:
@@ -345,6 +353,7 @@ class SegmentWidget(QWidget):
                 batch_size=options.batch_size,
                 threshold=options.threshold,
                 min_object_um2=options.min_object_um2,
+                tta=options.tta,
                 progress=progress,
                 cancel=cancel,
                 landed=partial,

@@ -127,6 +127,7 @@ def segment_distributed(
     tissue: bool = True,
     batch_size: int | None = None,
     precision: str = "auto",
+    tta: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
 ) -> Any:
@@ -144,7 +145,7 @@ def segment_distributed(
     client, workers, scheduler
         An existing ``dask.distributed.Client``; else one to ``scheduler``;
         else a LocalCluster of ``workers`` processes, closed at the end.
-    region, mpp, device, tile, threshold, tissue, batch_size, precision
+    region, mpp, device, tile, threshold, tissue, batch_size, precision, tta
         As for ``segment``; ``device`` is what each worker uses.
     progress, cancel
         ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
@@ -168,6 +169,7 @@ def segment_distributed(
         tile=tile,
         threshold=threshold,
         tissue=tissue,
+        tta=tta,
     )
     if plan.source is None:
         raise ValueError("distributed runs need a slide file that workers can open by path")
@@ -180,6 +182,7 @@ def segment_distributed(
             device=device,
             threshold=threshold,
             tissue=tissue,
+            tta=tta,
         )
     own = client is None
     client = client or connect(workers, scheduler)

@@ -217,6 +217,7 @@ def _score_pair(
     mpp: float | None,
     device: torch.device,
     precision: str,
+    tta: bool,
     cancel: Callable[[], bool],
 ) -> tuple[float, PixelSize]:
     """Segment one image and score it against its mask."""
@@ -229,6 +230,7 @@ def _score_pair(
             "mpp": size.mpp,
             "device": device,
             "precision": precision,
+            "tta": tta,
             "cancel": cancel,
         }
         if shape[0] * shape[1] <= IN_MEMORY_PIXELS:
@@ -246,6 +248,7 @@ def evaluate(
     mpp: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    tta: bool = False,
     stems: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
@@ -274,6 +277,9 @@ def evaluate(
     precision : str
         As for :func:`~slide_unet.core.predict.segment`; ``"fp32"`` reproduces
         a model card's validation figures exactly (training validates in fp32).
+    tta : bool
+        Test-time augmentation, as for :func:`~slide_unet.core.predict.segment`
+        (model cards' figures are without it).
     stems : sequence of str, optional
         Evaluate only the images with these stems (e.g. :func:`held_out_stems`),
         in this order.
@@ -319,7 +325,7 @@ def evaluate(
         if cancelled():
             raise Cancelled("evaluation cancelled")
         per_dice[pair.stem], sizes[pair.stem] = _score_pair(
-            pair, net, card, mpp=mpp, device=dev, precision=precision, cancel=cancelled
+            pair, net, card, mpp=mpp, device=dev, precision=precision, tta=tta, cancel=cancelled
         )
         if progress is not None:
             progress(done, total)

@@ -329,13 +329,41 @@ class ModelRunner:
                 x = x.contiguous()
             with autocast(self.device, self.dtype):
                 logits = self.model(x)
+            self._check(logits, x)
+            prob = torch.sigmoid(logits[:, 0].float())
+            if self.plan.tta:
+                prob = self._dihedral_mean(x, prob)
+        kept = prob[:, halo : tile - halo, halo : tile - halo]
+        return kept.cpu().numpy()
+
+    @staticmethod
+    def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
         if logits.ndim != 4 or logits.shape[0] != x.shape[0] or logits.shape[2:] != x.shape[2:]:
             raise ValueError(
                 f"the model returned shape {tuple(logits.shape)} for input {tuple(x.shape)}: "
                 "expected N x 1 x H x W logits"
             )
-        kept = logits[:, 0, halo : tile - halo, halo : tile - halo].float()
-        return torch.sigmoid(kept).cpu().numpy()
+
+    def _dihedral_mean(self, x: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+        """Mean probability over the eight rotations and flips of square tiles.
+
+        ``prob`` is the plain pass's; each other view is computed, turned back
+        and added.
+        """
+        total = prob.clone()
+        for flip in (False, True):
+            for turns in range(4):
+                if not flip and turns == 0:
+                    continue
+                view = x.flip(-1) if flip else x
+                view = torch.rot90(view, turns, (-2, -1))
+                if self.memory_format is torch.channels_last:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                with autocast(self.device, self.dtype):
+                    logits = self.model(view)
+                back = torch.rot90(torch.sigmoid(logits[:, 0].float()), -turns, (-2, -1))
+                total += back.flip(-1) if flip else back
+        return total / 8
 
     def __call__(self, tiles: torch.Tensor) -> np.ndarray:
         """Foreground probabilities of the kept centre of each tile, ``N x k x k``."""

@@ -99,6 +99,9 @@ class SegmentationPlan:
         Store float32 probabilities instead of a 0/1 mask.
     out : str or None
         The zarr store blocks are written to, when there is one.
+    tta : bool
+        Test-time augmentation: average the probabilities of the eight
+        rotations and flips of every tile (eight times the work).
     """
 
     source: str | None
@@ -120,6 +123,7 @@ class SegmentationPlan:
     threshold: float
     probabilities: bool
     out: str | None = None
+    tta: bool = False
 
     @property
     def tile(self) -> int:
@@ -364,6 +368,7 @@ def make_plan(
     threshold: float | None,
     tissue: bool,
     probabilities: bool,
+    tta: bool = False,
 ) -> SegmentationPlan:
     """Plan the segmentation of an opened source by a loaded model.
 
@@ -430,6 +435,7 @@ def make_plan(
         input_offset=tuple(-m / s for m, s in zip(card.mean, card.std, strict=True)),
         threshold=card.threshold if threshold is None else float(threshold),
         probabilities=bool(probabilities),
+        tta=bool(tta),
     )
 
 
@@ -444,6 +450,7 @@ def plan_segmentation(
     threshold: float | None = None,
     tissue: bool = True,
     probabilities: bool = False,
+    tta: bool = False,
 ) -> SegmentationPlan:
     """Plan a segmentation without running it: level, scale, tiles, blocks to run.
 
@@ -468,4 +475,5 @@ def plan_segmentation(
             threshold=threshold,
             tissue=tissue,
             probabilities=probabilities,
+            tta=tta,
         )
