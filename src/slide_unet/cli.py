@@ -281,6 +281,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "batch_size": args.batch_size,
         "tta": args.tta,
+        "min_object_um2": args.min_object_um2,
         "progress": _progress_bar("segmenting"),
     }
     started = time.perf_counter()
@@ -361,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action="store_true",
         help="test-time augmentation: average the 8 rotations and flips of each tile (8x slower)",
+    )
+    segment.add_argument(
+        "--min-object-um2",
+        type=float,
+        default=0.0,
+        metavar="AREA",
+        help="remove objects smaller than AREA µm² (pixels if the pixel size is unknown)",
     )
     scale = segment.add_mutually_exclusive_group()
     scale.add_argument("--workers", type=int, help="run on a local cluster of N processes")

@@ -66,6 +66,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=device,
             precision=args.precision,
             tta=args.tta,
+            min_object_um2=args.min_object_um2,
             stems=stems,
             progress=_progress_bar("evaluating"),
         )
@@ -115,6 +116,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--tta", action="store_true", help="test-time augmentation, as for segment"
+    )
+    evaluate.add_argument(
+        "--min-object-um2",
+        type=float,
+        default=0.0,
+        metavar="AREA",
+        help="remove objects smaller than AREA µm² before scoring, as for segment",
     )
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(run=cmd_evaluate)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import slide_unet
 from slide_unet import cli
@@ -40,6 +41,19 @@ def test_segment_region_gives_the_region_shape(tmp_path):
     out = tmp_path / "part.zarr"
     assert cli.main(["segment", str(SAMPLE), "-o", str(out), "--region", "0:512,256:1024"]) == 0
     assert slide_unet.read_mask(out).shape == (512, 768)
+
+
+def test_segment_min_object_area_drops_the_small_false_positives(tmp_path):
+    plain, cleaned = tmp_path / "plain.zarr", tmp_path / "cleaned.zarr"
+    assert cli.main(["segment", str(SAMPLE), "-o", str(plain)]) == 0
+    assert cli.main(["segment", str(SAMPLE), "-o", str(cleaned), "--min-object-um2", "1500"]) == 0
+    before = np.asarray(slide_unet.read_mask(plain)).copy()
+    after = np.asarray(slide_unet.read_mask(cleaned))
+    labels, n = ndimage.label(before, structure=np.ones((3, 3)))
+    areas = ndimage.sum_labels(before, labels, range(1, n + 1)) * 0.25  # µm² at 0.5 µm/px
+    assert areas.min() < 1500 <= areas.max()  # the sample has both
+    keep = np.flatnonzero(areas >= 1500) + 1
+    np.testing.assert_array_equal(after, np.isin(labels, keep).astype(np.uint8))
 
 
 @pytest.mark.parametrize(

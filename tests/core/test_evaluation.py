@@ -347,6 +347,21 @@ def test_cli_tta_scores_the_augmented_segmentation(
     assert data["per_image"]["a"] == pytest.approx(slide_unet.dice(expected, truth))
 
 
+def test_cli_min_object_area_is_applied_before_scoring(
+    folders: tuple[Path, Path], model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, masks = folders
+    args = ["--model", str(model_path), "--images", str(images), "--masks", str(masks)]
+    code, out, err = run(capsys, *args, "--mpp", "0.5", "--json", "--min-object-um2", "40")
+    assert code == 0, err
+    image = np.asarray(Image.open(images / "a.png"))
+    truth = slide_unet.read_mask(masks / "a.png")
+    expected = slide_unet.segment(image, model_path, mpp=0.5, device="cpu", min_object_um2=40)
+    plain = slide_unet.segment(image, model_path, mpp=0.5, device="cpu")
+    assert json.loads(out)["per_image"]["a"] == pytest.approx(slide_unet.dice(expected, truth))
+    assert expected.sum() <= plain.sum()
+
+
 def test_cli_held_out_evaluates_the_cards_validation_images(
     folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

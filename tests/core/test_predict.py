@@ -381,6 +381,38 @@ def test_outputs_files_equal_to_the_array(small_slide: Path, tmp_path: Path, suf
         np.testing.assert_array_equal(np.asarray(read_mask(out, shape=expected.shape)), expected)
 
 
+@pytest.mark.parametrize("out", [None, "mask.zarr", "mask.ome.tif"])
+def test_min_object_area_removes_small_objects_in_square_microns(
+    tmp_path: Path, out: str | None
+) -> None:
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[10:20, 10:20, 0] = 255  # 100 px = 25 µm² at 0.5 µm/px: removed
+    image[50:100, 50:150, 0] = 255  # 5000 px = 1250 µm²: kept
+    image[150:199, 250:299, 0] = 255  # 2401 px = 600.25 µm²: kept
+    image[150:155, 10:14, 0] = 255  # 20 px: removed
+    model = RedThreshold(tile=64)  # many blocks: objects are measured whole across them
+    run = {"mpp": 0.5, "tissue": False, "device": "cpu"}
+    plain = segment(image, model, **run)
+    assert plain.sum() == 100 + 5000 + 2401 + 20
+    target = tmp_path / out if out else None
+    result = segment(image, model, out=target, min_object_um2=600.0, **run)
+    mask = plain.copy()
+    mask[10:20, 10:20] = 0
+    mask[150:155, 10:14] = 0
+    if out is None:
+        np.testing.assert_array_equal(result, mask)
+    else:
+        np.testing.assert_array_equal(np.asarray(read_mask(target, shape=mask.shape)), mask)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [out]
+    # an unknown pixel size: the area is in pixels
+    unknown = segment(image, model, tissue=False, device="cpu", min_object_um2=2401)
+    np.testing.assert_array_equal(unknown, mask)
+    with pytest.raises(ValueError, match="min_object_um2 must be 0 or a positive area"):
+        segment(image, model, min_object_um2=-1.0, **run)
+    with pytest.raises(ValueError, match="not with probabilities"):
+        segment(image, model, min_object_um2=10.0, probabilities=True, **run)
+
+
 def test_an_array_given_as_out_is_filled_in_place() -> None:
     image = np.zeros((300, 260, 3), np.uint8)
     image[100:200, 50:120, 0] = 255

@@ -20,6 +20,8 @@ from slide_unet.core.predict import (
     Cancel,
     SegmentationPlan,
     cancel_check,
+    check_min_object,
+    drop_small,
     plan_segmentation,
     run_blocks,
     stream_to_output,
@@ -128,6 +130,7 @@ def segment_distributed(
     batch_size: int | None = None,
     precision: str = "auto",
     tta: bool = False,
+    min_object_um2: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
 ) -> Any:
@@ -145,8 +148,9 @@ def segment_distributed(
     client, workers, scheduler
         An existing ``dask.distributed.Client``; else one to ``scheduler``;
         else a LocalCluster of ``workers`` processes, closed at the end.
-    region, mpp, device, tile, threshold, tissue, batch_size, precision, tta
-        As for ``segment``; ``device`` is what each worker uses.
+    region, mpp, device, tile, threshold, tissue, batch_size, precision, tta, min_object_um2
+        As for ``segment``; ``device`` is what each worker uses; small objects
+        are removed here, once every worker is done.
     progress, cancel
         ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
         callable or threading.Event) cancels outstanding tasks and raises
@@ -159,6 +163,7 @@ def segment_distributed(
     """
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError("distributed runs need a model name or file, not a loaded module")
+    check_min_object(min_object_um2, probabilities=False)
     # Planned for the CPU (the client may have no GPU): pass `tile` for GPU workers.
     plan = plan_segmentation(
         source,
@@ -187,13 +192,12 @@ def segment_distributed(
     own = client is None
     client = client or connect(workers, scheduler)
     try:
-        return stream_to_output(
-            plan,
-            out,
-            lambda p, _array: _run_on_cluster(
-                client, p, device, batch_size, precision, progress, cancel
-            ),
-        )
+
+        def compute(p: SegmentationPlan, array: Any) -> None:
+            _run_on_cluster(client, p, device, batch_size, precision, progress, cancel)
+            drop_small(p, array, min_object_um2, cancel_check(cancel))
+
+        return stream_to_output(plan, out, compute)
     finally:
         if own:
             cluster = getattr(client, "cluster", None)

@@ -218,6 +218,7 @@ def _score_pair(
     device: torch.device,
     precision: str,
     tta: bool,
+    min_object_um2: float,
     cancel: Callable[[], bool],
 ) -> tuple[float, PixelSize]:
     """Segment one image and score it against its mask."""
@@ -231,6 +232,7 @@ def _score_pair(
             "device": device,
             "precision": precision,
             "tta": tta,
+            "min_object_um2": min_object_um2,
             "cancel": cancel,
         }
         if shape[0] * shape[1] <= IN_MEMORY_PIXELS:
@@ -249,6 +251,7 @@ def evaluate(
     device: str | torch.device = "auto",
     precision: str = "auto",
     tta: bool = False,
+    min_object_um2: float = 0.0,
     stems: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
@@ -280,6 +283,9 @@ def evaluate(
     tta : bool
         Test-time augmentation, as for :func:`~slide_unet.core.predict.segment`
         (model cards' figures are without it).
+    min_object_um2 : float
+        Remove objects smaller than this (µm²) before scoring, as
+        :func:`~slide_unet.core.predict.segment` does.
     stems : sequence of str, optional
         Evaluate only the images with these stems (e.g. :func:`held_out_stems`),
         in this order.
@@ -325,7 +331,15 @@ def evaluate(
         if cancelled():
             raise Cancelled("evaluation cancelled")
         per_dice[pair.stem], sizes[pair.stem] = _score_pair(
-            pair, net, card, mpp=mpp, device=dev, precision=precision, tta=tta, cancel=cancelled
+            pair,
+            net,
+            card,
+            mpp=mpp,
+            device=dev,
+            precision=precision,
+            tta=tta,
+            min_object_um2=min_object_um2,
+            cancel=cancelled,
         )
         if progress is not None:
             progress(done, total)
