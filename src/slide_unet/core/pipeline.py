@@ -330,11 +330,12 @@ class ModelRunner:
             with autocast(self.device, self.dtype):
                 logits = self.model(x)
             self._check(logits, x)
-            prob = torch.sigmoid(logits[:, 0].float())
+            crop = slice(halo, tile - halo)
             if self.plan.tta:
-                prob = self._dihedral_mean(x, prob)
-        kept = prob[:, halo : tile - halo, halo : tile - halo]
-        return kept.cpu().numpy()
+                prob = self._dihedral_mean(x, torch.sigmoid(logits[:, 0].float()))[:, crop, crop]
+            else:
+                prob = torch.sigmoid(logits[:, 0, crop, crop].float())
+        return prob.cpu().numpy()
 
     @staticmethod
     def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
