@@ -29,6 +29,12 @@ __all__ = ["Job", "notify_error", "start_job"]
 Work = Callable[[Callable[[int, int], None], threading.Event, Callable[[Any], None]], Any]
 
 
+def failure_text(error: BaseException, cancelled: str) -> str:
+    """A widget's status line for a job that ended with ``error``: ``cancelled`` when the
+    user cancelled it, else ``failed: <error>``."""
+    return cancelled if isinstance(error, Cancelled) else f"failed: {error}"
+
+
 def notify_error(error: BaseException) -> None:
     """Show a user-facing error as one napari notification (no traceback)."""
     message = str(error) or type(error).__name__

@@ -54,7 +54,7 @@ from slide_unet._widgets._finetune_input import (
     layer_pairs,
     megapixels,
 )
-from slide_unet._widgets._jobs import Job, notify_error, start_job
+from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
 from slide_unet._widgets._layers import image_layers, labels_layers
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets.segment import VIEWPORT, SegmentWidget, device_choices, model_summary
@@ -503,12 +503,9 @@ class FinetuneWidget(QWidget):
         )
 
     def _failed(self, error: BaseException) -> None:
-        from slide_unet.core.blocks import Cancelled
-
-        if isinstance(error, Cancelled):
-            self.status.value = "cancelled before the first epoch ended: nothing was saved"
-        else:
-            self.status.value = f"failed: {error}"
+        self.status.value = failure_text(
+            error, "cancelled before the first epoch ended: nothing was saved"
+        )
 
     def _finished(self) -> None:
         self._running = False

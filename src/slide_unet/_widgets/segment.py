@@ -24,7 +24,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from slide_unet._widgets._jobs import Job, notify_error, start_job
+from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
 from slide_unet._widgets._layers import (
     full_resolution,
     image_layers,
@@ -412,12 +412,7 @@ class SegmentWidget(QWidget):
         show_info(f"Segmented in {result['seconds']:.1f} s{removed}{backup}")
 
     def _failed(self, error: BaseException) -> None:
-        from slide_unet.core.blocks import Cancelled
-
-        if isinstance(error, Cancelled):
-            self.status.value = "cancelled: the tiles finished so far are kept"
-        else:
-            self.status.value = f"failed: {error}"
+        self.status.value = failure_text(error, "cancelled: the tiles finished so far are kept")
 
     def _finished(self) -> None:
         self._refresh_timer.stop()
