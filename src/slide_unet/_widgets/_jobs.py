@@ -97,9 +97,12 @@ class Job:
         if self.bar.is_canceled:  # napari's Cancel button in the activity dock
             self.cancelled.set()
         if self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+            # A new total restarts tqdm's rate estimate (a later phase, or the
+            # engine's block count after planning): the ETA is of this phase.
+            self.bar.reset(total)
+        # update() is what moves napari's bar (its value event) and, through
+        # tqdm's display, its ETA label; setting ``n`` alone shows neither.
+        self.bar.update(done - self.bar.n)
 
     def cancel(self) -> None:
         """Ask the work to stop at its next cancel check."""

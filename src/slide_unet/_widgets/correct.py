@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
-from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 from scipy import ndimage
 
 from slide_unet._widgets._jobs import notify_error
 from slide_unet._widgets._layers import labels_layers, layer_mpp, visible_region
 from slide_unet._widgets._mask_layer import attach_store, mask_store_of
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets.edit_window import EditWindow, unproxied
 from slide_unet.core import edit
 from slide_unet.core.mask_store import MaskStore
@@ -173,7 +174,7 @@ class CorrectWidget(QWidget):
         self.undo_button = QPushButton("Undo")
         self.undo_button.setToolTip("Undo the last change to the mask (as Ctrl+Z)")
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.layer.native)
         layout.addWidget(self.pixel_info)
         layout.addLayout(self._row(self.edit_button, self.done_button))

@@ -18,11 +18,12 @@ import numpy as np
 from magicgui.widgets import ComboBox, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from slide_unet._widgets._jobs import Job, notify_error, start_job
 from slide_unet._widgets._layers import full_resolution, labels_layers, slide_path
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._writer import (
     DEFAULT_CLASSIFICATION,
     MASK_FORMATS,
@@ -109,7 +110,7 @@ class ExportWidget(QWidget):
         self.options.append(self.export_button)
         self.options["rle_id"].native.setPlaceholderText("the file name")
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.options.native)
         layout.addStretch()
 

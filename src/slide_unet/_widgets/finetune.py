@@ -39,7 +39,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QProgressBar,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -57,6 +56,7 @@ from slide_unet._widgets._finetune_input import (
 from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
 from slide_unet._widgets._layers import image_layers, labels_layers
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets.segment import VIEWPORT, SegmentWidget, device_choices, model_summary
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class FinetuneWidget(QWidget):
         fold = QCollapsible("Advanced options")
         fold.addWidget(self.advanced.native)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.source.native)
         layout.addWidget(self._layer_fields.native)
         layout.addWidget(pair_buttons.native)

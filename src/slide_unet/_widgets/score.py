@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -36,6 +35,7 @@ from slide_unet._widgets._jobs import Job, notify_error, start_job
 from slide_unet._widgets._layers import full_resolution, labels_layers, layer_by_name
 from slide_unet._widgets._overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet.core.mask_io import check_same_shape, mask_suffix, read_mask
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class ScoreWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.cellClicked.connect(self._jump_to_row)
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(controls.native)
         layout.addWidget(legend)
         layout.addLayout(summary)

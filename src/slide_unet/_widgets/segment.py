@@ -21,7 +21,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer, Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 from superqt import QCollapsible
 
 from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
@@ -40,6 +40,7 @@ from slide_unet._widgets._mask_layer import (
     store_for_image,
 )
 from slide_unet._widgets._params import form, read_form, setting
+from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets._store_window import StoreWindow
 from slide_unet.core.mask_store import MaskStore
 
@@ -253,7 +254,7 @@ class SegmentWidget(QWidget):
 
         fold = QCollapsible("Advanced options")
         fold.addWidget(self.advanced.native)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(top.native)
         layout.addWidget(fold)
         layout.addWidget(buttons.native)
