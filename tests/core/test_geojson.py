@@ -163,6 +163,20 @@ def test_objects_cut_by_bands_come_out_whole(monkeypatch: pytest.MonkeyPatch) ->
         assert sorted(map(key, banded)) == sorted(map(key, whole))
 
 
+def test_features_report_each_band_once_its_objects_are_out() -> None:
+    mask = np.zeros((35, 20), np.uint8)
+    mask[5:25, 2:8] = 1  # crosses two band edges: carried over, emitted in band 3
+    mask[31:34, 10:15] = 2
+    seen: list[tuple[int, int, int]] = []
+    features = []
+    for feature in iter_mask_features(
+        mask, band_rows=10, progress=lambda done, total: seen.append((done, total, len(features)))
+    ):
+        features.append(feature)
+    assert seen == [(1, 4, 0), (2, 4, 0), (3, 4, 1), (4, 4, 2)]
+    assert features == mask_to_geojson(mask)["features"]
+
+
 mask_strategy = st.integers(1, 14).flatmap(
     lambda h: st.integers(1, 14).flatmap(
         lambda w: arrays(np.uint8, (h, w), elements=st.integers(0, 3))

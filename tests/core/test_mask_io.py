@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import dask.array as da
@@ -17,6 +18,7 @@ from PIL import Image
 
 from slide_unet import open_slide
 from slide_unet.core import mask_io
+from slide_unet.core.blocks import Cancelled
 from slide_unet.core.mask_io import (
     MASK_SUFFIXES,
     check_same_shape,
@@ -357,6 +359,109 @@ def test_a_failing_writer_leaves_the_old_file(
     assert _files(tmp_path) == before
     monkeypatch.undo()
     np.testing.assert_array_equal(read_mask(path, shape=old.shape), old)
+
+
+# -- progress and cancel -------------------------------------------------------------------
+
+WRITE_SUFFIXES = [".ome.tif", ".zarr", ".png", ".csv", ".geojson"]
+#: Steps each writer takes for a 3000 x 2500 mask: OME-TIFF 6 bands of 512 rows and
+#: 2 overview levels; OME-Zarr 3 bands of 1024 rows; PNG 3 bands and the encoding;
+#: RLE 3 bands of 1024 columns; GeoJSON 3 bands of 1024 rows.
+STEPS = {".ome.tif": 8, ".zarr": 3, ".png": 4, ".csv": 3, ".geojson": 3}
+
+
+def _tiled_blobs() -> np.ndarray:
+    """A 3000 x 2500 mask with objects in every band of rows and columns."""
+    return np.tile(binary_mask(), (10, 6))[:3000, :2500]
+
+
+@pytest.mark.parametrize("suffix", WRITE_SUFFIXES)
+def test_every_writer_reports_each_step_while_it_writes(tmp_path: Path, suffix: str) -> None:
+    mask = _tiled_blobs()
+    path = tmp_path / f"mask{suffix}"
+    calls: list[tuple[int, int, bool]] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total, path.exists()))
+
+    write_mask(da.from_array(mask, chunks=512), path, progress=progress)
+
+    total = STEPS[suffix]
+    assert [(done, t) for done, t, _ in calls] == [(k, total) for k in range(1, total + 1)]
+    assert not any(exists for *_, exists in calls)  # reported during the write, not after
+    np.testing.assert_array_equal(read_mask(path, shape=mask.shape), mask)
+
+
+@pytest.mark.parametrize("suffix", WRITE_SUFFIXES)
+def test_a_cancelled_write_stops_and_leaves_the_old_file(tmp_path: Path, suffix: str) -> None:
+    old = binary_mask(seed=1)
+    path = write_mask(old, tmp_path / f"mask{suffix}")
+    before = _files(tmp_path)
+    cancel = threading.Event()
+    calls: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 2:
+            cancel.set()  # as the Cancel button does, from another thread
+
+    with pytest.raises(Cancelled, match="export cancelled"):
+        write_mask(_tiled_blobs(), path, progress=progress, cancel=cancel)
+
+    assert calls == [1, 2]  # stopped at the next step
+    assert _files(tmp_path) == before
+    np.testing.assert_array_equal(read_mask(path, shape=old.shape), old)
+
+
+def test_a_write_cancelled_before_it_starts_reads_nothing(tmp_path: Path) -> None:
+    unreadable = _failing_mask(fail_from_row=0)  # any read raises OSError
+    with pytest.raises(Cancelled):
+        write_mask(unreadable, tmp_path / "mask.ome.tif", cancel=lambda: True)
+    assert _files(tmp_path) == []
+
+
+def test_cancel_must_be_an_event_or_a_callable(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"cancel must be a threading\.Event or a callable"):
+        write_mask(binary_mask(), tmp_path / "mask.png", cancel=True)
+    assert _files(tmp_path) == []
+
+
+def test_export_of_a_big_rle_reports_decoding_then_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mask = _tiled_blobs()
+    csv = write_mask(mask, tmp_path / "slide.csv")
+    # As for a slide: decoded into compressed chunks first, then written.
+    monkeypatch.setattr(mask_io, "IN_MEMORY_PIXELS", 1000)
+    calls: list[tuple[int, int]] = []
+
+    out = export_mask(
+        csv, tmp_path / "slide.zarr", shape=mask.shape, progress=lambda *a: calls.append(a)
+    )
+
+    decoding = calls[0][1]  # bands of columns decoded
+    assert decoding > 1
+    assert calls[:decoding] == [(k, decoding) for k in range(1, decoding + 1)]
+    writing = STEPS[".zarr"]
+    assert calls[decoding:] == [(k, writing) for k in range(1, writing + 1)]
+    np.testing.assert_array_equal(read_mask(out), mask)
+
+
+def test_export_cancelled_while_decoding_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = write_mask(_tiled_blobs(), tmp_path / "slide.csv")
+    monkeypatch.setattr(mask_io, "IN_MEMORY_PIXELS", 1000)
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        export_mask(
+            csv,
+            tmp_path / "slide.ome.tif",
+            shape=(3000, 2500),
+            progress=lambda done, total: cancel.set(),
+            cancel=cancel,
+        )
+    assert _files(tmp_path) == ["slide.csv"]
 
 
 # -- export ---------------------------------------------------------------------------------

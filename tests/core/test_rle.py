@@ -20,7 +20,14 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from slide_unet.core import rle as rle_module
-from slide_unet.core.rle import MAX_IN_MEMORY_PIXELS, rle_decode, rle_decode_to_zarr, rle_encode
+from slide_unet.core.blocks import Cancelled
+from slide_unet.core.rle import (
+    MAX_IN_MEMORY_PIXELS,
+    rle_decode,
+    rle_decode_to_zarr,
+    rle_encode,
+    rle_encode_steps,
+)
 from slide_unet.core.rle_csv import read_rle_csv, write_rle_csv
 
 #: Slides of the competition's train.csv: id -> (height, width).
@@ -403,6 +410,37 @@ def test_csv_of_chunked_masks(tmp_path: Path) -> None:
     mask = np.eye(30, 40, dtype=np.uint8)
     path = write_rle_csv(tmp_path / "sub.csv", {"z": memory_zarr(mask, (7, 9))})
     assert read_rle_csv(path, "z") == reference_encode(mask)
+
+
+def test_csv_of_several_masks_reports_their_bands_in_one_total(tmp_path: Path) -> None:
+    masks = {"a": np.eye(6, 9, dtype=np.uint8), "b": "3 2", "c": np.ones((5, 6), np.uint8)}
+    calls: list[tuple[int, int]] = []
+    with tiny_blocks(band_columns=4):
+        assert (rle_encode_steps(masks["a"]), rle_encode_steps(masks["c"])) == (3, 2)
+        write_rle_csv(tmp_path / "sub.csv", masks, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]  # a's 3 bands, then c's 2
+    assert read_rle_csv(tmp_path / "sub.csv", "c") == "1 30"
+
+
+def test_csv_stopped_from_progress_writes_nothing(tmp_path: Path) -> None:
+    def stop(done: int, total: int) -> None:
+        raise Cancelled("export cancelled")
+
+    with pytest.raises(Cancelled):
+        write_rle_csv(tmp_path / "sub.csv", {"a": np.eye(4, dtype=np.uint8)}, progress=stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csv_refuses_a_bad_id_before_encoding(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(ValueError, match="without commas"):
+        write_rle_csv(
+            tmp_path / "sub.csv",
+            {"good": np.eye(4, dtype=np.uint8), "a,b": np.eye(4, dtype=np.uint8)},
+            progress=lambda *a: calls.append(a),
+        )
+    assert calls == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_csv_encoding_header(tmp_path: Path) -> None:

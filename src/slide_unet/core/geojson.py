@@ -36,7 +36,7 @@ import copy
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ def iter_mask_features(
     color: Sequence[int] = DEFAULT_COLOR,
     object_type: str = "annotation",
     band_rows: int = BAND_ROWS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one GeoJSON ``Feature`` per object of a mask, streaming it in bands.
 
@@ -132,6 +133,9 @@ def iter_mask_features(
         Rows read at a time. An object cut by a band's lower edge is carried
         into the next band, so memory is about ``band_rows`` plus the height
         of the tallest object, times the width.
+    progress : callable, optional
+        ``progress(done, total)`` in bands of rows, once a band's objects
+        have all been yielded. To stop, raise from it.
 
     Yields
     ------
@@ -148,6 +152,9 @@ def iter_mask_features(
     height = int(mask.shape[0])
     properties = _properties(classification, color, object_type)
     band_rows = max(2, int(band_rows))
+    # `end` moves by band_rows each band, whatever is carried over.
+    total = -(-height // band_rows)
+    done = 0
     top, end = 0, 0
     while end < height:
         previous_end, end = end, min(height, end + band_rows)
@@ -178,6 +185,9 @@ def iter_mask_features(
             for _, polygons in object_outlines(group, objects, emit, (c0, top + r0)):
                 yield _feature(polygons, properties)
         top += carry
+        done += 1
+        if progress is not None:
+            progress(done, total)
 
 
 def _column_groups(band: np.ndarray) -> list[tuple[int, int]]:
@@ -247,12 +257,14 @@ def write_geojson(
     classification: str | None = "Glomerulus",
     color: Sequence[int] = DEFAULT_COLOR,
     object_type: str = "annotation",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a mask's objects as a GeoJSON ``FeatureCollection``, atomically.
 
     Features are written as they are traced, so neither the mask nor the
     collection is ever whole in memory. Parameters are those of
-    :func:`mask_to_geojson`.
+    :func:`mask_to_geojson`, and `progress` that of :func:`iter_mask_features`
+    (raising from it leaves no file and any existing one untouched).
 
     Returns
     -------
@@ -261,7 +273,11 @@ def write_geojson(
     """
     path = Path(path)
     features = iter_mask_features(
-        mask, classification=classification, color=color, object_type=object_type
+        mask,
+        classification=classification,
+        color=color,
+        object_type=object_type,
+        progress=progress,
     )
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')

@@ -27,6 +27,12 @@ What :func:`write_mask` writes
     exports hold and what every viewer shows (0/1 looks all black); label
     images as 8- or 16-bit ids. CSV: Kaggle RLE (binary: any non-zero). GeoJSON:
     QuPath polygons (:mod:`slide_unet.core.geojson`). Every writer is atomic.
+Progress and cancel
+    :func:`write_mask` and :func:`export_mask` report ``progress(done, total)``
+    as each format's writer gets through the mask (bands of rows or columns,
+    then PNG's encoding or OME-TIFF's overview levels), and stop with
+    :class:`~slide_unet.core.blocks.Cancelled` at the next step once
+    ``cancel`` is set: the writers being atomic, nothing is left behind.
 
 This module is part of the napari-free core.
 """
@@ -34,7 +40,8 @@ This module is part of the napari-free core.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,7 @@ from PIL import Image
 from slide_unet.core import geojson as _geojson
 from slide_unet.core import mask_pyramids
 from slide_unet.core.atomic import atomic_path
+from slide_unet.core.blocks import Cancelled
 from slide_unet.core.rle import rle_decode
 from slide_unet.core.rle_csv import read_rle_csv, rle_csv_ids, write_rle_csv
 from slide_unet.core.slide import open_slide
@@ -53,6 +61,8 @@ __all__ = [
     "IN_MEMORY_PIXELS",
     "MASK_SUFFIXES",
     "MAX_PNG_PIXELS",
+    "Cancel",
+    "Progress",
     "check_same_shape",
     "export_mask",
     "mask_stem",
@@ -69,6 +79,13 @@ MAX_PNG_PIXELS = 2**28
 MAX_MASK_COLOURS = 16
 #: Pixels looked at to tell a mask from a picture and 0/255 from labels.
 _SAMPLE_PIXELS = 2**22
+#: Rows of a PNG mask gathered at a time (a progress step each).
+_PNG_BAND_ROWS = 1024
+
+#: ``progress(done, total)``: how far a writer has got.
+Progress = Callable[[int, int], None]
+#: A cancel request: a ``threading.Event``, or a callable that returns True to stop.
+Cancel = Callable[[], bool] | threading.Event
 
 _FORMATS: dict[str, str] = {
     ".ome.tiff": "tiff",
@@ -103,6 +120,41 @@ def _unknown(path: Path) -> ValueError:
     return ValueError(
         f"{path}: unknown mask format {path.suffix!r}; supported: {', '.join(MASK_SUFFIXES)}"
     )
+
+
+def _cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
+    """`cancel` (None, an Event or a callable) as a callable returning a bool."""
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a threading.Event or a callable, got {cancel!r}")
+
+
+def _steps(progress: Progress | None, cancel: Cancel | None) -> Progress | None:
+    """One callback for the per-format writers, which stop when it raises: it
+    raises :class:`Cancelled` once `cancel` is set, else reports to `progress`.
+
+    Raises
+    ------
+    Cancelled
+        At once, when `cancel` is already set.
+    """
+    if cancel is None:
+        return progress
+    cancelled = _cancel_check(cancel)
+    if cancelled():  # before anything is read or opened
+        raise Cancelled("export cancelled")
+
+    def step(done: int, total: int) -> None:
+        if cancelled():
+            raise Cancelled("export cancelled")
+        if progress is not None:
+            progress(done, total)
+
+    return step
 
 
 # -- checks ------------------------------------------------------------------------
@@ -221,7 +273,12 @@ def _finish(array: Any) -> Any:
 # -- reading -------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, image_id: str | None, shape: Sequence[int] | None) -> Any:
+def _read_csv(
+    path: Path,
+    image_id: str | None,
+    shape: Sequence[int] | None,
+    progress: Progress | None = None,
+) -> Any:
     if image_id is None:
         ids = rle_csv_ids(path)
         if len(ids) != 1:
@@ -252,7 +309,7 @@ def _read_csv(path: Path, image_id: str | None, shape: Sequence[int] | None) -> 
         dtype=np.uint8,
         fill_value=0,
     )
-    rle_decode(rle, (height, width), out=out)
+    rle_decode(rle, (height, width), out=out, progress=progress)
     return da.from_zarr(out)
 
 
@@ -260,14 +317,17 @@ def _read(
     path: str | os.PathLike[str],
     image_id: str | None = None,
     shape: Sequence[int] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Any, float | None]:
-    """The mask at ``path`` and its pixel size in microns (None if unknown)."""
+    """The mask at ``path`` and its pixel size in microns (None if unknown);
+    ``progress`` follows the decoding of a big RLE mask, the only format read
+    whole before it is used."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such mask file")
     kind = _FORMATS.get(mask_suffix(path) or "", "zarr" if path.is_dir() else "image")
     if kind == "csv":
-        return _to_mask(_read_csv(path, image_id, shape), str(path)), None
+        return _to_mask(_read_csv(path, image_id, shape, progress), str(path)), None
     if kind == "geojson":
         if shape is None:
             raise ValueError(
@@ -351,15 +411,27 @@ def _writable(mask: Any) -> tuple[Any, np.dtype]:
     return mask, dtype
 
 
-def _write_png(mask: Any, path: Path, dtype: np.dtype, mpp: float | None) -> Path:
-    pixels = int(mask.shape[0]) * int(mask.shape[1])
-    if pixels > MAX_PNG_PIXELS:
+def _write_png(
+    mask: Any, path: Path, dtype: np.dtype, mpp: float | None, progress: Progress | None
+) -> Path:
+    height, width = int(mask.shape[0]), int(mask.shape[1])
+    if height * width > MAX_PNG_PIXELS:
         raise ValueError(
-            f"a {mask.shape[0]} x {mask.shape[1]} mask is too big for PNG (at most "
+            f"a {height} x {width} mask is too big for PNG (at most "
             f"{MAX_PNG_PIXELS} pixels); write .ome.tif or .zarr instead"
         )
-    array = np.asarray(mask).astype(dtype, copy=False)
-    largest = int(array.max())
+    # PNG needs the whole image: gather it band by band (a step each, for a
+    # lazy mask the reading), then encode it (the last step).
+    array = np.empty((height, width), dtype=dtype)
+    starts = range(0, height, _PNG_BAND_ROWS)
+    total = len(starts) + 1
+    largest = 0
+    for done, y0 in enumerate(starts, start=1):
+        band = array[y0 : y0 + _PNG_BAND_ROWS]
+        band[...] = np.asarray(mask[y0 : y0 + _PNG_BAND_ROWS])
+        largest = max(largest, int(band.max()))
+        if progress is not None:
+            progress(done, total)
     if largest <= 1:
         image = Image.fromarray((array * 255).astype(np.uint8), mode="L")
     elif dtype == np.uint8:
@@ -368,11 +440,14 @@ def _write_png(mask: Any, path: Path, dtype: np.dtype, mpp: float | None) -> Pat
         image = Image.fromarray(array.astype(np.uint16))
     else:
         raise ValueError(f"PNG holds label ids up to 65535; this mask has {largest}")
+    del array
     options: dict[str, Any] = {"format": "PNG", "optimize": False}
     if mpp:
         options["dpi"] = (25400 / mpp, 25400 / mpp)
     with atomic_path(path) as tmp:
         image.save(tmp, **options)
+        if progress is not None:  # before the rename: a cancel here still leaves nothing
+            progress(total, total)
     return path
 
 
@@ -384,6 +459,8 @@ def write_mask(
     image_id: str | None = None,
     levels: int | None = None,
     classification: str | None = "Glomerulus",
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> Path:
     """Write a mask in the format its file extension names, atomically.
 
@@ -406,6 +483,14 @@ def write_mask(
         default: halve down to at most 1024 pixels a side.
     classification : str or None
         QuPath class of GeoJSON objects.
+    progress : callable, optional
+        ``progress(done, total)`` after each step of the writer: each band of
+        the mask it reads (rows; columns for RLE), then PNG's encoding or each
+        OME-TIFF overview level. ``total`` stays the same for one write.
+    cancel : threading.Event or callable, optional
+        Checked at the start and at each step; once set (or returning True)
+        the write stops with :class:`~slide_unet.core.blocks.Cancelled`,
+        leaving no file and any existing one untouched.
 
     Returns
     -------
@@ -417,6 +502,8 @@ def write_mask(
     ValueError
         An unknown extension (the message lists the supported ones), a mask
         that is not 2-D integer/boolean, or one too big for PNG.
+    slide_unet.core.blocks.Cancelled
+        `cancel` asked to stop.
     """
     path = Path(path)
     kind = _FORMATS.get(mask_suffix(path) or "")
@@ -424,19 +511,20 @@ def write_mask(
         raise _unknown(path)
     mask, dtype = _writable(mask)
     name = mask_stem(path)
+    step = _steps(progress, cancel)
     if kind == "tiff":
         return mask_pyramids.write_ome_tiff(
-            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name
+            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name, progress=step
         )
     if kind == "zarr":
         return mask_pyramids.write_ome_zarr(
-            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name
+            mask, path, dtype=dtype, mpp=mpp, levels=levels, name=name, progress=step
         )
     if kind == "png":
-        return _write_png(mask, path, dtype, mpp)
+        return _write_png(mask, path, dtype, mpp, step)
     if kind == "csv":
-        return write_rle_csv(path, {image_id or name: mask})
-    return _geojson.write_geojson(mask, path, classification=classification)
+        return write_rle_csv(path, {image_id or name: mask}, progress=step)
+    return _geojson.write_geojson(mask, path, classification=classification, progress=step)
 
 
 def export_mask(
@@ -448,6 +536,8 @@ def export_mask(
     mpp: float | None = None,
     levels: int | None = None,
     classification: str | None = "Glomerulus",
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> Path:
     """Convert a mask file to another format (by the extensions), streaming.
 
@@ -468,16 +558,27 @@ def export_mask(
         Pixel size to record; default: the one `src` records.
     levels, classification
         As for :func:`write_mask`.
+    progress : callable, optional
+        ``progress(done, total)``: first for the decoding of a big RLE `src`
+        (its bands of columns; the only format read whole first), then for
+        the write, with its own total (see :func:`write_mask`).
+    cancel : threading.Event or callable, optional
+        As for :func:`write_mask`; checked in both phases.
 
     Returns
     -------
     pathlib.Path
         The file written.
+
+    Raises
+    ------
+    slide_unet.core.blocks.Cancelled
+        `cancel` asked to stop; nothing was written.
     """
     src, dst = Path(src), Path(dst)
     if mask_suffix(dst) is None:
         raise _unknown(dst)  # before reading a big mask for nothing
-    mask, src_mpp = _read(src, image_id, shape)
+    mask, src_mpp = _read(src, image_id, shape, _steps(progress, cancel))
     if image_id is None:
         ids = rle_csv_ids(src) if mask_suffix(src) == ".csv" else []
         image_id = ids[0] if len(ids) == 1 else mask_stem(src)
@@ -488,4 +589,6 @@ def export_mask(
         image_id=image_id,
         levels=levels,
         classification=classification,
+        progress=progress,
+        cancel=cancel,
     )

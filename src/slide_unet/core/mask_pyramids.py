@@ -156,6 +156,13 @@ class _RowWriter:
         self.pending = [block[n:]] if n < len(block) else []
 
 
+def _band_rows(shapes: list[tuple[int, int]], chunk_rows: int) -> tuple[int, int]:
+    """Rows of a band (whole chunks, and whole pixels of the smallest level),
+    and the number of bands."""
+    rows = math.lcm(chunk_rows, 2 ** (len(shapes) - 1))
+    return rows, -(-shapes[0][0] // rows)
+
+
 def _stream(
     mask: Any,
     shapes: list[tuple[int, int]],
@@ -165,12 +172,14 @@ def _stream(
     overviews: list[_RowWriter],
     progress: Callable[[int, int], None] | None,
     seen: dict[str, int],
+    later_steps: int = 0,
 ) -> Iterator[None]:
     """Read the mask once, yielding after each band: hand full-resolution bands
     to ``level0``, add each overview band to its writer (the caller flushes
-    them at the end), and keep the largest value in ``seen["max"]``."""
-    rows = math.lcm(chunk_rows, 2 ** (len(shapes) - 1))
-    total = -(-shapes[0][0] // rows)
+    them at the end), and keep the largest value in ``seen["max"]``. Progress
+    counts bands out of their number plus ``later_steps`` the caller reports."""
+    rows, bands = _band_rows(shapes, chunk_rows)
+    total = bands + later_steps
     seen["max"] = 0
     for i, band in enumerate(_bands(mask, rows, dtype)):
         if band.size:
@@ -217,7 +226,10 @@ def write_ome_tiff(
     name : str, optional
         Image name in the OME-XML.
     progress : callable, optional
-        ``progress(done, total)`` after each band of full-resolution rows.
+        ``progress(done, total)`` after each band of full-resolution rows and
+        after each overview level. To stop, raise from it (e.g.
+        :class:`~slide_unet.core.blocks.Cancelled`): no file is left, and any
+        existing one is untouched.
 
     Returns
     -------
@@ -242,7 +254,10 @@ def write_ome_tiff(
 
     def level0_tiles() -> Iterator[np.ndarray]:
         # tifffile pulls tiles from here, which drives the one pass over the mask.
-        for _ in _stream(mask, shapes, dtype, TIFF_TILE, bands.append, writers, progress, {}):
+        stream = _stream(
+            mask, shapes, dtype, TIFF_TILE, bands.append, writers, progress, {}, len(cached)
+        )
+        for _ in stream:
             while bands:
                 yield from _tiles(bands.pop(0), TIFF_TILE)
 
@@ -278,6 +293,7 @@ def write_ome_tiff(
         # halved by then, so only the overviews' last rows are left to write.
         for writer in writers:
             writer.flush()
+        n_bands = _band_rows(shapes, TIFF_TILE)[1]
         for k, array in enumerate(cached, start=1):
             tif.write(
                 _array_tiles(array, TIFF_TILE),
@@ -287,6 +303,8 @@ def write_ome_tiff(
                 **_resolution(mpp, 2**k),
                 **options,
             )
+            if progress is not None:
+                progress(n_bands + k, n_bands + len(cached))
     return path
 
 
@@ -314,7 +332,9 @@ def write_ome_zarr(
 ) -> Path:
     """Write a 2-D mask as an OME-Zarr (NGFF 0.4) multiscale label image, atomically.
 
-    Parameters are those of :func:`write_ome_tiff`; `path` is a folder.
+    Parameters are those of :func:`write_ome_tiff`; `path` is a folder, and
+    `progress` is called after each band of full-resolution rows (all levels
+    are written band by band).
 
     Returns
     -------

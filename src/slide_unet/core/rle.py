@@ -31,7 +31,13 @@ from slide_unet.core.atomic import atomic_path
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["MAX_IN_MEMORY_PIXELS", "rle_decode", "rle_decode_to_zarr", "rle_encode"]
+__all__ = [
+    "MAX_IN_MEMORY_PIXELS",
+    "rle_decode",
+    "rle_decode_to_zarr",
+    "rle_encode",
+    "rle_encode_steps",
+]
 
 #: Largest mask :func:`rle_decode` returns as a numpy array (256 megapixels);
 #: bigger masks need ``out=`` or :func:`rle_decode_to_zarr`.
@@ -214,6 +220,48 @@ def _encode_band(
     return np.sort(np.concatenate(parts)), bool(last_row[-1])
 
 
+def _as_encodable(mask: Any) -> Any:
+    """`mask` as an array that slices, checked to be 2-D."""
+    if not (hasattr(mask, "shape") and hasattr(mask, "__getitem__")):
+        mask = np.asarray(mask)
+    if len(mask.shape) != 2:
+        msg = f"rle_encode needs a 2-D (height, width) mask, got shape {tuple(mask.shape)}"
+        raise ValueError(msg)
+    return mask
+
+
+def _encode_bands(mask: Any) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """The bands :func:`rle_encode` reads `mask` in (none when it is empty)."""
+    height, width = (int(n) for n in mask.shape)
+    if not (height and width):
+        return []
+    itemsize = np.dtype(getattr(mask, "dtype", np.uint8)).itemsize
+    return list(_blocks(mask, (height, width), _ENCODE_BLOCK_BYTES, itemsize))
+
+
+def rle_encode_steps(mask: Any) -> int:
+    """How many ``progress`` calls :func:`rle_encode` makes for `mask` (its bands).
+
+    Lets a caller that encodes several masks add their steps into one total.
+
+    Parameters
+    ----------
+    mask : array-like
+        2-D mask, as :func:`rle_encode` takes it; nothing is read.
+
+    Returns
+    -------
+    int
+        The number of bands of columns (0 for an empty mask).
+
+    Raises
+    ------
+    ValueError
+        If `mask` is not 2-D.
+    """
+    return len(_encode_bands(_as_encodable(mask)))
+
+
 def rle_encode(mask: Any, *, progress: Progress | None = None) -> str:
     """Run-length encode a 2-D mask in the HuBMAP Kaggle format, streaming.
 
@@ -248,22 +296,16 @@ def rle_encode(mask: Any, *, progress: Progress | None = None) -> str:
     >>> rle_encode(np.array([[0, 1], [1, 1]], dtype=np.uint8))
     '2 3'
     """
-    if not (hasattr(mask, "shape") and hasattr(mask, "__getitem__")):
-        mask = np.asarray(mask)
-    if len(mask.shape) != 2:
-        msg = f"rle_encode needs a 2-D (height, width) mask, got shape {tuple(mask.shape)}"
-        raise ValueError(msg)
+    mask = _as_encodable(mask)
     height, width = (int(n) for n in mask.shape)
     writer = _RunWriter()
-    if height and width:
-        itemsize = np.dtype(getattr(mask, "dtype", np.uint8)).itemsize
-        bands = list(_blocks(mask, (height, width), _ENCODE_BLOCK_BYTES, itemsize))
-        carry = False
-        for done, (x0, x1, row_spans) in enumerate(bands, start=1):
-            transitions, carry = _encode_band(mask, x0, x1, row_spans, height, carry)
-            writer.add(transitions)
-            if progress is not None:
-                progress(done, len(bands))
+    bands = _encode_bands(mask)
+    carry = False
+    for done, (x0, x1, row_spans) in enumerate(bands, start=1):
+        transitions, carry = _encode_band(mask, x0, x1, row_spans, height, carry)
+        writer.add(transitions)
+        if progress is not None:
+            progress(done, len(bands))
     return writer.finish(height * width)
 
 

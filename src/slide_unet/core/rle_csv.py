@@ -7,12 +7,12 @@ without a CSV dialect; writes are atomic.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from slide_unet.core.atomic import atomic_path
-from slide_unet.core.rle import rle_encode
+from slide_unet.core.rle import rle_encode, rle_encode_steps
 
 __all__ = ["RLE_COLUMNS", "read_rle_csv", "rle_csv_ids", "write_rle_csv"]
 
@@ -35,6 +35,7 @@ def write_rle_csv(
     masks: Mapping[str, Any],
     *,
     column: str = "predicted",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write masks as a Kaggle ``id,predicted`` RLE CSV, atomically.
 
@@ -53,6 +54,11 @@ def write_rle_csv(
     column : str, optional
         Name of the RLE column: ``"predicted"`` (default, submissions) or
         ``"encoding"`` (like the competition's ``train.csv``).
+    progress : callable, optional
+        ``progress(done, total)`` after each band of columns encoded, the
+        bands of every mask counted in one total (see
+        :func:`~slide_unet.core.rle.rle_encode_steps`). To stop, raise from it
+        (e.g. :class:`~slide_unet.core.blocks.Cancelled`): nothing is written.
 
     Returns
     -------
@@ -69,9 +75,23 @@ def write_rle_csv(
         msg = f"column must be one of {RLE_COLUMNS}, got {column!r}"
         raise ValueError(msg)
     path = Path(path)
+    for image_id in masks:  # before encoding a whole slide for nothing
+        _check_id(image_id)
+    steps = {i: 0 if isinstance(v, str) else rle_encode_steps(v) for i, v in masks.items()}
+    total = sum(steps.values())
+    before = 0  # bands of the masks encoded so far
+
+    def step(done: int, _bands: int) -> None:
+        if progress is not None:
+            progress(before + done, total)
+
     rows: list[tuple[str, str]] = []
     for image_id, value in masks.items():
-        rle = value if isinstance(value, str) else rle_encode(value)
+        if isinstance(value, str):
+            rle = value
+        else:
+            rle = rle_encode(value, progress=step)
+            before += steps[image_id]
         if any(c in rle for c in ',"\r\n'):
             msg = f"RLE for {image_id!r} must not hold commas, quotes or newlines"
             raise ValueError(msg)
