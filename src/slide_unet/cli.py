@@ -95,10 +95,36 @@ def _shape_arg(text: str) -> tuple[int, int]:
     return height, width
 
 
+#: Files at the top of a zarr store (format 2 group or array, format 3).
+_ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
+
+
+def _is_zarr_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr store folder (one mask), not a folder of masks:
+    named ``.zarr``/``.ome.zarr``, or holding zarr's metadata (a mask store, a
+    plain zarr array)."""
+    from slide_unet.core.mask_io import mask_suffix
+
+    if not path.is_dir():
+        return False
+    return mask_suffix(path) in (".zarr", ".ome.zarr") or any(
+        (path / marker).is_file() for marker in _ZARR_MARKERS
+    )
+
+
+def _is_mask(path: Path) -> bool:
+    """A mask file or a zarr store: one mask to score, not a folder of them."""
+    return path.is_file() or _is_zarr_store(path)
+
+
 def _mask_files(folder: Path) -> dict[str, Path]:
     from slide_unet.core.mask_io import mask_stem, mask_suffix
 
-    files = sorted(p for p in folder.iterdir() if mask_suffix(p) or p.suffix.lower() == ".jpg")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_file() and (mask_suffix(p) or p.suffix.lower() == ".jpg")) or _is_zarr_store(p)
+    )
     by_stem: dict[str, Path] = {}
     for path in files:
         if path.name.startswith("."):
@@ -121,7 +147,8 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
     """(name, pred file, pred RLE id, truth file, truth RLE id) for each pair to score.
 
     Folders pair files by stem; an RLE CSV pairs its row ids with the other
-    side's stems (or ids).
+    side's stems (or ids). A zarr store (OME-Zarr, a plain zarr array, a mask
+    store) is one mask, like a file, though it is a folder.
     """
     from slide_unet.core.mask_io import mask_stem
 
@@ -129,11 +156,11 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
     for path in (pred, truth):
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
-    if pred.is_file() and truth.is_file() and not (_is_csv(pred) and _is_csv(truth)):
+    if _is_mask(pred) and _is_mask(truth) and not (_is_csv(pred) and _is_csv(truth)):
         return [(mask_stem(pred), pred, args.pred_id or args.id, truth, args.truth_id or args.id)]
 
     def entries(path: Path) -> dict[str, tuple[Path, str | None]]:
-        if path.is_dir():
+        if path.is_dir() and not _is_zarr_store(path):
             return {stem: (file, None) for stem, file in _mask_files(path).items()}
         if _is_csv(path):
             from slide_unet.core.rle_csv import rle_csv_ids
@@ -247,7 +274,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             # RLE and GeoJSON record no pixel size: the slide's is the mask's.
             if mpp is None and sizeless:
                 mpp = slide.mpp
-    written = export_mask(args.mask, args.output, image_id=args.id, shape=shape, mpp=mpp)
+    written = export_mask(
+        args.mask,
+        args.output,
+        image_id=args.id,
+        shape=shape,
+        mpp=mpp,
+        progress=_progress_bar("exporting"),
+    )
     if args.json:
         print(json.dumps({"input": str(args.mask), "output": str(written)}))
     else:
@@ -380,11 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser(
         "score",
         help="Dice, IoU and object precision/recall/F1 of predicted masks against the truth",
-        description="Score masks: files, or folders paired by file name (any mask format: "
-        f"{formats}; an RLE CSV pairs its row ids with the other side's names).",
+        description="Score masks: files or zarr stores, or folders of them paired by name "
+        f"(any mask format: {formats}; an RLE CSV pairs its row ids with the other side's "
+        "names).",
     )
-    score.add_argument("pred", help="predicted mask file, folder or RLE CSV")
-    score.add_argument("truth", help="expert mask file, folder or RLE CSV")
+    score.add_argument(
+        "pred", help="predicted mask: a file or zarr store, a folder of them, or an RLE CSV"
+    )
+    score.add_argument(
+        "truth", help="expert mask: a file or zarr store, a folder of them, or an RLE CSV"
+    )
     score.add_argument("--id", help="RLE CSV row to score (both sides)")
     score.add_argument("--pred-id", help="RLE CSV row of the prediction")
     score.add_argument("--truth-id", help="RLE CSV row of the truth")

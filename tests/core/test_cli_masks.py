@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import shutil
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from PIL import Image
 from scipy import ndimage
 from slide_factories import rgb_image
@@ -23,6 +26,7 @@ import slide_unet
 from slide_unet import cli
 from slide_unet.core import geojson as geojson_module
 from slide_unet.core import mask_pyramids
+from slide_unet.core.mask_store import MaskStore
 from slide_unet.core.rle_csv import write_rle_csv
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -409,6 +413,115 @@ def test_score_folders_without_common_names_list_some_names(
     assert "other2" in err
 
 
+# -- score: zarr stores ------------------------------------------------------------
+
+
+def ome_zarr_labels(mask: np.ndarray, path: Path) -> Path:
+    """OME-Zarr labels as this package exports them (NGFF 0.4, zarr format 2)."""
+    return slide_unet.write_mask(mask, path)
+
+
+def plain_zarr_array(mask: np.ndarray, path: Path) -> Path:
+    """A bare zarr array, no OME metadata (zarr format 3)."""
+    array = zarr.create_array(path, shape=mask.shape, chunks=(32, 32), dtype=mask.dtype)
+    array[...] = mask
+    return path
+
+
+def mask_store(mask: np.ndarray, path: Path) -> Path:
+    """The autosave store of a mask (what Segment and hand edits write), copied to ``path``."""
+    store = MaskStore.for_key(f"cli-{path.name}", mask.shape)
+    store.write(0, 0, mask, edited=True)
+    shutil.copytree(store.path, path)
+    return path
+
+
+ZARR_KINDS: dict[str, Callable[[np.ndarray, Path], Path]] = {
+    "ome-zarr": ome_zarr_labels,
+    "plain-zarr": plain_zarr_array,
+    "mask-store": mask_store,
+}
+
+
+@pytest.mark.parametrize("side", ["pred", "truth"])
+@pytest.mark.parametrize("kind", list(ZARR_KINDS))
+def test_score_takes_a_zarr_store_on_either_side(
+    kind: str, side: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ZARR_KINDS[kind](PREDS["b"], tmp_path / "b.zarr")
+    other = write_tif(tmp_path / "b.tif", TRUTHS["b"])
+    pred, truth = (store, other) if side == "pred" else (other, store)
+
+    status, out, err = run(capsys, "score", pred, truth)
+
+    assert (status, err) == (0, "")
+    pred_mask, truth_mask = (
+        (PREDS["b"], TRUTHS["b"]) if side == "pred" else (TRUTHS["b"], PREDS["b"])
+    )
+    assert out.splitlines() == [score_line(slide_unet.score(pred_mask, truth_mask), "b")]
+
+
+def test_score_two_zarr_stores_against_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pred = mask_store(PREDS["a"], tmp_path / "a-autosave.zarr")
+    truth = ome_zarr_labels(TRUTHS["a"], tmp_path / "a.ome.zarr")
+    status, out, _ = run(capsys, "score", pred, truth, "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert result["dice"] == pytest.approx(slide_unet.dice(PREDS["a"], TRUTHS["a"]))
+    assert (result["true_positives"], result["false_negatives"]) == (1, 1)
+
+
+def test_score_folders_pair_zarr_stores_by_name_like_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    ome_zarr_labels(PREDS["a"], pred / "a.ome.zarr")
+    plain_zarr_array(PREDS["b"], pred / "b.zarr")
+    # A store folder named without .zarr is still one mask, not a folder of masks.
+    mask_store(PREDS["c"], pred / "c")
+    (pred / "not-a-mask").mkdir()  # an ordinary folder is passed over
+    write_tif(truth / "a.tif", TRUTHS["a"])
+    ome_zarr_labels(TRUTHS["b"], truth / "b.ome.zarr")
+    write_tif(truth / "c.tif", TRUTHS["c"])
+
+    status, out, _ = run(capsys, "score", pred, truth, "--json")
+
+    assert status == 0
+    pairs = json.loads(out)["pairs"]
+    assert [(Path(p["pred"]).name, Path(p["truth"]).name) for p in pairs] == [
+        ("a.ome.zarr", "a.tif"),
+        ("b.zarr", "b.ome.zarr"),
+        ("c", "c.tif"),
+    ]
+    dices = [slide_unet.dice(PREDS[n], TRUTHS[n]) for n in "abc"]
+    assert [p["dice"] for p in pairs] == pytest.approx(dices)
+
+
+def test_score_zarr_store_against_an_rle_csv_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ome_zarr_labels(PREDS["c"], tmp_path / "c.ome.zarr")
+    csv = write_rle_csv(tmp_path / "train.csv", TRUTHS, column="encoding")
+    status, out, _ = run(capsys, "score", store, csv, "--truth-id", "c", "--json")
+    assert status == 0
+    assert json.loads(out)["dice"] == 1.0
+
+
+def test_score_a_zarr_named_folder_that_is_no_store_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "pred.zarr"
+    empty.mkdir()
+    truth = write_tif(tmp_path / "pred.tif", TRUTHS["a"])
+    err = assert_one_line_error(*run(capsys, "score", empty, truth), "score")
+    assert "pred.zarr" in err
+    assert "not a zarr store" in err
+
+
 def test_score_rgb_photo_as_truth_is_not_a_mask(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -444,6 +557,19 @@ def test_export_sample_rle_reads_back_as_the_sample_mask(
     back = np.asarray(slide_unet.read_mask(out_path, shape=SAMPLE_SHAPE))
     assert back.shape == SAMPLE_SHAPE
     np.testing.assert_array_equal(back != 0, sample_mask != 0)
+
+
+def test_export_shows_a_progress_bar_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    out_path = tmp_path / "kidney.ome.tif"
+    status, out, err = run(capsys, "export", SAMPLE_MASK, "-o", out_path)
+    assert (status, out) == (0, f"wrote {out_path}\n")
+    # 2048 rows: 4 bands of 512, then 1 overview level; the bar redraws in place.
+    frames = err.split("\r")[1:]
+    assert [f.split("] ")[1].strip() for f in frames] == [f"{k}/5" for k in range(1, 6)]
+    assert frames[-1] == f"exporting [{'#' * 30}] 5/5\n"
 
 
 def test_export_with_shape_instead_of_image(
