@@ -1,21 +1,43 @@
 """Segment kidney glomeruli and cell nuclei in gigapixel microscopy slides.
 
 The library under the napari plugin: everything here works without napari or Qt.
+
+The public names are imported when first used (PEP 562), so ``import slide_unet``
+is light: opening a slide in napari, or ``slide-unet --help``, does not pay for
+torch or scipy, which only segmenting, scoring and training need.
 """
 
 from __future__ import annotations
 
-from slide_unet.core.errors import SlideError
-from slide_unet.core.finetune import ArrayPair, FinetuneResult, finetune
-from slide_unet.core.mask_io import export_mask, read_mask, write_mask
-from slide_unet.core.metrics import dice, iou, match_objects, score
-from slide_unet.core.model_card import ModelCard, ModelError
-from slide_unet.core.model_store import list_models, load_model, save_model
-from slide_unet.core.predict import segment
-from slide_unet.core.rle import rle_decode, rle_encode
-from slide_unet.core.slide import Slide, open_slide
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Each public name and the module that defines it.
+_PUBLIC = {
+    "ArrayPair": "slide_unet.core.finetune",
+    "FinetuneResult": "slide_unet.core.finetune",
+    "finetune": "slide_unet.core.finetune",
+    "SlideError": "slide_unet.core.errors",
+    "export_mask": "slide_unet.core.mask_io",
+    "read_mask": "slide_unet.core.mask_io",
+    "write_mask": "slide_unet.core.mask_io",
+    "dice": "slide_unet.core.metrics",
+    "iou": "slide_unet.core.metrics",
+    "match_objects": "slide_unet.core.metrics",
+    "score": "slide_unet.core.metrics",
+    "ModelCard": "slide_unet.core.model_card",
+    "ModelError": "slide_unet.core.model_card",
+    "list_models": "slide_unet.core.model_store",
+    "load_model": "slide_unet.core.model_store",
+    "save_model": "slide_unet.core.model_store",
+    "segment": "slide_unet.core.predict",
+    "rle_decode": "slide_unet.core.rle",
+    "rle_encode": "slide_unet.core.rle",
+    "Slide": "slide_unet.core.slide",
+    "open_slide": "slide_unet.core.slide",
+}
 
 __all__ = [
     "ArrayPair",
@@ -41,3 +63,27 @@ __all__ = [
     "segment",
     "write_mask",
 ]
+
+if TYPE_CHECKING:
+    from slide_unet.core.errors import SlideError
+    from slide_unet.core.finetune import ArrayPair, FinetuneResult, finetune
+    from slide_unet.core.mask_io import export_mask, read_mask, write_mask
+    from slide_unet.core.metrics import dice, iou, match_objects, score
+    from slide_unet.core.model_card import ModelCard, ModelError
+    from slide_unet.core.model_store import list_models, load_model, save_model
+    from slide_unet.core.predict import segment
+    from slide_unet.core.rle import rle_decode, rle_encode
+    from slide_unet.core.slide import Slide, open_slide
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'slide_unet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
