@@ -39,6 +39,7 @@ magicgui.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -46,6 +47,7 @@ import shutil
 import threading
 import uuid
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ from slide_unet.core.mask_pyramids import halve_max, level_shapes
 __all__ = [
     "CHUNK_SIDE",
     "FORMAT_VERSION",
+    "KEEP_BACKUPS",
     "MASKS_DIR_ENV",
     "SMALLEST_SIDE",
     "MaskStore",
@@ -81,6 +84,8 @@ SMALLEST_SIDE = 512
 #: Overviews are rebuilt in tiles of at most this many pixels a side (even,
 #: and a multiple of the chunk side), so a big region never sits in memory whole.
 REBUILD_TILE = 4096
+#: Backups of a store kept beside it (see :meth:`MaskStore.backup`).
+KEEP_BACKUPS = 3
 
 _ATTRS = "slide_unet"
 _KIND = "slide-unet-mask"
@@ -539,19 +544,44 @@ class MaskStore:
             The block is not 2-D, does not fit inside the mask, or holds values
             the store's pixel type cannot.
         """
-        block = np.asarray(block)
-        if block.ndim != 2:
-            raise ValueError(f"a mask block is 2-D, got shape {block.shape}")
-        y0, x0 = int(y0), int(x0)
-        y1, x1 = y0 + block.shape[0], x0 + block.shape[1]
-        if y0 < 0 or x0 < 0 or y1 > self.shape[0] or x1 > self.shape[1]:
-            raise ValueError(
-                f"a block of shape {block.shape} at ({y0}, {x0}) does not fit in the "
-                f"mask of shape {self.shape}"
-            )
+        self.write_blocks([(y0, x0, block)], edited=edited)
+
+    def write_blocks(
+        self, blocks: Sequence[tuple[int, int, Any]], *, edited: bool = False
+    ) -> None:
+        """Write several full-resolution blocks, then the overviews of each, then
+        the store's modified time once (the autosave of a burst of strokes).
+
+        Parameters
+        ----------
+        blocks : sequence of (y0, x0, block)
+            As for :meth:`write`; all are checked before any is written.
+        edited : bool
+            The blocks are hand edits: set the ``edited`` flag.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`write`.
+        """
+        checked = []
+        for y0, x0, block in blocks:
+            block = np.asarray(block)
+            if block.ndim != 2:
+                raise ValueError(f"a mask block is 2-D, got shape {block.shape}")
+            y0, x0 = int(y0), int(x0)
+            y1, x1 = y0 + block.shape[0], x0 + block.shape[1]
+            if y0 < 0 or x0 < 0 or y1 > self.shape[0] or x1 > self.shape[1]:
+                raise ValueError(
+                    f"a block of shape {block.shape} at ({y0}, {x0}) does not fit in the "
+                    f"mask of shape {self.shape}"
+                )
+            checked.append((y0, y1, x0, x1, self._as_dtype(block)))
         with self._lock:
-            self.level0[y0:y1, x0:x1] = self._as_dtype(block)
-            self.update_overviews(y0, y1, x0, x1, edited=edited)
+            for y0, y1, x0, x1, block in checked:
+                self.level0[y0:y1, x0:x1] = block
+                self._rebuild_overviews(y0, y1, x0, x1)
+            self.touch(edited)
 
     def _as_dtype(self, block: np.ndarray) -> np.ndarray:
         if np.can_cast(block.dtype, self.dtype):
@@ -580,13 +610,16 @@ class MaskStore:
         taken whole. Also records the change time, and `edited` as in
         :meth:`touch`.
         """
+        with self._lock:
+            self._rebuild_overviews(y0, y1, x0, x1)
+            self.touch(edited)
+
+    def _rebuild_overviews(self, y0: int, y1: int, x0: int, x1: int) -> None:
         y0, y1 = max(0, int(y0)), min(self.shape[0], int(y1))
         x0, x1 = max(0, int(x0)), min(self.shape[1], int(x1))
-        with self._lock:
-            if y0 < y1 and x0 < x1:
-                for k in range(1, len(self.levels)):
-                    y0, y1, x0, x1 = self._halve_region(k, y0, y1, x0, x1)
-            self.touch(edited)
+        if y0 < y1 and x0 < x1:
+            for k in range(1, len(self.levels)):
+                y0, y1, x0, x1 = self._halve_region(k, y0, y1, x0, x1)
 
     def _halve_region(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[int, ...]:
         """Recompute level ``k`` over level ``k - 1``'s region; return level k's region."""
@@ -630,8 +663,15 @@ class MaskStore:
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
             self._update_info(modified=_now(), edited=False, source=None, regions=[])
 
-    def backup(self) -> Path:
+    def backup(self, keep: int = KEEP_BACKUPS) -> Path:
         """Copy the store aside, beside it, before something writes over hand edits.
+
+        Parameters
+        ----------
+        keep : int
+            How many backups of this store to keep, the newest: older ones are
+            deleted once the new one is complete (a whole-slide store can take
+            hundreds of MB a copy).
 
         Returns
         -------
@@ -639,13 +679,22 @@ class MaskStore:
             The copy: ``<store>.backup-<UTC time>``, a complete store that
             :class:`MaskStore` opens (and ``read_mask`` reads).
         """
+        if keep < 1:
+            raise ValueError(f"keep at least 1 backup, got {keep}")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = self.path.with_name(f"{self.path.name}.backup-{stamp}")
         tmp = self.path.with_name(f".{target.name}.tmp")
         with self._lock:
             shutil.copytree(self.path, tmp)
             tmp.rename(target)
+            for old in self.backups()[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
         return target
+
+    def backups(self) -> list[Path]:
+        """This store's backups (see :meth:`backup`), oldest first."""
+        # The UTC stamps sort as text in time order.
+        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.backup-*"))
 
     def delete(self) -> None:
         """Remove the store from disk; this object is unusable afterwards."""
