@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from slide_unet.core.blocks import DEFAULT_BLOCK
+from slide_unet.core.blocks import DEFAULT_BLOCK, Cancelled
 from slide_unet.core.components import label_chunked
 
 __all__ = ["drop_small_objects", "min_pixels"]
@@ -39,9 +39,13 @@ def drop_small_objects(
     connectivity: int = 8,
     block: int = DEFAULT_BLOCK,
     write: Callable[[int, int, np.ndarray], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> int:
     """Set to 0 every object of ``mask`` smaller than ``min_pixels`` pixels.
+
+    Two passes over the blocks: one labels the mask, one removes the small
+    objects, relabelling (and rewriting) only the blocks that hold one.
 
     Parameters
     ----------
@@ -55,38 +59,57 @@ def drop_small_objects(
     write : callable, optional
         ``write(y0, x0, block)`` stores a changed block (e.g. a store's write,
         which also updates its overviews); default ``mask[...] = block``.
+    progress : callable, optional
+        ``progress(done, total)`` after each block of either pass; ``total`` is
+        twice the number of blocks.
     cancelled : callable, optional
-        Checked between blocks of the labelling pass.
+        Checked before each block of either pass.
 
     Returns
     -------
     int
         The number of objects removed.
+
+    Raises
+    ------
+    Cancelled
+        ``cancelled()`` became true. During the second pass, the blocks
+        finished so far keep their removals (each block is written whole).
     """
     if min_pixels <= 1:
+        if progress is not None:
+            progress(1, 1)
         return 0
-    labels = label_chunked(mask, connectivity=connectivity, block=block, cancelled=cancelled)
+
+    def labelling(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, 2 * total)
+
+    labels = label_chunked(
+        mask, connectivity=connectivity, block=block, progress=labelling, cancelled=cancelled
+    )
+    total = len(labels.grid)
     small = np.flatnonzero(labels.areas < min_pixels)
     small = small[small > 0]
-    if small.size == 0:
-        return 0
     boxes = labels.bboxes[small]
-    for slices, block in labels.blocks():
+    for done, (i, j, slices) in enumerate(labels.grid, 1):
+        if cancelled is not None and cancelled():
+            raise Cancelled("removing small objects cancelled")
         y0, x0 = slices[0].start, slices[1].start
         y1, x1 = slices[0].stop, slices[1].stop
         # Only objects whose box meets this block can be in it.
         near = small[
             (boxes[:, 0] < y1) & (boxes[:, 2] > y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > x0)
         ]
-        if near.size == 0:
-            continue
-        drop = np.isin(block, near)
-        if not drop.any():
-            continue
-        values = np.asarray(mask[slices]).copy()
-        values[drop] = 0
-        if write is None:
-            mask[slices] = values
-        else:
-            write(y0, x0, values)
+        if near.size:
+            drop = np.isin(labels.block(i, j), near)
+            if drop.any():
+                values = np.asarray(mask[slices]).copy()
+                values[drop] = 0
+                if write is None:
+                    mask[slices] = values
+                else:
+                    write(y0, x0, values)
+        if progress is not None:
+            progress(total + done, 2 * total)
     return int(small.size)
