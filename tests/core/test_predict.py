@@ -424,6 +424,80 @@ def test_an_array_given_as_out_is_filled_in_place() -> None:
         segment(image, RedThreshold(), out=out, device="cpu")
 
 
+def _tissue_left_white_right() -> np.ndarray:
+    """Reddish tissue on the left 400 columns, white glass on the right."""
+    image = np.full((1024, 1024, 3), 244, np.uint8)
+    rng = np.random.default_rng(5)
+    image[:, :400] = np.clip(
+        np.array([200, 110, 170]) + rng.integers(-30, 30, (1024, 400, 3)), 0, 255
+    )
+    return image
+
+
+def test_an_out_array_loses_its_earlier_result_only_where_a_cancelled_run_finished() -> None:
+    image = _tissue_left_white_right()
+    run = {"tile": 256, "batch_size": 1, "device": "cpu"}
+    fresh = segment(image, RedThreshold(tile=256), **run)
+    earlier = np.full(fresh.shape, 7, np.uint8)  # another model's result, say
+    out = earlier.copy()
+    event = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done >= 1:
+            event.set()
+
+    with pytest.raises(Cancelled):
+        segment(image, RedThreshold(tile=256), out=out, progress=progress, cancel=event, **run)
+    # The first block (256 px, top left) was replaced by the new result; nothing else moved.
+    np.testing.assert_array_equal(out[:256, :256], fresh[:256, :256])
+    outside = out != 7
+    outside[:256, :256] = False
+    assert not outside.any()  # background blocks (x >= 512) are not cleared by a cancelled run
+    # Run to the end: every block replaced, background cleared: the fresh result.
+    segment(image, RedThreshold(tile=256), out=out, **run)
+    np.testing.assert_array_equal(out, fresh)
+
+
+def test_progress_runs_once_over_model_clearing_and_small_objects_and_cancel_stops_each() -> None:
+    image = _tissue_left_white_right()
+    image[600:604, 100:104] = (255, 0, 0)  # a speck the small-object pass removes
+    run = {"tile": 256, "batch_size": 1, "device": "cpu", "mpp": 0.5, "min_object_um2": 50.0}
+    calls: list[tuple[int, int]] = []
+    out = np.ones((1024, 1024), np.uint8)
+    segment(image, RedThreshold(tile=256), out=out, progress=lambda *a: calls.append(a), **run)
+    total = calls[0][1]
+    assert all(t == total for _, t in calls)
+    assert calls[-1] == (total, total)
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(calls))
+    # 8 tissue blocks run, 8 background blocks cleared, then the small-object passes.
+    assert total > 16
+    assert (8, total) in calls
+    assert (16, total) in calls
+    assert not out[:, 512:].any()
+
+    for stop_at in (10, total - 1):  # during clearing, during small-object removal
+        seen: list[int] = []
+        event = threading.Event()
+
+        def progress(
+            done: int, of: int, stop_at: int = stop_at, seen: list = seen, event=event
+        ) -> None:
+            seen.append(done)
+            if done >= stop_at:
+                event.set()
+
+        with pytest.raises(Cancelled):
+            segment(
+                image,
+                RedThreshold(tile=256),
+                out=np.ones((1024, 1024), np.uint8),
+                progress=progress,
+                cancel=event,
+                **run,
+            )
+        assert max(seen) < total
+
+
 def test_zarr_output_chunks_follow_the_blocks(small_slide: Path, tmp_path: Path) -> None:
     model = tiny_unet()
     plan = plan_segmentation(small_slide, model, tile=192, device="cpu")
