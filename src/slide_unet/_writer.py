@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from slide_unet.core.mask_io import mask_suffix, write_mask
+from slide_unet.core.mask_io import Cancel, Progress, mask_suffix, write_mask
 
 __all__ = [
     "MASK_FORMATS",
@@ -184,6 +184,8 @@ def save_mask(
     rle_id: str | None = None,
     classification: str | None = DEFAULT_CLASSIFICATION,
     suffixes: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> Path:
     """Write a Labels layer's mask to ``path``, in the format its extension names.
 
@@ -203,6 +205,12 @@ def save_mask(
     suffixes : sequence of str, optional
         The extensions the caller writes; another one is an error (so a
         writer never writes a format it was not chosen for).
+    progress : callable, optional
+        ``progress(done, total)`` as the file is written (see
+        :func:`~slide_unet.core.mask_io.write_mask`).
+    cancel : threading.Event or callable, optional
+        Stops the write, leaving nothing, with
+        :class:`~slide_unet.core.blocks.Cancelled`.
 
     Returns
     -------
@@ -225,7 +233,15 @@ def save_mask(
             f"not {suffix or path.suffix or 'files without an extension'}"
         )
     mask = full_resolution_mask(data)
-    return write_mask(mask, path, mpp=mpp, image_id=rle_id or None, classification=classification)
+    return write_mask(
+        mask,
+        path,
+        mpp=mpp,
+        image_id=rle_id or None,
+        classification=classification,
+        progress=progress,
+        cancel=cancel,
+    )
 
 
 def _write(path: str, data: Any, meta: Mapping[str, Any], suffixes: Sequence[str]) -> list[str]:

@@ -1,13 +1,20 @@
-"""The Export widget: every format reads back equal, and bad input is one notification."""
+"""The Export widget: every format reads back equal, bad input is one notification,
+napari's progress bar moves while it writes, and it offers a writable folder and a
+safe file name."""
 
 from __future__ import annotations
 
+import re
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from slide_unet._widgets._jobs import Job
 from slide_unet._widgets.export import ExportWidget
 from slide_unet._writer import MASK_FORMATS
 from slide_unet.core import mask_io
@@ -34,6 +41,22 @@ def notes():
     """Notifications shown during the test: ``(severity, message)``."""
     start = len(notification_manager.records)
     return lambda: [(n.severity, n.message) for n in notification_manager.records[start:]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No folder remembered from another test's export."""
+    monkeypatch.setattr(ExportWidget, "last_folder", None)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder with a Documents folder (as most desktops have)."""
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # no user-dirs.dirs elsewhere
+    return home
 
 
 @pytest.fixture
@@ -70,19 +93,192 @@ def test_layer_choice_follows_labels_layers_added_renamed_and_removed(viewer_wid
     assert widget.layer.choices == (first,)
 
 
-def test_file_name_is_the_layer_name_with_the_formats_extension(viewer_widget, tmp_path):
+def test_file_name_is_the_layer_name_made_safe_with_the_formats_extension(viewer_widget, tmp_path):
     viewer, widget = viewer_widget
     widget.options["path"].value = tmp_path / "somewhere.ome.tif"
     viewer.add_labels(np.zeros((8, 8), np.uint8), name="kidney_pas mask")
     widget.layer.value = viewer.layers["kidney_pas mask"]
-    assert widget.options["path"].value == tmp_path / "kidney_pas mask.ome.tif"
+    assert widget.options["path"].value == tmp_path / "kidney_pas_mask.ome.tif"
 
     widget.options["format"].value = "RLE CSV"
-    assert widget.options["path"].value == tmp_path / "kidney_pas mask.csv"
+    assert widget.options["path"].value == tmp_path / "kidney_pas_mask.csv"
     assert not widget.options["rle_id"].native.isHidden()
     widget.options["format"].value = "OME-Zarr"
-    assert widget.options["path"].value == tmp_path / "kidney_pas mask.ome.zarr"
+    assert widget.options["path"].value == tmp_path / "kidney_pas_mask.ome.zarr"
     assert widget.options["rle_id"].native.isHidden()  # only a CSV has row ids
+
+
+# -- the file offered ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("slide", "expected"),
+    [
+        ("kidney_pas.ome.tif", "kidney_pas_mask.ome.tif"),
+        ("HuBMAP 2f6ecfcdf (copy).tiff", "HuBMAP_2f6ecfcdf_copy_mask.ome.tif"),
+        ("kidney_pas_mask.ome.tif", "kidney_pas_mask.ome.tif"),  # a mask file keeps its name
+    ],
+)
+def test_default_file_is_named_after_the_slide_in_documents_not_its_folder(
+    viewer_widget, home, tmp_path, slide, expected
+):
+    viewer, widget = viewer_widget
+    slide_file = tmp_path / "slides" / slide  # often a read-only share
+    viewer.add_labels(
+        np.zeros((8, 8), np.uint8),
+        name=f"{slide} mask (autosaved)",
+        metadata={"slide_path": str(slide_file), "mpp": SAMPLE_MPP},
+    )
+
+    assert widget.options["path"].value == home / "Documents" / expected
+
+
+def test_default_folder_is_home_without_a_documents_folder(viewer_widget, home):
+    viewer, widget = viewer_widget
+    (home / "Documents").rmdir()
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="glomeruli (edited)")
+    assert widget.options["path"].value == home / "glomeruli_edited.ome.tif"
+
+
+def test_next_export_widget_offers_the_folder_of_the_last_export(
+    qtbot, viewer_widget, home, tmp_path
+):
+    viewer, widget = viewer_widget
+    viewer.add_labels(np.eye(16, dtype=np.uint8), name="first")
+    chosen = tmp_path / "results"
+    chosen.mkdir()
+    widget.options["path"].value = chosen / "first_mask.ome.tif"
+    export(qtbot, widget)
+    assert (chosen / "first_mask.ome.tif").is_file()
+
+    # Another Export widget of the same session (a second window, or re-opened).
+    again = ExportWidget(viewer)
+    viewer.window.add_dock_widget(again, name="Export again")
+    viewer.add_labels(
+        np.eye(16, dtype=np.uint8),
+        name="second",
+        metadata={"slide_path": str(tmp_path / "slides" / "kidney_pas.ome.tif")},
+    )
+    again.layer.value = viewer.layers["second"]
+
+    assert again.options["path"].value == chosen / "kidney_pas_mask.ome.tif"
+
+
+# -- progress and cancel -----------------------------------------------------------------
+
+
+class GatedMask:
+    """A mask array whose rows from ``gate_row`` on, read by a worker thread, wait for
+    ``gate``: a slow disk that the test controls, so "mid-run" is a state, not a race.
+
+    napari (the main thread) reads it freely.
+    """
+
+    def __init__(self, data: np.ndarray, gate_row: int, gate: threading.Event) -> None:
+        self.data, self.gate_row, self.gate = data, gate_row, gate
+        self.shape, self.dtype, self.ndim, self.size = data.shape, data.dtype, data.ndim, data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows = key[0] if isinstance(key, tuple) else key
+        start = rows.start or 0 if isinstance(rows, slice) else rows
+        if threading.current_thread() is not threading.main_thread() and start >= self.gate_row:
+            assert self.gate.wait(timeout=60), "the test never opened the gate"
+        return self.data[key]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+
+def qt_bar(viewer, job: Job) -> QtLabeledProgressBar:
+    """napari's progress bar (in the activity dock) of ``job``."""
+    bars = viewer.window._qt_window.findChildren(QtLabeledProgressBar)
+    (bar,) = [bar for bar in bars if bar.progress is job.bar]
+    return bar
+
+
+#: 4096 rows as a pyramidal OME-TIFF: 8 bands of 512 rows, then 2 overview levels.
+BIG_STEPS = 10
+
+
+@pytest.fixture
+def gated_export(viewer_widget, sample_mask, tmp_path):
+    """An OME-TIFF export of a 4096 x 4096 mask, held after its first band of 512 rows
+    until the test sets the gate; yields the widget, job, bar, gate, target, states."""
+    viewer, widget = viewer_widget
+    gate = threading.Event()
+    mask = GatedMask(np.tile(sample_mask, (2, 2)), gate_row=512, gate=gate)
+    viewer.add_labels(mask, name="kidney_pas x4", scale=(SAMPLE_MPP, SAMPLE_MPP))
+    widget.options["format"].value = "pyramidal OME-TIFF"
+    path = tmp_path / "big.ome.tif"
+    widget.options["path"].value = path
+
+    job = widget.export()
+    assert job is not None
+    bar = qt_bar(viewer, job)
+    states: list[tuple[int, int, str, bool]] = []
+
+    def record(value: int) -> None:
+        maximum, eta = bar.qt_progress_bar.maximum(), bar.eta_label.text()
+        states.append((value, maximum, eta, widget.export_button.enabled))
+
+    # Nothing has reached the main thread yet: the bar's every step is seen.
+    bar.qt_progress_bar.valueChanged.connect(record)
+    try:
+        yield widget, job, bar, gate, path, states
+    finally:
+        gate.set()  # never leave the worker waiting
+
+
+def test_export_moves_napari_progress_bar_with_a_value_and_eta_to_the_end(
+    qtbot, gated_export, sample_mask, tmp_path, notes
+):
+    widget, job, bar, gate, path, states = gated_export
+    with qtbot.waitSignal(bar.qt_progress_bar.valueChanged, timeout=60_000):
+        pass
+
+    # Mid-run: the first band is written, the worker waits for the second.
+    assert states == [(1, BIG_STEPS, states[0][2], False)]
+    assert re.search(rf"\b[01]/{BIG_STEPS} \[", states[0][2]), states[0][2]  # tqdm's count, ETA
+    assert job.running
+    (temporary,) = [p.name for p in tmp_path.iterdir()]  # being written, not yet renamed
+    assert temporary.startswith(".big.ome.tif.tmp-"), temporary
+
+    with qtbot.waitSignal(widget.finished, timeout=60_000):
+        gate.set()
+
+    values = [value for value, *_ in states]
+    assert values == list(range(1, BIG_STEPS + 1))  # one step at a time, up to the total
+    assert {maximum for _, maximum, _, _ in states} == {BIG_STEPS}
+    assert not any(enabled for *_, enabled in states)  # all while the export ran
+    assert errors(notes) == []
+    np.testing.assert_array_equal(read_mask(path), np.tile(sample_mask, (2, 2)))
+    with open_slide(path) as slide:
+        assert len(slide.levels) == 3
+
+
+def test_cancel_in_napari_progress_bar_stops_the_export_and_leaves_nothing(
+    qtbot, gated_export, tmp_path, notes
+):
+    widget, job, bar, gate, _path, states = gated_export
+    with qtbot.waitSignal(bar.qt_progress_bar.valueChanged, timeout=60_000):
+        pass
+    assert states[-1][:2] == (1, BIG_STEPS)
+
+    bar.cancel_button.click()  # napari's own Cancel, in the activity dock
+    # It only flags napari's bar; the job's watch (a Qt timer) passes it on.
+    qtbot.waitUntil(job.cancelled.is_set, timeout=5_000)
+    with qtbot.waitSignal(widget.finished, timeout=60_000):
+        gate.set()
+
+    assert [value for value, *_ in states] == [1]  # it stopped at the next step
+    assert list(tmp_path.iterdir()) == []
+    assert errors(notes) == []
+    infos = [m for s, m in notes() if s == NotificationSeverity.INFO]
+    assert infos == ["Export of 'kidney_pas x4' cancelled: nothing was written"]
+    assert widget.export_button.enabled
 
 
 @pytest.mark.parametrize("format_name", list(MASK_FORMATS))

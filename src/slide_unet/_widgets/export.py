@@ -3,18 +3,27 @@
 Thin over :func:`slide_unet._writer.save_mask` (and so over
 :func:`slide_unet.core.mask_io.write_mask`): the same file as napari's
 *File > Save* with the plugin's writers, plus PNG. The write runs in the
-background with a progress bar; it is atomic, so a failed export leaves
-nothing behind and any existing file as it was.
+background with a progress bar that moves band by band (value and ETA) and a
+Cancel button; it is atomic, so a failed or cancelled export leaves nothing
+behind and any existing file as it was.
+
+The file offered is ``<slide>_mask`` plus the format's extension (the slide's
+file name made safe: no spaces, brackets or other characters a shell or
+another OS would trip on), in the folder of the last export of this session,
+else the user's Documents folder, else their home folder: never the slide's
+folder by default, which is often a read-only share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
+import platformdirs
 from magicgui.widgets import ComboBox, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
@@ -32,6 +41,7 @@ from slide_unet._writer import (
     pixel_size,
     save_mask,
 )
+from slide_unet.core.blocks import Cancelled
 from slide_unet.core.mask_io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
 
 if TYPE_CHECKING:
@@ -74,9 +84,29 @@ class _Failed(NamedTuple):
     error: BaseException
 
 
-def _file_name(layer_name: str) -> str:
-    """A layer name made safe as a file name (no folders, no reserved characters)."""
-    return re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "_", layer_name).strip(" .") or "mask"
+def _file_name(name: str) -> str:
+    """``name`` made safe as a file name on every system and in a shell: each run
+    of characters other than letters, digits, ``.``, ``-`` and ``_`` becomes one
+    ``_`` (``"kidney pas (2)"`` -> ``"kidney_pas_2"``)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._-") or "mask"
+
+
+def _mask_name(layer: Any) -> str:
+    """The file name, without extension, offered for ``layer``'s mask.
+
+    ``<slide>_mask`` when the layer knows its slide's file (``kidney_pas.ome.tif``
+    -> ``kidney_pas_mask``; a file that is a mask already keeps its name), else
+    the layer's name.
+    """
+    source = slide_path(layer)
+    if not source:
+        return _file_name(layer.name)
+    name = _file_name(mask_stem(source))
+    return name if name.lower().endswith("mask") else f"{name}_mask"
+
+
+def _writable_folder(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 class ExportWidget(QWidget):
@@ -93,9 +123,13 @@ class ExportWidget(QWidget):
         Emitted on the main thread when an export job has ended, written or not.
     job : Job or None
         The last export started.
+    last_folder : pathlib.Path or None
+        Class-wide: the folder of the last export that succeeded in this
+        session, offered first by every Export widget.
     """
 
     finished = Signal()
+    last_folder: ClassVar[Path | None] = None
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -135,24 +169,24 @@ class ExportWidget(QWidget):
         return MASK_FORMATS[self.options["format"].value][0]
 
     def _layer_changed(self, _value: Any = None) -> None:
-        """A new layer: its name as the file name, its RLE id if it has one."""
+        """A new layer: a file named after its slide, its RLE id if it has one."""
         layer = self.layer.value
         if layer is None:
             return
-        self.options["path"].value = self._folder(layer) / (
-            _file_name(layer.name) + self._suffix()
-        )
+        self.options["path"].value = self._folder() / (_mask_name(layer) + self._suffix())
         self.options["rle_id"].value = str((layer.metadata or {}).get("rle_id", ""))
 
-    def _folder(self, layer: Any) -> Path:
-        """Where the file goes: where the user last chose, else the slide's folder."""
+    def _folder(self) -> Path:
+        """Where the file goes: the folder in the form (the user's last choice),
+        else that of this session's last export, else Documents, else home."""
         current = Path(self.options["path"].value or "")
         if current.name:
             return current.parent
-        source = slide_path(layer)
-        if source and Path(source).parent.is_dir():
-            return Path(source).parent
-        return Path.cwd()
+        last = ExportWidget.last_folder
+        if last is not None and _writable_folder(last):
+            return last
+        documents = Path(platformdirs.user_documents_dir())
+        return documents if _writable_folder(documents) else Path.home()
 
     def _format_changed(self, _value: Any = None) -> None:
         """The file takes the format's extension; each format shows its own options."""
@@ -218,8 +252,10 @@ class ExportWidget(QWidget):
                     rle_id=options.rle_id.strip() or None,
                     classification=options.classification.strip() or None,
                     suffixes=MASK_FORMATS[options.format],
+                    progress=progress,
+                    cancel=cancel,
                 )
-            except (ValueError, OSError) as error:
+            except (ValueError, OSError, Cancelled) as error:
                 # A user's error comes back as a result, shown once by done():
                 # raised, it would be notified by start_job, again by napari's
                 # worker, and re-raised on the main thread by superqt
@@ -227,9 +263,12 @@ class ExportWidget(QWidget):
                 return _Failed(error)
 
         def done(result: Path | _Failed) -> None:
-            if isinstance(result, _Failed):
+            if isinstance(result, _Failed) and isinstance(result.error, Cancelled):
+                show_info(f"Export of {name!r} cancelled: nothing was written")
+            elif isinstance(result, _Failed):
                 notify_error(result.error)
             else:
+                ExportWidget.last_folder = result.parent
                 show_info(f"Exported {name!r} to {result}")
 
         self.export_button.enabled = False
