@@ -433,7 +433,9 @@ def _write_png(
         if progress is not None:
             progress(done, total)
     if largest <= 1:
-        image = Image.fromarray((array * 255).astype(np.uint8), mode="L")
+        grey = array if dtype == np.uint8 else array.astype(np.uint8)
+        # In place: the gathered copy is ours, and a slide-sized PNG is 256 MB.
+        image = Image.fromarray(np.multiply(grey, 255, out=grey), mode="L")
     elif dtype == np.uint8:
         image = Image.fromarray(array, mode="L")
     elif largest < 2**16:
