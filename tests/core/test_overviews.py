@@ -6,6 +6,7 @@ behaves like a 30,000 x 45,000 one.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -382,6 +383,22 @@ def test_live_levels_show_a_running_build_band_by_band(tmp_path: Path) -> None:
         assert cache.complete
         final = np.asarray(live)
     np.testing.assert_array_equal(partial[:rows], final[:rows])
+
+
+def test_every_live_level_fills_in_band_by_band_not_only_the_largest(tmp_path: Path) -> None:
+    with open_slide(flat_rgb(tmp_path)) as slide:
+        cache = slide.overview_cache
+        live = cache.live_levels()
+        assert len(live) >= 2
+        lowest = live[-1]
+        seen = []
+        for done, total in cache.iter_build(slide.levels[0]):
+            if done < total:
+                seen.append(int(np.asarray(lowest).any(axis=(1, 2)).sum()))
+        assert cache.complete
+    # The zoomed-out view gains rows while the build runs, band after band.
+    assert seen[0] > 0
+    assert all(b > a for a, b in itertools.pairwise(seen))
 
 
 def test_live_level_of_a_gray_slide_is_2d(tmp_path: Path) -> None:

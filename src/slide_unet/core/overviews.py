@@ -43,6 +43,9 @@ SMALLEST_SIDE = 1024
 BAND_ROWS = 1024
 
 CHUNK_SIDE = 512
+#: A level's rows are written band by band while they are at most this many bytes
+#: (the levels a zoomed-out view shows); larger levels a row of chunks at a time.
+LIVE_WRITE_BYTES = 4 * 2**20
 
 FORMAT_VERSION = 1
 
@@ -245,10 +248,17 @@ class OverviewCache:
         written = [0] * len(arrays)
 
         def write(k: int, block: np.ndarray, y0: int) -> None:
-            # Blocks are whole rows of chunks, so no reader (which reads only
-            # rows below rows_done) ever sees one half-written.
-            arrays[k][..., y0 : y0 + block.shape[0], :] = _to_store_layout(block)
+            rows = (..., slice(y0, y0 + block.shape[0]), slice(None))
+            if y0 % CHUNK_SIDE == 0:
+                # New rows of chunks: no reader (which reads only rows below
+                # rows_done) can see them half-written.
+                arrays[k][rows] = _to_store_layout(block)
+                with self._lock:
+                    self.rows_done[k] = max(self.rows_done[k], y0 + block.shape[0])
+                return
+            # Rows added to a row of chunks that readers may be reading: they wait.
             with self._lock:
+                arrays[k][rows] = _to_store_layout(block)
                 self.rows_done[k] = max(self.rows_done[k], y0 + block.shape[0])
 
         # Stages overlap: dask decodes and halves the next band on every core
@@ -267,7 +277,12 @@ class OverviewCache:
                         if k:
                             band = halve(band)
                         pending[k].append(band)
-                        if sum(p.shape[0] for p in pending[k]) >= CHUNK_SIDE or last:
+                        # A level is written once it fills a row of chunks, or
+                        # at every band when that is small, so the zoomed-out
+                        # view fills in band by band instead of at the end.
+                        rows = sum(p.shape[0] for p in pending[k])
+                        small = sum(p.nbytes for p in pending[k]) <= LIVE_WRITE_BYTES
+                        if rows >= CHUNK_SIDE or last or small:
                             block = np.concatenate(pending[k])
                             pending[k] = []
                             writes.append(writer.submit(write, k, block, written[k]))
