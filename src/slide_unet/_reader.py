@@ -2,7 +2,14 @@
 
 Thin over :func:`slide_unet.core.slide.open_slide`. A flat, large slide opens
 at once at full resolution; its overview levels are built in the background
-(once: they are cached) and the layer fills in as they are computed.
+(once: they are cached) and the layer fills in band by band as they are
+computed. A file that holds a mask (an integer image of one foreground value,
+a two-colour RGB mask, or a file named like a mask) opens as a Labels layer,
+so the Score and Correct widgets can take it. The slide's mask comes back
+from its store with it: hand-edited or only segmented, as it was left.
+
+Reading imports neither torch, nor the widgets (nor Qt unless a napari window
+is open), so opening stays fast.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ def read_slide_layers(path: str | os.PathLike[str]) -> list[LayerData]:
 
 
 def slide_layers(slide: Slide) -> list[LayerData]:
-    """Layer data for ``slide``: a multiscale image in microns, RGB when colour."""
+    """Layer data for ``slide``: a multiscale image in microns (RGB when colour),
+    or a Labels layer when the file holds a mask; then its stored mask, if any."""
     levels: list[Any] = list(slide.levels)
     cache = slide.overview_cache
     if slide.needs_overviews and cache is not None:
@@ -59,12 +67,16 @@ def slide_layers(slide: Slide) -> list[LayerData]:
     kwargs: dict[str, Any] = {
         "name": slide.name,
         "multiscale": multiscale,
-        "contrast_limits": _contrast_limits(slide),
         "metadata": {"slide_path": str(slide.path), "mpp": slide.mpp},
     }
     if slide.mpp is not None:
         kwargs["scale"] = (slide.mpp, slide.mpp)
         kwargs["units"] = ("µm", "µm")
+    labels = mask_levels(slide, levels)
+    if labels is not None:
+        kwargs["opacity"] = 0.5
+        return [(labels if multiscale else labels[0], kwargs, "labels")]
+    kwargs["contrast_limits"] = _contrast_limits(slide)
     if slide.axes == "YXC":
         if slide.rgb:
             kwargs["rgb"] = True
@@ -74,15 +86,68 @@ def slide_layers(slide: Slide) -> list[LayerData]:
     return [(data, kwargs, "image"), *autosaved_mask_layers(slide)]
 
 
-def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
-    """The slide's hand-edited mask from its autosave store, if there is one.
+#: Words in a file name that say it holds a mask.
+MASK_WORDS = ("mask", "label", "annotation", "truth")
+#: Names of folders of masks (the data sets' ``masks/`` beside ``images/``).
+MASK_FOLDERS = frozenset({"mask", "masks", "label", "labels", "annotations", "truth", "gt"})
 
-    Edits are written to the store as they are made (see
-    :mod:`slide_unet._widgets._mask_layer`); opening the same slide again
-    brings them back as a Labels layer over the same store, so a crash or a
-    closed window loses nothing.
+
+def mask_levels(slide: Slide, levels: list[Any]) -> list[Any] | None:
+    """The levels as a Labels layer's data when ``slide`` holds a mask, else None.
+
+    A mask is a one-channel integer image whose smallest level holds 0 and one
+    other value (0/1, 0/255), or whose file name (``*mask*``, ``*label*``) or
+    folder (``masks/``) says so (instance labels have many values); or an
+    RGB(A) image of black and one colour (the ``bueno_pas`` masks), shown as 0/1.
     """
-    from slide_unet._widgets._mask_layer import mask_layer_kwargs
+    if slide.dtype.kind not in "biu":
+        return None
+    folder = slide.path.parent.name.lower()
+    named = any(word in slide.name.lower() for word in MASK_WORDS) or folder in MASK_FOLDERS
+    values = _colours(levels[-1])
+    if values is None:
+        return None
+    # Black and one other value; a single value (a blank image) only when named.
+    if slide.axes == "YX":
+        binary = len(values) == 2 and not values[0].any()
+        return levels if binary or named else None
+    if slide.axes == "YXC" and slide.channels in (3, 4):
+        colours = np.unique(values[:, :3], axis=0)
+        two = len(colours) == 2 and not colours[0].any()
+        if two or (named and len(colours) == 1):
+            return [_any_channel(level) for level in levels]
+    return None
+
+
+def _colours(level: Any) -> np.ndarray | None:
+    """The distinct pixel values (rows of channels) of a small level, or None
+    when it is too large to look at cheaply."""
+    if level.size > 2048 * 2048 * 4:
+        return None
+    array = np.asarray(level[...])
+    flat = array.reshape(-1, array.shape[-1]) if array.ndim == 3 else array.reshape(-1, 1)
+    return np.unique(flat, axis=0)
+
+
+def _any_channel(level: Any) -> Any:
+    """A lazy 0/1 ``uint8`` view of an RGB(A) level: 1 where any colour channel is set."""
+    import dask.array as da
+
+    array = level if isinstance(level, da.Array) else da.from_array(level, chunks=(1024, 1024, -1))
+    return array[..., :3].any(axis=-1).astype(np.uint8)
+
+
+def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
+    """The slide's mask from its store, if it holds one (see
+    :func:`slide_unet._layer_data.worth_restoring`).
+
+    Segmentation writes into the store as tiles finish and hand edits are saved
+    within a second; opening the same slide again brings the mask back as a
+    Labels layer over the same store, so neither a long run nor a crash nor a
+    closed window loses anything. It is named after its model and date, or
+    ``(autosaved)`` once a person edited it.
+    """
+    from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
     from slide_unet.core.mask_store import MaskStore
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
@@ -90,12 +155,12 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
         store = MaskStore.existing(slide.path, shape)
     except (OSError, ValueError):  # an unreadable store must not stop the slide opening
         return []
-    if store is None or not store.edited:
+    if store is None or not worth_restoring(store):
         return []
     known = slide.mpp is not None
     data, kwargs = mask_layer_kwargs(
         store,
-        f"{slide.name} mask (autosaved)",
+        restored_mask_name(store, slide.name),
         scale=(slide.mpp, slide.mpp) if known else (1.0, 1.0),
         units=("µm", "µm") if known else None,
         slide_path=str(slide.path),

@@ -394,3 +394,16 @@ def test_backup_is_a_complete_copy_that_later_writes_do_not_touch() -> None:
     np.testing.assert_array_equal(copy.level0[:], edit)
     np.testing.assert_array_equal(np.asarray(read_mask(copy.path)), edit)
     assert not store.level0[:].any()
+
+
+def test_backups_keep_the_newest_three_complete_copies(tmp_path: Path) -> None:
+    store = MaskStore.for_key("backups", (600, 700), 0.5)
+    made = []
+    for value in range(1, 6):
+        store.write(0, 0, np.full((10, 10), value, np.uint8), edited=True)
+        made.append(store.backup())
+    kept = store.backups()
+    assert kept == made[-3:]  # oldest first, the two oldest deleted
+    assert [int(MaskStore(path).level0[0, 0]) for path in kept] == [3, 4, 5]
+    with pytest.raises(ValueError, match="keep at least 1"):
+        store.backup(keep=0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,48 @@ def test_reader_opens_a_png(viewer_model, tmp_path):
     (layer,) = viewer_model.open(path, plugin=PLUGIN)
     assert layer.rgb
     assert layer.data.shape == (40, 60, 3)
+
+
+def test_a_mask_file_opens_as_a_labels_layer_that_score_can_take(viewer_model, tmp_path):
+    truth = SAMPLE.with_name("kidney_pas_mask.ome.tif")
+    (layer,) = viewer_model.open(truth, plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    assert layer.multiscale
+    np.testing.assert_allclose(layer.scale, [0.5, 0.5])
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), tifffile.imread(truth) != 0)
+
+    from PIL import Image
+
+    red = np.zeros((40, 60, 3), np.uint8)
+    red[5:20, 10:30] = (255, 0, 0)  # red on black, as the bueno_pas masks
+    Image.fromarray(red).save(tmp_path / "tile.png")
+    (layer,) = viewer_model.open(tmp_path / "tile.png", plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    np.testing.assert_array_equal(np.asarray(layer.data), red[..., 0] // 255)
+
+    labels = np.zeros((30, 30), np.uint16)
+    labels[2:5, 2:5], labels[10:20, 10:20], labels[25:28, 1:4] = 1, 2, 3
+    tifffile.imwrite(tmp_path / "nuclei_labels.tif", labels)  # instance ids: named so
+    (layer,) = viewer_model.open(tmp_path / "nuclei_labels.tif", plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    tifffile.imwrite(tmp_path / "cells.tif", labels)  # the same values, not named a mask
+    (layer,) = viewer_model.open(tmp_path / "cells.tif", plugin=PLUGIN)
+    assert type(layer).__name__ == "Image"
+
+
+def test_reading_a_slide_imports_neither_torch_nor_scipy_ndimage_nor_the_widgets():
+    script = (
+        "import sys, json\n"
+        "from slide_unet._reader import read_slide_layers\n"
+        f"read_slide_layers({str(SAMPLE)!r})\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'scipy.ndimage', 'slide_unet._widgets', "
+        "'napari', 'qtpy', 'slide_unet.core.predict') if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.mark.parametrize(

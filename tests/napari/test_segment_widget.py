@@ -9,7 +9,7 @@ import pytest
 
 from slide_unet._widgets._layers import camera_of
 from slide_unet.core.mask_io import read_mask
-from slide_unet.core.mask_store import MASKS_DIR_ENV
+from slide_unet.core.mask_store import MASKS_DIR_ENV, MaskStore
 from slide_unet.core.metrics import dice
 from slide_unet.core.overviews import CACHE_ENV
 from slide_unet.core.predict import segment
@@ -128,6 +128,90 @@ def test_cancel_stops_the_run_and_the_widget_stays_usable(
     assert errors == []  # a cancel is not an error
     assert seen
     assert len(seen) < seen[0]
+
+
+def _progress_bars(viewer, description: str) -> list:
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+    return [
+        bar
+        for bar in viewer.window._qt_window.findChildren(QtLabeledProgressBar)
+        if bar.description_label.text().startswith(description)
+    ]
+
+
+def test_the_progress_bar_shows_the_blocks_done_and_an_eta_while_it_runs(
+    make_napari_viewer, qtbot
+) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    widget.settings.region.value = "Whole slide"
+    widget.advanced.tile.value = 256  # many blocks
+    shown: list[tuple[int, int, int, str]] = []
+
+    def look(done: int, total: int) -> None:  # runs after the job's own handler
+        for bar in _progress_bars(viewer, "Segmenting kidney_pas"):
+            shown.append(
+                (done, bar._get_value(), bar.qt_progress_bar.maximum(), bar.eta_label.text())
+            )
+
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.progress.connect(look)
+    middle = [entry for entry in shown if 0 < entry[0] < entry[2]]
+    assert middle, shown
+    for done, value, maximum, _eta in shown:
+        assert value == done  # what the bar shows is what was done, not 0
+        assert maximum > 0
+    assert any("<" in eta for *_, eta in middle)  # tqdm's "elapsed<remaining"
+
+
+def test_cancelling_a_second_run_keeps_the_earlier_mask_outside_its_finished_blocks(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    _run(qtbot, widget, "Whole slide")
+    store = widget.layer.data.store
+    # A hand-drawn square far from where the next run starts (its first block is the top left).
+    rows, cols = np.mgrid[1900:1940, 1900:1940]
+    widget.layer.data_setitem((rows.ravel(), cols.ravel()), 1)
+    earlier = _mask(widget.layer)
+    widget.advanced.tile.value = 256
+    widget.advanced.threshold.value = 0.95  # another result, so replaced blocks show
+
+    def first_block(done: int, total: int) -> None:
+        if done >= 1:
+            widget.cancel()
+
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        job = widget.run()
+        job.signals.progress.connect(first_block)
+    assert widget.status.value.startswith("cancelled")
+    assert errors == []
+    on_disk = np.asarray(MaskStore(store.path).level0[:])
+    changed = on_disk != earlier
+    assert changed.sum() < changed.size // 8  # at most the few blocks it finished
+    assert on_disk[1900:1940, 1900:1940].all()  # the hand edit is still there
+    np.testing.assert_array_equal(_mask(widget.layer), on_disk)
+    assert len(store.backups()) == 1  # the hand edit was also copied aside first
+
+
+def test_a_segmented_mask_comes_back_when_the_slide_is_reopened(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    _, widget = _open(viewer)
+    _run(qtbot, widget, "Whole slide")
+    segmented = _mask(widget.layer)
+    assert segmented.any()
+    viewer.close()
+
+    again = make_napari_viewer()
+    layers = again.open(SAMPLE, plugin=PLUGIN)
+    image, restored = layers
+    assert image.name == "kidney_pas"
+    assert restored.name.startswith("kidney_pas mask (glomeruli, 20")
+    np.testing.assert_array_equal(_mask(restored), segmented)
+    assert tuple(restored.units) == tuple(image.units)
 
 
 def test_no_image_layer_is_one_clear_notification(make_napari_viewer, errors) -> None:

@@ -23,8 +23,20 @@ __all__ = [
     "layer_by_name",
     "layer_mpp",
     "slide_path",
+    "unproxied",
     "visible_region",
 ]
+
+
+def unproxied(layer: Any) -> Any:
+    """The layer itself, not napari's ``PublicOnlyProxy`` of it.
+
+    napari hands plugin widgets a proxied viewer, and every layer taken from it
+    is a new proxy object: ``is`` never matches, and attributes this package
+    keeps on a layer (its mask store) warn as private access. The widgets
+    keep plain layers.
+    """
+    return getattr(layer, "__wrapped__", layer)
 
 
 def image_layers(viewer: napari.Viewer) -> list[Any]:

@@ -2,19 +2,9 @@
 
 The mask of a slide lives in a :class:`~slide_unet.core.mask_store.MaskStore`
 (zarr, in the per-user data folder, keyed to the slide). Segmentation writes
-into it and napari shows it:
-
-- an image up to :data:`EDITABLE_PIXELS` is shown as an ordinary Labels layer
-  whose data is a :class:`~slide_unet._widgets._store_window.StoreWindow` over
-  the whole store, so napari's brush, fill, eraser, undo and redo, and the
-  Correct widget's tools, write straight into the store (overviews included):
-  every edit is on disk as soon as it is made;
-- a larger slide is shown as a multiscale Labels layer over the store's
-  levels (napari cannot paint multiscale labels), refreshed as tiles land.
-
-Either way the layer has the image's scale and translate (microns), so mask
-and slide stay aligned at every zoom, and its metadata names the store
-(``mask_store``) so other widgets and a reopened viewer find it again.
+into it and napari shows it, as :mod:`slide_unet._layer_data` describes (an
+editable, autosaved layer for an image up to ``EDITABLE_PIXELS``, a multiscale
+view layer beyond). This module finds and tracks those layers in a viewer.
 """
 
 from __future__ import annotations
@@ -22,23 +12,13 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from slide_unet._widgets._store_window import StoreWindow, unproxied
+from slide_unet._widgets._layers import unproxied
 from slide_unet.core.mask_store import MaskStore
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = [
-    "EDITABLE_PIXELS",
-    "attach_store",
-    "find_mask_layer",
-    "mask_layer_kwargs",
-    "mask_store_of",
-    "store_for_image",
-]
-
-#: Largest image (pixels) whose mask is one editable Labels layer.
-EDITABLE_PIXELS = 8192 * 8192
+__all__ = ["attach_store", "find_mask_layer", "mask_store_of", "store_for_image"]
 
 #: The store behind each Labels layer made here (napari forbids new attributes on layers).
 _STORES: weakref.WeakKeyDictionary[Any, MaskStore] = weakref.WeakKeyDictionary()
@@ -58,35 +38,6 @@ def store_for_image(layer: Any) -> MaskStore:
 def mask_store_of(layer: Any) -> MaskStore | None:
     """The store behind a Labels layer made here, or None."""
     return _STORES.get(unproxied(layer))
-
-
-def mask_layer_kwargs(
-    store: MaskStore,
-    name: str,
-    *,
-    scale: tuple[float, float] = (1.0, 1.0),
-    translate: tuple[float, float] = (0.0, 0.0),
-    units: tuple[str, str] | None = None,
-    slide_path: str | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Data and keyword arguments for ``viewer.add_labels`` showing ``store``.
-
-    ``scale``, ``translate`` and ``units`` are the image layer's, so the two align.
-    """
-    height, width = store.shape
-    multiscale = height * width > EDITABLE_PIXELS
-    data = list(store.levels) if multiscale else StoreWindow(store, (0, height, 0, width))
-    kwargs = {
-        "name": name,
-        "scale": tuple(scale),
-        "translate": tuple(translate),
-        "multiscale": multiscale,
-        "metadata": {"mask_store": str(store.path), "mpp": store.mpp, "slide_path": slide_path},
-        "opacity": 0.5,
-    }
-    if units is not None:
-        kwargs["units"] = tuple(units)
-    return data, kwargs
 
 
 def find_mask_layer(viewer: napari.Viewer, store: MaskStore) -> Any | None:

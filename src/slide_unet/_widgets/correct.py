@@ -27,11 +27,11 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 from scipy import ndimage
 
 from slide_unet._widgets._jobs import notify_error
-from slide_unet._widgets._layers import labels_layers, layer_mpp, visible_region
+from slide_unet._widgets._layers import labels_layers, layer_mpp, unproxied, visible_region
 from slide_unet._widgets._mask_layer import attach_store, mask_store_of
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet._widgets.edit_window import EditWindow, unproxied
+from slide_unet._widgets.edit_window import EditWindow
 from slide_unet.core import edit
 from slide_unet.core.mask_store import MaskStore
 
@@ -514,7 +514,7 @@ class CorrectWidget(QWidget):
         y0, y1, x0, x1 = window.region
         self.status.setText(
             f"editing {y1 - y0:,} x {x1 - x0:,} px at ({y0:,}, {x0:,}): paint or use the "
-            "tools; every change is saved as it is made. Done closes the window."
+            "tools; every change is saved within a second. Done closes the window."
         )
         return window
 
@@ -522,7 +522,7 @@ class CorrectWidget(QWidget):
         self.edit_here()
 
     def done(self) -> None:
-        """Close the edit window; its changes are already in the store."""
+        """Close the edit window, saving what is pending to the store."""
         window, self.window = self.window, None
         if window is None:
             return

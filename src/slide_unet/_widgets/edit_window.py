@@ -1,15 +1,16 @@
 """*Edit here*: paint a slide's mask at full resolution, one window at a time.
 
 napari cannot paint a multiscale Labels layer, and a slide's mask too large
-for one editable layer is shown as one (:mod:`slide_unet._widgets._mask_layer`).
-An edit window is the full-resolution part of the mask under the view (at most
+for one editable layer is shown as one (:mod:`slide_unet._layer_data`). An
+edit window is the full-resolution part of the mask under the view (at most
 :data:`WINDOW_SIDE` pixels a side) opened as an ordinary Labels layer on top
-of it, with the same scale and a translate that puts it in place. Its data is
-a :class:`StoreWindow`: an array-like over the store whose every write goes
-straight to the store (full resolution, then the overviews of the written box),
-so napari's brush, fill, eraser, polygon, undo and redo, and the Correct
-tools, all land on disk as they happen. Nothing painted is ever only in memory;
-*Done* just removes the window layer.
+of it, with the same scale, units and a translate that puts it in place. Its
+data is an :class:`~slide_unet.core.mask_windows.AutosavedWindow`: napari's
+brush, fill, eraser, polygon, undo and redo, and the Correct tools change
+memory at once (a brush dab costs a numpy assignment), and a background
+thread writes the changed boxes to the store and its overviews within
+``AUTOSAVE_SECONDS``; the multiscale view below is refreshed after each save.
+*Done* saves what is pending and removes the window layer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 
-from slide_unet._widgets._layers import full_resolution, visible_region
-from slide_unet._widgets._store_window import Box, StoreWindow, unproxied
+from slide_unet._layer_data import editable_window
+from slide_unet._widgets._layers import full_resolution, unproxied, visible_region
 from slide_unet.core.mask_store import MaskStore
+from slide_unet.core.mask_windows import Box
 
 if TYPE_CHECKING:
     import napari
@@ -31,8 +33,6 @@ __all__ = [
     "MIN_WINDOW_SIDE",
     "WINDOW_SIDE",
     "EditWindow",
-    "StoreWindow",
-    "unproxied",
     "window_region",
 ]
 
@@ -42,9 +42,14 @@ WINDOW_SIDE = 4096
 #: Smallest side of an edit window where the image allows: zoomed far in, a
 #: window the size of the view would end at the first pan.
 MIN_WINDOW_SIDE = 1024
-#: The view layer is refreshed this long after the last write of a burst (ms):
-#: once per stroke or tool, not once per brush dab.
+#: The view layer is refreshed this long after the last save of a burst (ms).
 REFRESH_MS = 150
+
+
+class _Saved(QObject):
+    """Carries the autosave thread's "saved" to the main thread (a queued signal)."""
+
+    saved = Signal(object)
 
 
 def window_region(
@@ -89,7 +94,7 @@ class EditWindow:
     Attributes
     ----------
     layer : napari.layers.Labels
-        The window: an ordinary Labels layer over a :class:`StoreWindow`.
+        The window: an ordinary Labels layer over an autosaved window of the store.
     region : tuple of int
         Its ``(y0, y1, x0, x1)`` in full-resolution pixels.
     """
@@ -103,7 +108,9 @@ class EditWindow:
         if region is None:
             shape = tuple(int(n) for n in full_resolution(view).shape[-2:])
             region = window_region(visible_region(viewer, view), shape)  # type: ignore[arg-type]
-        self.array = StoreWindow(store, region, on_write=self._written)
+        self._signals = _Saved()
+        self.array = editable_window(store, region)
+        self.array.on_saved = self._signals.saved.emit
         self.region = self.array.region
         y0, y1, x0, x1 = self.region
         scale = np.asarray(view.scale[-2:], dtype=float)
@@ -115,20 +122,22 @@ class EditWindow:
         self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh_view)
+        self._signals.saved.connect(self._saved)
         self.layer = unproxied(
             viewer.add_labels(
                 self.array,
                 name=f"{view.name} [edit {y0}:{y1}, {x0}:{x1}]",
                 scale=tuple(scale),
                 translate=tuple(translate),
+                units=tuple(str(u) for u in view.units[-2:]),
                 metadata=metadata,
                 opacity=view.opacity,
             )
         )
         self.layer.mode = "paint"
 
-    def _written(self, _box: Box) -> None:
-        self._timer.start()  # restarted by each write: one refresh after a burst
+    def _saved(self, _box: Box) -> None:
+        self._timer.start()  # restarted by each save: one refresh after a burst
 
     def refresh_view(self) -> None:
         """Show the store's current pixels in the multiscale view layer."""
@@ -145,7 +154,8 @@ class EditWindow:
         return self.layer in self.viewer.layers
 
     def close(self) -> None:
-        """Remove the window layer (its edits are already in the store) and refresh the view."""
+        """Save what is pending, remove the window layer and refresh the view."""
+        self.array.close()
         if self.is_open:
             self.viewer.layers.remove(self.layer)
         if self.view in self.viewer.layers:

@@ -6,8 +6,10 @@ slide*; press Segment. The work runs in a background thread
 (:mod:`slide_unet._widgets._jobs`) with a napari progress bar and Cancel; tiles
 stream into the slide's mask store (:mod:`slide_unet._widgets._mask_layer`),
 whose Labels layer appears at once and fills in as tiles finish. Re-running
-on the viewport rewrites only that region. A store that holds hand edits is
-copied aside before segmentation writes over it, so edits are never lost.
+on the viewport rewrites only that region; each new tile replaces the old one
+as it lands, so Cancel leaves the earlier mask everywhere else. A store that
+holds hand edits is copied aside before segmentation writes over it, so edits
+are never lost.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 from superqt import QCollapsible
 
+from slide_unet._layer_data import mask_layer_kwargs
 from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
 from slide_unet._widgets._layers import (
     full_resolution,
@@ -33,16 +35,11 @@ from slide_unet._widgets._layers import (
     slide_path,
     visible_region,
 )
-from slide_unet._widgets._mask_layer import (
-    attach_store,
-    find_mask_layer,
-    mask_layer_kwargs,
-    store_for_image,
-)
+from slide_unet._widgets._mask_layer import attach_store, find_mask_layer, store_for_image
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet._widgets._store_window import StoreWindow
 from slide_unet.core.mask_store import MaskStore
+from slide_unet.core.mask_windows import StoreWindow, flush_windows, reload_windows
 
 if TYPE_CHECKING:
     import napari
@@ -168,18 +165,26 @@ def segment_region(
 ) -> dict[str, Any]:
     """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
 
-    The region is cleared first (background tiles are skipped by the engine
-    and must not keep an older result), then filled block by block; small
-    objects are removed at the end when asked.
+    One call of the core's :func:`~slide_unet.core.predict.segment`, whose
+    output is the store's window over the region: each finished block replaces
+    what the store held there as it lands (and is re-read by the autosaved
+    windows open on the store), the blocks skipped as background are cleared
+    once every block ran, and small objects are removed last, streaming. A
+    cancelled run therefore leaves everything but its finished blocks as it was.
+    A store holding hand edits is copied aside first (the newest
+    ``KEEP_BACKUPS`` copies are kept).
     """
-    from slide_unet.core.postprocess import drop_small_objects, min_pixels
     from slide_unet.core.predict import segment
 
     started = time.perf_counter()
+    flush_windows(store)
     backup = store.backup() if store.edited else None
-    y0, y1, x0, x1 = region
-    store.write(y0, x0, np.zeros((y1 - y0, x1 - x0), np.uint8))
-    landed(region)
+    store.touch(edited=False, source=f"segment {model}")
+
+    def written(box: tuple[int, int, int, int]) -> None:
+        reload_windows(store, box)
+        landed(box)
+
     segment(
         source,
         model,
@@ -188,25 +193,20 @@ def segment_region(
         device=device,
         # The engine writes each finished block as out[rows, cols] = block, from
         # its writer threads: straight into the store, announced with landed().
-        out=StoreWindow(store, region, on_write=landed, edited=False),
+        out=StoreWindow(store, region, on_write=written, edited=False),
         progress=progress,
         cancel=cancel,
         batch_size=batch_size or None,
         tile=tile or None,
         threshold=threshold or None,
         tta=tta,
+        min_object_um2=min_object_um2,
     )
-    removed = 0
-    if min_object_um2 > 0:
-        window = np.asarray(store.level0[y0:y1, x0:x1])
-        removed = drop_small_objects(window, min_pixels(min_object_um2, store.mpp or mpp))
-        if removed:
-            store.write(y0, x0, window)
-            landed(region)
+    store.add_region(*region)
     return {
         "seconds": time.perf_counter() - started,
         "region": region,
-        "removed": removed,
+        "min_object_um2": min_object_um2,
         "backup": str(backup) if backup else None,
     }
 
@@ -407,13 +407,16 @@ class SegmentWidget(QWidget):
 
     def _done(self, result: dict[str, Any]) -> None:
         self.last_result = result
-        removed = f", {result['removed']} small objects removed" if result["removed"] else ""
+        area = result["min_object_um2"]
+        removed = f", objects under {area:g} µm² removed" if area else ""
         backup = f"; earlier edits copied to {result['backup']}" if result["backup"] else ""
         self.status.value = f"done in {result['seconds']:.1f} s{removed}"
         show_info(f"Segmented in {result['seconds']:.1f} s{removed}{backup}")
 
     def _failed(self, error: BaseException) -> None:
-        self.status.value = failure_text(error, "cancelled: the tiles finished so far are kept")
+        self.status.value = failure_text(
+            error, "cancelled: the finished tiles replace the earlier mask, the rest is as it was"
+        )
 
     def _finished(self) -> None:
         self._refresh_timer.stop()
