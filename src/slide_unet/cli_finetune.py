@@ -39,6 +39,12 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
+def _print_trained(record: dict[str, Any], total: int | None) -> None:
+    """An epoch's line; none for the base model's record (``say`` has printed its Dice)."""
+    if record["epoch"]:
+        _print_epoch(record, total)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a model on folders of images and masks, and save it as a new model."""
     from slide_unet.core.finetune import finetune
@@ -69,7 +75,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         command=shlex.join(["slide-unet", *argv]),
-        progress=None if quiet else lambda record: _print_epoch(record, args.epochs),
+        progress=None if quiet else lambda record: _print_trained(record, args.epochs),
         say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
     )
     if args.json:

@@ -20,10 +20,19 @@ Validation
     band across one end holding about ``val_fraction`` of its corrected boxes'
     area (of its area when it has none) is held out, and training patches come
     only from the rest (:func:`~slide_unet.core.training_data.split_one_image`).
+    A held-out band or box is segmented in place, the rest of its image around
+    it as context, and only it is scored, so its Dice is what the same part
+    of a whole-image segmentation scores.
     The base model is scored first (``before_dice``, history epoch 0), then
     after every epoch; the best weights are kept, so ``after_dice`` is never
     below ``before_dice``: when no epoch beats the base model, the saved model
     has its weights.
+
+Time budget
+    ``minutes`` covers the whole call, from loading the base model to saving
+    the new one: the steps stop early enough for the last validation and the
+    saves to fit (:class:`~slide_unet.core.training_budget.TimeBudget`, which
+    plans with the durations measured so far in the run, and a margin).
 
 Never overwritten
     Bundled weights: ``out`` may not be a bundled model's name nor a file in the
@@ -38,6 +47,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +216,7 @@ def finetune(
     precision: str = "auto",
     command: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    losses: Callable[[dict[str, Any]], None] | None = None,
     say: Callable[[str], None] | None = None,
     cancel: Cancel | None = None,
 ) -> FinetuneResult:
@@ -223,8 +234,10 @@ def finetune(
         A bare name (saved among the user's models, so it can be picked by
         name at once) or a path ``X`` / ``X.safetensors`` (with ``X.json``).
     minutes : float or None
-        Time budget, loading and the base model's validation included; the
-        last epoch under way is finished and scored. None: ``epochs`` only.
+        Time budget for the whole call: loading, the base model's validation,
+        training, the last validation and the save. The steps stop early
+        enough for the last epoch to be scored and saved in time. None:
+        ``epochs`` only.
     epochs : int or None
         Number of epochs of :data:`STEPS_PER_EPOCH` steps; with ``minutes``
         too, whichever ends first.
@@ -248,7 +261,12 @@ def finetune(
     command : str, optional
         Recorded in the card (the CLI passes its command line).
     progress : callable, optional
-        Called after each epoch with its record (see :attr:`FinetuneResult.history`).
+        Called with each record of :attr:`FinetuneResult.history` as it is
+        made: the base model's (epoch 0) once it is scored, then each epoch's.
+    losses : callable, optional
+        Called every :data:`~slide_unet.core.training.LOSS_EVERY` steps with
+        ``{"epoch", "step", "loss"}`` (the mean loss of those steps), so a
+        curve can move between validations.
     say : callable, optional
         Receives one-line messages: the split, the base model's Dice.
     cancel : callable or threading.Event, optional
@@ -268,6 +286,7 @@ def finetune(
     slide_unet.core.model_card.ModelError
         (a ValueError) The base model cannot be loaded.
     """
+    started = time.perf_counter()  # the budget covers loading the base model too
     from slide_unet.core.model_store import save_model
     from slide_unet.core.training import TrainingConfig, resume_path, train
 
@@ -310,8 +329,10 @@ def finetune(
             data=data,
             licence=None,
             progress=progress,
+            losses=losses,
             say=say,
             cancel=cancel,
+            started=started,
         )
     finally:
         # train keeps its state after a cancel so `slide-unet train --resume`

@@ -10,7 +10,9 @@ segments each held-out image through the same engine as ``slide-unet segment``
 (:func:`slide_unet.core.predict.segment`), and the weights with the best mean
 Dice are kept. Training stops after a number of epochs or minutes, whichever
 comes first, or when cancelled (the best so far is kept), and can be resumed
-from the state written after each epoch.
+from the state written after each epoch. A time budget covers the whole run:
+the steps stop early enough for the last validation and the save to fit in it
+(:class:`~slide_unet.core.training_budget.TimeBudget`).
 
 Held-out images are chosen by image, never by tile, with a fixed seed, and
 named in the model card.
@@ -47,6 +49,7 @@ from slide_unet.core.metrics import dice
 from slide_unet.core.model import UNet
 from slide_unet.core.model_card import ModelCard
 from slide_unet.core.predict import Cancel, cancel_check, segment
+from slide_unet.core.training_budget import TimeBudget
 from slide_unet.core.training_data import (
     HeldOutImage,
     TrainingImage,
@@ -56,7 +59,10 @@ from slide_unet.core.training_data import (
     split_by_image,
 )
 
-__all__ = ["TrainingConfig", "TrainingResult", "split_by_image", "train"]
+__all__ = ["LOSS_EVERY", "TrainingConfig", "TrainingResult", "split_by_image", "train"]
+
+#: Steps between reports of the training loss (``losses``), for a live curve.
+LOSS_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,9 @@ class TrainingConfig:
         Number of epochs of ``steps_per_epoch`` steps; None: until ``minutes``.
     steps_per_epoch : int
     minutes : float or None
-        Time budget; with ``epochs`` too, whichever ends first. The learning
-        rate schedule follows whichever is further along.
+        Time budget for the whole run, the last validation and the save
+        included; with ``epochs`` too, whichever ends first. The learning rate
+        schedule follows whichever is further along.
     learning_rate, weight_decay : AdamW settings (peak learning rate).
     ema : float
         Decay of an exponential moving average of the weights, updated after
@@ -248,10 +255,16 @@ def _update_average(
 def validate(
     model: torch.nn.Module, held: Sequence[HeldOutImage], device: torch.device
 ) -> dict[str, float]:
-    """Dice of the model on each held-out image, through the segmentation engine."""
+    """Dice of the model on each held-out image, through the segmentation engine.
+
+    A held-out part (``item.region``) is segmented in place, with its image
+    around it as context, and scored alone.
+    """
     scores = {}
     for item in held:
-        mask = segment(item.pixels, model, mpp=item.mpp, device=device, precision="fp32")
+        mask = segment(
+            item.pixels, model, region=item.region, mpp=item.mpp, device=device, precision="fp32"
+        )
         scores[item.stem] = round(dice(mask, item.truth), 4)
     return scores
 
@@ -372,8 +385,10 @@ def train(
     data: dict[str, Any] | None = None,
     licence: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    losses: Callable[[dict[str, Any]], None] | None = None,
     say: Callable[[str], None] | None = None,
     cancel: Cancel | None = None,
+    started: float | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) a U-Net and save the best weights with their card.
 
@@ -398,12 +413,21 @@ def train(
     licence : str, optional
         The weights' licence, for the card.
     progress : callable, optional
-        Called after each epoch with ``{"epoch", "step", "loss", "val_dice",
-        "best_dice", "lr", "seconds"}``.
+        Called with each record of the history as it is made: after each
+        epoch with ``{"epoch", "step", "loss", "val_dice", "best_dice", "lr",
+        "seconds"}``; first, when fine-tuning (``initial``), with the starting
+        model's ``{"epoch": 0, "step": 0, "val_dice"}``.
+    losses : callable, optional
+        Called every :data:`LOSS_EVERY` steps with ``{"epoch", "step",
+        "loss"}``: the epoch under way and the mean training loss of those
+        steps (a live curve between validations).
     say : callable, optional
         Receives one-line messages (the split, resuming...).
     cancel : callable or threading.Event, optional
         Checked before each step; when set, stop and keep the best so far.
+    started : float, optional
+        :func:`time.perf_counter` when the time budget began (default: now);
+        fine-tuning passes its own start, so loading the base model counts.
 
     Returns
     -------
@@ -413,7 +437,7 @@ def train(
 
     say = say or (lambda _: None)
     cancelled = cancel_check(cancel)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)  # "auto": as segment's
     images, held = load_images(pairs, config, say)
@@ -460,36 +484,45 @@ def train(
         history, best_dice = state["history"], state["best_dice"]
         best_epoch, best_scores = state["best_epoch"], state["best_scores"]
         say(f"resuming after epoch {epoch} (best validation Dice {best_dice:.4f})")
-    elif initial is not None:
+    clock = TimeBudget(
+        config.minutes * 60 if config.minutes else None,
+        started,
+        spent,
+        norm_batches=config.norm_batches,
+    )
+    if not resume and initial is not None:
+        begun = time.perf_counter()
         best_scores = validate(model, held, device)
+        clock.note_validation(time.perf_counter() - begun)
         best_dice = float(np.mean(list(best_scores.values())))
         best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         say(f"before training: validation Dice {best_dice:.4f}")
         history.append({"epoch": 0, "step": 0, "val_dice": round(best_dice, 4)})
+        if progress is not None:
+            progress(dict(history[0]))
 
     total_steps = config.epochs * config.steps_per_epoch if config.epochs else None
-    budget = config.minutes * 60 if config.minutes else None
+
+    def more_steps() -> bool:
+        return (total_steps is None or step < total_steps) and clock.room_for_step()
 
     def progress_fraction() -> float:
-        done = [step / total_steps] if total_steps else []
-        if budget:
-            done.append((spent + time.perf_counter() - started) / budget)
-        return max(done)
+        return max(step / total_steps if total_steps else 0.0, clock.fraction())
 
     stopped = "finished"
-    while progress_fraction() < 1 and stopped == "finished":
+    while more_steps() and stopped == "finished":
         rng = np.random.default_rng([config.seed, epoch])
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         model.train()
-        losses = []
+        epoch_losses: list[float] = []
         for _ in range(config.steps_per_epoch):
             if cancelled():
                 stopped = "cancelled"
                 break
-            fraction = progress_fraction()
-            if fraction >= 1:
+            if not more_steps():
                 break
-            lr = _learning_rate(config.learning_rate, fraction)
+            begun = time.perf_counter()
+            lr = _learning_rate(config.learning_rate, progress_fraction())
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, m = sample_batch(images, config, rng)
@@ -505,11 +538,18 @@ def train(
             optimizer.step()
             if config.ema:
                 _update_average(kept, model, config.ema, step)
-            losses.append(loss.item())
+            epoch_losses.append(loss.item())
             step += 1
-        if not losses:
+            clock.note_step(time.perf_counter() - begun)
+            if losses is not None and step % LOSS_EVERY == 0:
+                recent = epoch_losses[-LOSS_EVERY:]
+                losses(
+                    {"epoch": epoch + 1, "step": step, "loss": round(float(np.mean(recent)), 4)}
+                )
+        if not epoch_losses:
             break
         epoch += 1
+        wrap_up = time.perf_counter()
         recalibrate_norms(
             kept,
             images,
@@ -525,11 +565,11 @@ def train(
         if mean_dice > best_dice:
             best_dice, best_epoch, best_scores = mean_dice, epoch, scores
             best = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
-        seconds = spent + time.perf_counter() - started
+        seconds = clock.elapsed()
         record = {
             "epoch": epoch,
             "step": step,
-            "loss": round(float(np.mean(losses)), 4),
+            "loss": round(float(np.mean(epoch_losses)), 4),
             "val_dice": round(mean_dice, 4),
             "best_dice": round(best_dice, 4),
             "lr": lr,
@@ -538,6 +578,7 @@ def train(
         history.append(record)
         if progress is not None:
             progress(record)
+        saving = time.perf_counter()
         _save_state(
             state_file,
             model,
@@ -555,9 +596,13 @@ def train(
             },
             kept if config.ema else None,
         )
+        now = time.perf_counter()
+        clock.note_wrap_up(now - wrap_up, now - saving)
     if not best:
         raise Cancelled("training was cancelled before its first epoch ended")
-    seconds = spent + time.perf_counter() - started
+    if epoch == 0 and stopped == "finished":
+        say("the time budget was spent before a first epoch could be trained and validated")
+    seconds = clock.elapsed()
     model.load_state_dict(best)
     model.eval()
     card = dataclasses.replace(
