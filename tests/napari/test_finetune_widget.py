@@ -2,7 +2,9 @@
 
 A tiny U-Net is trained once on synthetic pink tissue with dark red disks
 (seconds on a 2-core CPU) and copied into each test's private models folder
-as the base model; fine-tuning runs for one or two epochs.
+as the base model; fine-tuning runs for one or two epochs. The live curve and
+the time budget are checked with the bundled glomeruli model on the real
+sample slide.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,15 @@ pytestmark = pytest.mark.gui
 PLUGIN = "napari-slide-unet"
 BASE = "tinydisks"
 WAIT_MS = 240_000
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+def _validated_epoch(value: object) -> int | None:
+    """The epoch of a validation record sent to the widget; None for anything else
+    (a training-loss record, a message)."""
+    if isinstance(value, dict) and "val_dice" in value:
+        return int(value["epoch"])
+    return None
 
 
 def disks(seed: int, size: int = 160, count: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +161,10 @@ def test_finetunes_corrected_layers_and_segment_lists_and_runs_the_new_model(
         job = widget.run()
         job.signals.partial.connect(lambda v: isinstance(v, dict) and records.append(v))
     assert errors == []
-    assert [r["epoch"] for r in records] == [1, 2]  # live, one point per epoch
+    # Live: the base model's Dice, then one point per epoch, with training
+    # losses every few steps in between.
+    assert [_validated_epoch(r) for r in records if "val_dice" in r] == [0, 1, 2]
+    assert any("val_dice" not in r for r in records)
     result = widget.result
     assert result is not None
     assert result.stopped == "finished"
@@ -241,7 +256,7 @@ def test_cancel_after_the_first_epoch_keeps_the_best_and_the_widget_stays_usable
     name = widget.new_name.value
 
     def first_epoch(value: object) -> None:
-        if isinstance(value, dict):
+        if _validated_epoch(value) == 1:
             widget.cancel()
 
     with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
@@ -269,7 +284,7 @@ def test_napari_activity_dock_cancel_stops_the_run(make_napari_viewer, qtbot, er
     widget.advanced.epochs.value = 1000
 
     def first_epoch(value: object) -> None:
-        if isinstance(value, dict):
+        if _validated_epoch(value) == 1:
             widget.job.bar.cancel()  # what the activity dock's Cancel button does
 
     with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
@@ -300,6 +315,56 @@ def test_cancel_before_the_first_epoch_keeps_the_base_weights_and_says_so(
     assert "saved with the base model's weights" in widget.status.value
     assert name in list_models()
     assert widget.run_button.enabled
+
+
+def test_the_curve_moves_while_training_and_the_time_budget_holds(
+    make_napari_viewer, qtbot, errors
+) -> None:
+    from slide_unet.core.finetune import STEPS_PER_EPOCH
+    from slide_unet.core.image_pairs import ImagePair, read_pair
+    from slide_unet.core.training import LOSS_EVERY
+
+    image, mask, mpp = read_pair(
+        ImagePair("kidney", SAMPLE / "kidney_pas.ome.tif", SAMPLE / "kidney_pas_mask.ome.tif")
+    )
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="kidney", rgb=True)
+    viewer.add_labels(mask.astype(np.uint8), name="kidney mask")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget.model.value = "glomeruli"
+    widget.image.value, widget.mask.value, widget.regions.value = "kidney", "kidney mask", None
+    widget.pixel_size.mpp.value = mpp
+    budget = 30.0
+    widget.settings.minutes.value = budget / 60
+    widget.advanced.epochs.value = 0  # as many as the budget allows
+    widget.advanced.device.value = "cpu"
+    # Small batches: steps of a fraction of a second on a busy 2-core CPU, so
+    # training losses come in well before the first epoch's validation.
+    widget.advanced.batch_size.value = 2
+
+    def live() -> bool:
+        # The base model's Dice and a training loss, shown while the run goes on.
+        return bool(widget.curve.points and widget.curve.losses) and widget.job.running
+
+    started = time.perf_counter()
+    with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
+        assert widget.run() is not None
+        qtbot.waitUntil(live, timeout=int(budget * 1000))
+        points, losses = list(widget.curve.points), list(widget.curve.losses)
+        shown_before = widget.before_dice.text()
+    elapsed = time.perf_counter() - started
+    assert errors == []
+    result = widget.result
+    assert result is not None
+    assert result.stopped == "finished"
+    assert points[0]["epoch"] == 0
+    assert points[0]["val_dice"] == result.before_dice
+    assert shown_before == f"{result.before_dice:.4f}"
+    assert losses[0]["step"] == LOSS_EVERY < STEPS_PER_EPOCH  # before the first validation
+    assert len(widget.curve.losses) > len(losses)
+    assert [p["epoch"] for p in widget.curve.points][:2] == [0, 1]
+    # From the click to the saved model, within the budget (10 % over at most).
+    assert elapsed <= 1.1 * budget, f"{elapsed:.1f} s for a {budget:.0f} s budget"
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,13 @@ history of where it was edited, so the regions are whatever the user draws.
 
 Training runs in the background (:mod:`slide_unet._widgets._jobs`) with
 napari's progress bar and Cancel, a progress bar and Cancel button here, and
-a live curve of loss and validation Dice per epoch
-(:mod:`slide_unet._widgets._curve`). When it ends (finished, time budget
-spent, or cancelled after at least one epoch) the best weights are saved as a
-new user model, Dice before and after is shown, every open Segment widget
-lists and selects the new model at once, and *Segment viewport with it* runs
-it on what is on screen.
+a live curve (:mod:`slide_unet._widgets._curve`): the base model's validation
+Dice as soon as it is measured, the training loss every few steps, and each
+epoch's validation Dice. The time budget covers the whole run, the last
+validation and the save included. When it ends (finished, time budget spent,
+or cancelled) the best weights are saved as a new user model, Dice before and
+after is shown, every open Segment widget lists and selects the new model at
+once, and *Segment viewport with it* runs it on what is on screen.
 
 Memory is bounded: a pair is read whole only when it has at most
 :data:`MAX_PIXELS` pixels; a larger image (a whole slide) needs regions, and
@@ -82,8 +83,8 @@ class FinetuneSettings:
     minutes: float = setting(
         10.0,
         "Time budget (min)",
-        "Stop after this many minutes (or the epochs below, whichever ends first); "
-        "the best model so far is kept",
+        "The run, its last validation and the save end within this many minutes (or "
+        "after the epochs below, whichever is first); the best model so far is kept",
         min=0.05,
         max=24 * 60.0,
         step=1.0,
@@ -140,7 +141,7 @@ class FinetuneWidget(QWidget):
     result : FinetuneResult or None
         The last successful run (finished or cancelled after an epoch).
     curve : TrainingCurve
-        Loss and validation Dice per epoch.
+        Training loss and validation Dice, live.
     finished : Signal
         Emitted on the main thread when a run has ended, whatever happened,
         after the results are shown (tests and callers wait on this).
@@ -395,7 +396,7 @@ class FinetuneWidget(QWidget):
 
             pairs = list(files) if files else [pair.read() for pair in layer_pairs]
 
-            def after_epoch(record: dict[str, Any]) -> None:
+            def after_validation(record: dict[str, Any]) -> None:
                 partial(dict(record))
                 progress(self._percent(int(record["epoch"])), 100)
 
@@ -410,7 +411,8 @@ class FinetuneWidget(QWidget):
                 batch_size=options.batch_size,
                 device=options.device,
                 command=command,
-                progress=after_epoch,
+                progress=after_validation,
+                losses=lambda record: partial(dict(record)),
                 say=partial,
                 cancel=cancel,
             )
@@ -456,14 +458,23 @@ class FinetuneWidget(QWidget):
             self.progress_bar.setValue(percent)
 
     def _partial(self, value: Any) -> None:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "val_dice" in value:  # a validation
             self.curve.add(value)
             self._last_epoch = int(value["epoch"])
             self.progress_bar.setValue(self._percent())
-            dice = value.get("val_dice")
+            dice = value["val_dice"]
+            if self._last_epoch == 0:
+                self.before_dice.setText(_dice_text(dice))
+                self.status.value = f"base model: validation Dice {dice:.4f}; training..."
+            else:
+                self.status.value = (
+                    f"epoch {value['epoch']}: loss {value.get('loss', float('nan')):.4f}, "
+                    f"validation Dice {dice:.4f}"
+                )
+        elif isinstance(value, dict):  # the training loss of the last few steps
+            self.curve.add_loss(value)
             self.status.value = (
-                f"epoch {value['epoch']}: loss {value.get('loss', float('nan')):.4f}"
-                + (f", validation Dice {dice:.4f}" if dice is not None else "")
+                f"epoch {value['epoch']}, step {value['step']}: loss {value['loss']:.4f}"
             )
         else:  # a message from the core
             self.status.value = str(value)
