@@ -230,3 +230,26 @@ def test_kill_9_loses_at_most_the_last_autosave_delay_of_strokes(tmp_path: Path,
     changed[200:210, 200:210] = False
     assert not changed.any()
     assert os.path.isdir(after.path)
+
+
+def test_edits_not_yet_saved_are_saved_when_the_program_exits(truth) -> None:
+    store = _store(truth, key="exiting")
+    script = textwrap.dedent(
+        f"""
+        from slide_unet.core.mask_store import MaskStore
+        from slide_unet.core.mask_windows import AutosavedWindow
+
+        window = AutosavedWindow(MaskStore({str(store.path)!r}), (0, 2048, 0, 2048), delay=60)
+        window[100:110, 100:110] = 1  # then the program ends, long before the autosave
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not autosave" not in done.stderr
+    assert MaskStore(store.path).level0[100:110, 100:110].all()

@@ -228,13 +228,19 @@ def reload_windows(store: MaskStore, box: Box) -> None:
         window.reload(box)
 
 
-@atexit.register
 def _flush_at_exit() -> None:
     with _OPEN_GUARD:
         windows = [w for group in _OPEN.values() for w in group]
     for window in windows:
         with contextlib.suppress(Exception):  # nothing is left to tell at exit
             window.close()
+
+
+# Saved before the interpreter shuts its thread pools down (zarr writes through
+# asyncio's default executor, which refuses work once concurrent.futures' own exit
+# hook ran): threading's exit hooks run before plain atexit ones, latest first.
+# ``threading._register_atexit`` is what concurrent.futures itself uses.
+getattr(threading, "_register_atexit", atexit.register)(_flush_at_exit)
 
 
 class AutosavedWindow(_Window):
