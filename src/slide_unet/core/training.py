@@ -64,6 +64,9 @@ __all__ = ["LOSS_EVERY", "TrainingConfig", "TrainingResult", "split_by_image", "
 #: Steps between reports of the training loss (``losses``), for a live curve.
 LOSS_EVERY = 5
 
+#: Fewest steps a time budget must leave room for to start an epoch.
+MIN_EPOCH_STEPS = 5
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -234,6 +237,31 @@ def recalibrate_norms(
             model(((x.to(device) - mean) / std).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
+
+
+@torch.no_grad()
+def _time_norm_batch(
+    model: torch.nn.Module,
+    images: Sequence[TrainingImage],
+    config: TrainingConfig,
+    device: torch.device,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> float:
+    """Seconds one batch of :func:`recalibrate_norms` takes, measured on a batch
+    of its own: what the time budget reserves for the first epoch's end.
+
+    In eval mode, so the batch-norm statistics are left as they are, and with
+    a random stream of its own, so training draws what it would have drawn.
+    """
+    plain = dataclasses.replace(
+        config, foreground_fraction=0.0, augmentation=Augmentation(scale=0.0)
+    )
+    started = time.perf_counter()
+    x, _ = sample_batch(images, plain, np.random.default_rng([config.seed, 2]))
+    model.eval()
+    model(((x.to(device) - mean) / std).contiguous(memory_format=torch.channels_last))
+    return time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -500,17 +528,21 @@ def train(
         history.append({"epoch": 0, "step": 0, "val_dice": round(best_dice, 4)})
         if progress is not None:
             progress(dict(history[0]))
+    has_norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in kept.modules())
+    if clock.seconds is not None and has_norms:
+        clock.note_norm_batch(_time_norm_batch(kept, images, config, device, norm_mean, norm_std))
 
     total_steps = config.epochs * config.steps_per_epoch if config.epochs else None
 
-    def more_steps() -> bool:
-        return (total_steps is None or step < total_steps) and clock.room_for_step()
+    def more_steps(steps: int = 1) -> bool:
+        return (total_steps is None or step < total_steps) and clock.room_for_steps(steps)
 
     def progress_fraction() -> float:
         return max(step / total_steps if total_steps else 0.0, clock.fraction())
 
     stopped = "finished"
-    while more_steps() and stopped == "finished":
+    # An epoch costs a validation: start one only when a few steps fit before it.
+    while more_steps(min(MIN_EPOCH_STEPS, config.steps_per_epoch)) and stopped == "finished":
         rng = np.random.default_rng([config.seed, epoch])
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         model.train()

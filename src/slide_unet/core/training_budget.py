@@ -4,13 +4,20 @@ A run does work after its last step: it re-estimates batch-norm statistics,
 validates, writes its resumable state, and saves the model (fine-tuning saves
 it once more with the base model's Dice). Stopping the steps only when the
 budget is spent and then doing that work overshoots by a step plus all of it
-(a 90 s fine-tuning ran 129 s). :class:`TimeBudget` starts a step only when the
-step and the work after it, as measured so far in this run and with a margin,
-end before the deadline.
+(a 90 s fine-tuning ran 129 s on a busy 2-core CPU, where re-estimating the
+batch norms alone can take half a minute). :class:`TimeBudget` starts a step
+only when the step and the work after it, with a margin, end before the
+deadline.
 
-What it promises: the run ends within the budget unless a step or the wrap-up
-takes longer than the margin allows (a busy machine); the overshoot is then a
-fraction of one step and one wrap-up, not all of them.
+What it plans with: the slowest of the last few steps; the end of the last
+epoch as measured; before the first epoch has ended, one re-estimation batch
+timed on its own times the number of batches, plus the base model's
+validation (fine-tuning; training from scratch has none to time, so its first
+epoch may overrun by one validation).
+
+What it promises: the run ends within the budget unless a step or the end of
+an epoch takes longer than planned (the machine got busier); the overshoot is
+then the difference.
 
 This module is part of the napari-free core.
 """
@@ -24,10 +31,6 @@ __all__ = ["MARGIN", "TimeBudget"]
 #: Safety factor on the measured durations: steps and validations vary a little
 #: from one to the next (other work on the machine, patch contents).
 MARGIN = 1.25
-
-#: A no-gradient forward batch (batch-norm re-estimation) as a share of a
-#: training step (forward, backward, optimiser): a guess until one is measured.
-FORWARD_SHARE = 0.5
 
 
 class TimeBudget:
@@ -43,7 +46,8 @@ class TimeBudget:
         Seconds spent before ``started`` (a resumed run).
     norm_batches : int
         Forward batches run before each validation to re-estimate batch-norm
-        statistics (part of the wrap-up guessed before one is measured).
+        statistics: until a whole wrap-up is measured, it is planned as that
+        many times :meth:`note_norm_batch`'s batch plus the last validation.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class TimeBudget:
         self.spent = spent
         self.norm_batches = norm_batches
         self.step = 0.0  # the longest of the recent steps
+        self.norm_batch = 0.0  # one batch of the batch-norm re-estimation
         self.validation = 0.0  # the last validation alone (no re-estimation)
         self.wrap_up = 0.0  # the last measured end of an epoch, all of it
         self.save = 0.0  # the last state save, as a guess for the final saves
@@ -69,14 +74,14 @@ class TimeBudget:
 
     def reserve(self) -> float:
         """Seconds to keep for the end of the run: the epoch's wrap-up and the saves."""
-        wrap_up = self.wrap_up or self.validation + self.norm_batches * self.step * FORWARD_SHARE
+        wrap_up = self.wrap_up or self.validation + self.norm_batches * self.norm_batch
         return MARGIN * (wrap_up + self.save)
 
-    def room_for_step(self) -> bool:
-        """Whether one more step and the wrap-up after it fit in the budget."""
+    def room_for_steps(self, steps: int = 1) -> bool:
+        """Whether ``steps`` more steps and the wrap-up after them fit in the budget."""
         if self.seconds is None:
             return True
-        return self.elapsed() + MARGIN * self.step + self.reserve() < self.seconds
+        return self.elapsed() + MARGIN * self.step * steps + self.reserve() < self.seconds
 
     def fraction(self) -> float:
         """How far the run is through the time it may spend on steps, 0 to 1 (0
@@ -90,6 +95,10 @@ class TimeBudget:
         """Record how long a step took (the longest of the last few is planned for)."""
         self._recent = [*self._recent[-4:], seconds]
         self.step = max(self._recent)
+
+    def note_norm_batch(self, seconds: float) -> None:
+        """Record how long one batch of the batch-norm re-estimation took."""
+        self.norm_batch = seconds
 
     def note_validation(self, seconds: float) -> None:
         """Record how long a validation alone took (the base model's, before training)."""
