@@ -193,6 +193,10 @@ def test_overviews_equal_a_pyramid_rebuilt_from_scratch_after_random_writes(
         h, w = (int(rng.integers(1, s + 1)) for s in shape)
         if i % 4 == 0:  # against the bottom-right border
             y0, x0 = shape[0] - h, shape[1] - w
+        elif i % 4 == 1:  # aligned, as the engine's blocks: overviews halved in memory
+            y0, x0 = (int(rng.integers(0, s // 8 + 1)) * 8 for s in shape)
+            y0, x0 = min(y0, shape[0] - 1) // 8 * 8, min(x0, shape[1] - 1) // 8 * 8
+            h, w = min(h // 8 * 8 or 8, shape[0] - y0), min(w // 8 * 8 or 8, shape[1] - x0)
         else:
             y0, x0 = (int(rng.integers(0, s - n + 1)) for s, n in zip(shape, (h, w), strict=True))
         block = (rng.random((h, w)) < rng.choice([0.0, 0.02, 0.5])).astype(np.uint8)

@@ -580,7 +580,7 @@ class MaskStore:
         with self._lock:
             for y0, y1, x0, x1, block in checked:
                 self.level0[y0:y1, x0:x1] = block
-                self._rebuild_overviews(y0, y1, x0, x1)
+                self._rebuild_overviews(y0, y1, x0, x1, block)
             self.touch(edited)
 
     def _as_dtype(self, block: np.ndarray) -> np.ndarray:
@@ -614,11 +614,34 @@ class MaskStore:
             self._rebuild_overviews(y0, y1, x0, x1)
             self.touch(edited)
 
-    def _rebuild_overviews(self, y0: int, y1: int, x0: int, x1: int) -> None:
+    def _rebuild_overviews(
+        self, y0: int, y1: int, x0: int, x1: int, block: np.ndarray | None = None
+    ) -> None:
+        """Recompute the overviews over a full-resolution region; ``block`` is
+        the region's pixels, when at hand.
+
+        A level whose region covers whole 2x2 cells of the level above (even
+        start, even end or the level's edge) is halved from the pixels in
+        memory; otherwise (or once that fails) it is read back from the store.
+        The engine's blocks are aligned, so their overviews cost no reads.
+        """
         y0, y1 = max(0, int(y0)), min(self.shape[0], int(y1))
         x0, x1 = max(0, int(x0)), min(self.shape[1], int(x1))
-        if y0 < y1 and x0 < x1:
-            for k in range(1, len(self.levels)):
+        if block is not None and block.shape != (y1 - y0, x1 - x0):
+            block = None
+        if y0 >= y1 or x0 >= x1:
+            return
+        for k in range(1, len(self.levels)):
+            height, width = self.levels[k - 1].shape
+            whole = not (y0 % 2 or x0 % 2 or (y1 % 2 and y1 != height) or (x1 % 2 and x1 != width))
+            if block is not None and whole:
+                block = halve_max(block)
+                self.levels[k][
+                    y0 // 2 : y0 // 2 + block.shape[0], x0 // 2 : x0 // 2 + block.shape[1]
+                ] = block
+                y0, y1, x0, x1 = y0 // 2, -(-y1 // 2), x0 // 2, -(-x1 // 2)
+            else:
+                block = None
                 y0, y1, x0, x1 = self._halve_region(k, y0, y1, x0, x1)
 
     def _halve_region(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[int, ...]:
