@@ -48,8 +48,10 @@ __all__ = ["SegmentSettings", "SegmentWidget", "device_choices", "model_summary"
 
 VIEWPORT, WHOLE_SLIDE = "Viewport", "Whole slide"
 
-#: Shortest time between two refreshes of the Labels layer while tiles land.
-REFRESH_SECONDS = 0.25
+#: Shortest time between two refreshes of the Labels layer while tiles land: each
+#: re-reads and redraws the view, which without a GPU costs the run a few percent
+#: at 2 a second and twice that at 4.
+REFRESH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -339,8 +341,6 @@ class SegmentWidget(QWidget):
         path = slide_path(image)
         source = path if path and (image.metadata or {}).get("slide_path") else image.data
         store = store_for_image(image)
-        self.layer = self._mask_layer(store, image)
-        self.layer.metadata["model"] = self.model.value
 
         def work(progress: Any, cancel: threading.Event, partial: Any) -> dict[str, Any]:
             return segment_region(
@@ -373,6 +373,10 @@ class SegmentWidget(QWidget):
             failed=self._failed,
             finished=self._finished,
         )
+        # After the start: napari takes a few tenths of a second to add a Labels
+        # layer, while the work loads the model and plans.
+        self.layer = self._mask_layer(store, image)
+        self.layer.metadata["model"] = self.model.value
         return self.job
 
     def _mask_layer(self, store: MaskStore, image: Any) -> Any:
