@@ -7,6 +7,10 @@ several overview levels, several chunks and several rebuild tiles.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -203,6 +207,58 @@ def test_overviews_equal_a_pyramid_rebuilt_from_scratch_after_random_writes(
         store.write(y0, x0, block)
         expected[y0 : y0 + h, x0 : x0 + w] = block
     assert_pyramid(store, expected)
+
+
+@pytest.mark.parametrize("shape", [(97, 203), (255, 129), (300, 300)])
+def test_deferred_overviews_are_exact_after_a_flush_and_the_fine_level_at_once(
+    shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mask_store, "DEFER_SECONDS", 3600.0)  # only the flush rebuilds
+    rng = np.random.default_rng(sum(shape) + 1)
+    store = MaskStore.for_key(f"deferred {shape}", shape)
+    assert len(store.levels) > 2
+    expected = np.zeros(shape, dtype=np.uint8)
+    for i in range(30):
+        h, w = (int(rng.integers(1, s // 2 + 1)) for s in shape)
+        if i % 2:  # aligned, as the engine's blocks
+            y0, x0 = (
+                int(rng.integers(0, (s - n) // 8 + 1)) * 8
+                for s, n in zip(shape, (h, w), strict=True)
+            )
+        else:
+            y0, x0 = (int(rng.integers(0, s - n + 1)) for s, n in zip(shape, (h, w), strict=True))
+        block = (rng.random((h, w)) < 0.3).astype(np.uint8)
+        store.write(y0, x0, block, defer=True)
+        expected[y0 : y0 + h, x0 : x0 + w] = block
+    levels = pyramid(expected, len(store.levels))
+    np.testing.assert_array_equal(np.asarray(store.levels[1][:]), levels[1])  # at once
+    assert store.info["stale"]  # recorded on disk while waiting
+    store.flush_overviews()
+    assert_pyramid(store, expected)
+    assert store.info["stale"] == []
+
+
+def test_deferred_overviews_left_by_a_killed_process_are_rebuilt_on_open(
+    small_stores: Path,
+) -> None:
+    store = MaskStore.for_key("killed while deferring", (300, 300))
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import numpy as np
+        from slide_unet.core import mask_store
+        mask_store.SMALLEST_SIDE, mask_store.CHUNK_SIDE, mask_store.DEFER_SECONDS = 24, 32, 3600
+        store = mask_store.MaskStore({str(store.path)!r})
+        store.write(40, 64, np.ones((100, 120), np.uint8), defer=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    expected = np.zeros((300, 300), np.uint8)
+    expected[40:140, 64:184] = 1
+    assert MaskStore(store.path).info["stale"] == []  # rebuilt when opened
+    assert_pyramid(MaskStore(store.path), expected)
 
 
 def test_overviews_keep_instance_ids_by_the_maximum() -> None:

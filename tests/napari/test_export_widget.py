@@ -250,7 +250,8 @@ def test_export_moves_napari_progress_bar_with_a_value_and_eta_to_the_end(
         gate.set()
 
     values = [value for value, *_ in states]
-    assert values == list(range(1, BIG_STEPS + 1))  # one step at a time, up to the total
+    assert values == sorted(set(values))  # forwards only (steps closer than half a
+    assert values[-1] == BIG_STEPS  # second are shown together), up to the total
     assert {maximum for _, maximum, _, _ in states} == {BIG_STEPS}
     assert not any(enabled for *_, enabled in states)  # all while the export ran
     assert errors(notes) == []

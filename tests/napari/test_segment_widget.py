@@ -158,10 +158,11 @@ def test_the_progress_bar_shows_the_blocks_done_and_an_eta_while_it_runs(
     with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
         job = widget.run()
         job.signals.progress.connect(look)
-    middle = [entry for entry in shown if 0 < entry[0] < entry[2]]
+    # What the bar shows moves with the work (at most twice a second), not 0.
+    middle = [entry for entry in shown if 0 < entry[1] < entry[2]]
     assert middle, shown
     for done, value, maximum, _eta in shown:
-        assert value == done  # what the bar shows is what was done, not 0
+        assert value <= done
         assert maximum > 0
     assert any("<" in eta for *_, eta in middle)  # tqdm's "elapsed<remaining"
 

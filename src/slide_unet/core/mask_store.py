@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ _ATTRS = "slide_unet"
 _KIND = "slide-unet-mask"
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
+#: Level-1 regions whose coarser overviews wait for a deferred rebuild, by store.
+_STALE: dict[str, list[Any]] = {}
+#: Deferred overviews (``write(defer=True)``) are rebuilt at most this often (s).
+DEFER_SECONDS = 0.5
 
 
 class MaskStoreError(ValueError):
@@ -289,6 +294,10 @@ class MaskStore:
         self.dtype = np.dtype(info["dtype"])
         #: The levels as writable zarr arrays, full resolution first.
         self.levels: list[Any] = [group[str(k)] for k in range(int(info["levels"]))]
+        self._rebuilt = time.monotonic()
+        if info.get("stale") and not _STALE.get(str(self.path.resolve())):
+            # Deferred overviews that a process which died never rebuilt.
+            self.flush_overviews()
 
     # -- finding and creating ------------------------------------------------------------
 
@@ -525,7 +534,9 @@ class MaskStore:
 
     # -- pixels ----------------------------------------------------------------------------
 
-    def write(self, y0: int, x0: int, block: Any, *, edited: bool = False) -> None:
+    def write(
+        self, y0: int, x0: int, block: Any, *, edited: bool = False, defer: bool = False
+    ) -> None:
         """Write a full-resolution block and rebuild the overviews of its region.
 
         Parameters
@@ -537,6 +548,14 @@ class MaskStore:
             store's pixel type.
         edited : bool
             The block is a hand edit: set the ``edited`` flag.
+        defer : bool
+            Rebuild the overviews below the first at most every
+            :data:`DEFER_SECONDS` (and at :meth:`flush_overviews`), each
+            overview chunk once for every block landed meanwhile, instead of at
+            once: for a stream of blocks, such as the segmentation engine's,
+            whose blocks share the chunks of the coarse levels. The regions
+            waiting are recorded in the store's attributes and rebuilt when it
+            is next opened, should the process die first.
 
         Raises
         ------
@@ -544,10 +563,14 @@ class MaskStore:
             The block is not 2-D, does not fit inside the mask, or holds values
             the store's pixel type cannot.
         """
-        self.write_blocks([(y0, x0, block)], edited=edited)
+        self.write_blocks([(y0, x0, block)], edited=edited, defer=defer)
 
     def write_blocks(
-        self, blocks: Sequence[tuple[int, int, Any]], *, edited: bool = False
+        self,
+        blocks: Sequence[tuple[int, int, Any]],
+        *,
+        edited: bool = False,
+        defer: bool = False,
     ) -> None:
         """Write several full-resolution blocks, then the overviews of each, then
         the store's modified time once (the autosave of a burst of strokes).
@@ -558,6 +581,8 @@ class MaskStore:
             As for :meth:`write`; all are checked before any is written.
         edited : bool
             The blocks are hand edits: set the ``edited`` flag.
+        defer : bool
+            As for :meth:`write`.
 
         Raises
         ------
@@ -578,10 +603,49 @@ class MaskStore:
                 )
             checked.append((y0, y1, x0, x1, self._as_dtype(block)))
         with self._lock:
+            stale = _STALE.setdefault(str(self.path.resolve()), [])
             for y0, y1, x0, x1, block in checked:
                 self.level0[y0:y1, x0:x1] = block
-                self._rebuild_overviews(y0, y1, x0, x1, block)
-            self.touch(edited)
+                if defer and len(self.levels) > 2:
+                    stale.append(self._rebuild_overviews(y0, y1, x0, x1, block, upto=1))
+                else:
+                    self._rebuild_overviews(y0, y1, x0, x1, block)
+            if stale and (not defer or time.monotonic() - self._rebuilt >= DEFER_SECONDS):
+                self._rebuild_stale(stale)
+            changes: dict[str, Any] = {"modified": _now(), "stale": list(stale)}
+            if edited:
+                changes["edited"] = True
+            self._update_info(**changes)
+
+    def flush_overviews(self) -> None:
+        """Rebuild the overviews that deferred writes left waiting (see :meth:`write`)."""
+        with self._lock:
+            stale = _STALE.setdefault(str(self.path.resolve()), [])
+            if stale or self.info.get("stale"):
+                stale.extend(tuple(box) for box in self.info.get("stale", []))
+                self._rebuild_stale(stale)
+                self._update_info(stale=[])
+
+    def _rebuild_stale(self, stale: list[Any]) -> None:
+        """Rebuild levels 2 and below over ``stale`` level-1 regions (emptied), each
+        chunk of each level once."""
+        regions = sorted({tuple(int(v) for v in box) for box in stale})
+        stale.clear()
+        for k in range(2, len(self.levels)):
+            height, width = self.levels[k].shape
+            above_h, above_w = self.levels[k - 1].shape
+            chunks = set()
+            for y0, y1, x0, x1 in regions:
+                for cy in range(y0 // 2 // CHUNK_SIDE, (-(-y1 // 2) - 1) // CHUNK_SIDE + 1):
+                    for cx in range(x0 // 2 // CHUNK_SIDE, (-(-x1 // 2) - 1) // CHUNK_SIDE + 1):
+                        chunks.add((cy, cx))
+            regions = []
+            for cy, cx in sorted(chunks):
+                y0, x0 = cy * CHUNK_SIDE, cx * CHUNK_SIDE
+                y1, x1 = min(y0 + CHUNK_SIDE, height), min(x0 + CHUNK_SIDE, width)
+                self._halve_region(k, 2 * y0, min(2 * y1, above_h), 2 * x0, min(2 * x1, above_w))
+                regions.append((y0, y1, x0, x1))
+        self._rebuilt = time.monotonic()
 
     def _as_dtype(self, block: np.ndarray) -> np.ndarray:
         if np.can_cast(block.dtype, self.dtype):
@@ -615,10 +679,17 @@ class MaskStore:
             self.touch(edited)
 
     def _rebuild_overviews(
-        self, y0: int, y1: int, x0: int, x1: int, block: np.ndarray | None = None
-    ) -> None:
-        """Recompute the overviews over a full-resolution region; ``block`` is
-        the region's pixels, when at hand.
+        self,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        block: np.ndarray | None = None,
+        upto: int | None = None,
+    ) -> tuple[int, int, int, int]:
+        """Recompute the overviews (down to level ``upto``, default all) over a
+        full-resolution region; ``block`` is the region's pixels, when at hand.
+        Returns the region at the last level rebuilt.
 
         A level whose region covers whole 2x2 cells of the level above (even
         start, even end or the level's edge) is halved from the pixels in
@@ -630,8 +701,8 @@ class MaskStore:
         if block is not None and block.shape != (y1 - y0, x1 - x0):
             block = None
         if y0 >= y1 or x0 >= x1:
-            return
-        for k in range(1, len(self.levels)):
+            return y0, y1, x0, x1
+        for k in range(1, len(self.levels) if upto is None else upto + 1):
             height, width = self.levels[k - 1].shape
             whole = not (y0 % 2 or x0 % 2 or (y1 % 2 and y1 != height) or (x1 % 2 and x1 != width))
             if block is not None and whole:
@@ -643,6 +714,7 @@ class MaskStore:
             else:
                 block = None
                 y0, y1, x0, x1 = self._halve_region(k, y0, y1, x0, x1)
+        return y0, y1, x0, x1
 
     def _halve_region(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[int, ...]:
         """Recompute level ``k`` over level ``k - 1``'s region; return level k's region."""
@@ -684,7 +756,8 @@ class MaskStore:
         with self._lock:
             for k in range(len(self.levels)):
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
-            self._update_info(modified=_now(), edited=False, source=None, regions=[])
+            _STALE.pop(str(self.path.resolve()), None)
+            self._update_info(modified=_now(), edited=False, source=None, regions=[], stale=[])
 
     def backup(self, keep: int = KEEP_BACKUPS) -> Path:
         """Copy the store aside, beside it, before something writes over hand edits.

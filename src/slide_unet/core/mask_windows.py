@@ -158,6 +158,10 @@ class StoreWindow(_Window):
         each write, in the writing thread.
     edited : bool
         Whether writes are hand edits (the store's ``edited`` mark).
+    defer_overviews : bool
+        Rebuild the coarser overviews in batches (``MaskStore.write(defer=True)``;
+        call ``store.flush_overviews()`` after the last write): for a stream of
+        blocks.
     """
 
     def __init__(
@@ -167,10 +171,12 @@ class StoreWindow(_Window):
         on_write: Callable[[Box], None] | None = None,
         *,
         edited: bool = True,
+        defer_overviews: bool = False,
     ) -> None:
         super().__init__(store, region)
         self.on_write = on_write
         self.edited = edited
+        self.defer_overviews = defer_overviews
 
     def _read(self, box: Box) -> np.ndarray:
         y0, y1, x0, x1 = self._to_store(box)
@@ -190,7 +196,9 @@ class StoreWindow(_Window):
             block = self._read(box)
             block[local] = value
         target = self._to_store(box)
-        self.store.write(target[0], target[2], block, edited=self.edited)
+        self.store.write(
+            target[0], target[2], block, edited=self.edited, defer=self.defer_overviews
+        )
         if self.on_write is not None:
             self.on_write(target)
 
