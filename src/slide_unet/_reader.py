@@ -165,13 +165,17 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     """
     from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
     from slide_unet.core.mask_store import MaskStore
+    from slide_unet.core.mask_windows import flush_windows
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
     try:
         store = MaskStore.existing(slide.path, shape)
     except (OSError, ValueError):  # an unreadable store must not stop the slide opening
         return []
-    if store is None or not worth_restoring(store):
+    if store is None:
+        return []
+    flush_windows(store)  # edits of this session not yet autosaved count too
+    if not worth_restoring(store):
         return []
     known = slide.mpp is not None
     data, kwargs = mask_layer_kwargs(
