@@ -498,6 +498,24 @@ def test_progress_runs_once_over_model_clearing_and_small_objects_and_cancel_sto
         assert max(seen) < total
 
 
+class AlignedOut(np.ndarray):
+    """An output array asking for blocks aligned to 256 on the image's grid."""
+
+    block_alignment = 256
+
+
+def test_blocks_aligned_to_an_output_give_the_same_result() -> None:
+    image = random_rgb(700, 900, seed=3)
+    run = {"tile": 256, "tissue": False, "device": "cpu", "precision": "fp32"}
+    region = (37, 650, 101, 877)
+    plain = segment(image, tiny_unet(), region=region, **run)
+    out = np.zeros(plain.shape, np.uint8).view(AlignedOut)
+    segment(image, tiny_unet(), region=region, out=out, **run)
+    np.testing.assert_array_equal(np.asarray(out), plain)
+    plan = plan_segmentation(image, tiny_unet(), region=region, tile=256, device="cpu")
+    assert plan.grid.block % 256  # the plain plan is not aligned: the test means something
+
+
 def test_zarr_output_chunks_follow_the_blocks(small_slide: Path, tmp_path: Path) -> None:
     model = tiny_unet()
     plan = plan_segmentation(small_slide, model, tile=192, device="cpu")

@@ -95,6 +95,39 @@ def test_blocks_tile_the_region_exactly_and_tiles_cover_what_blocks_need(
     assert grid.working_shape == (math.ceil(shape[0] / scale), math.ceil(shape[1] / scale))
 
 
+@pytest.mark.parametrize(
+    ("region", "scale", "tile"),
+    [
+        ((0, 20000, 0, 30000), 4.0, 752),
+        ((2148, 10240, 11301, 19456), 4.0, 752),
+        ((13, 901, 250, 700), 1.0, 800),
+    ],
+)
+def test_aligned_blocks_lie_on_the_images_grid_and_still_tile_the_region(
+    region: tuple[int, int, int, int], scale: float, tile: int
+) -> None:
+    grid = make_grid(
+        (20000, 30000), region, scale=scale, tile=tile, halo=96, multiple=16, align=512
+    )
+    assert grid.block % 512 == 0
+    y0, y1, x0, x1 = region
+    cover = np.zeros((y1 - y0, x1 - x0), np.int32)
+    for block in grid.blocks():
+        cover[block.y0 - y0 : block.y1 - y0, block.x0 - x0 : block.x1 - x0] += 1
+        # Every edge inside the region is a multiple of the block: whole chunks of 512.
+        for edge, border in ((block.y0, y0), (block.y1, y1), (block.x0, x0), (block.x1, x1)):
+            assert edge == border or edge % grid.block == 0
+    assert (cover == 1).all()
+
+
+def test_a_block_too_large_for_the_alignment_falls_back_to_tidy_blocks() -> None:
+    grid = make_grid(
+        (2000, 2000), (0, 2000, 0, 2000), scale=1.0, tile=256, halo=32, multiple=16, align=512
+    )
+    assert grid.block < 512
+    assert grid.block % 64 == 0
+
+
 def test_grid_prefers_tidy_blocks_for_the_store() -> None:
     whole = (0, 20000, 0, 20000)
     grid = make_grid((20000, 20000), whole, scale=1.0, tile=1024, halo=128, multiple=16)

@@ -178,6 +178,12 @@ class StoreWindow(_Window):
         self.edited = edited
         self.defer_overviews = defer_overviews
 
+    @property
+    def block_alignment(self) -> int:
+        """Blocks that are multiples of this, on the image's grid, fill whole chunks
+        of the store's full resolution (and of its overviews, as deep as they can)."""
+        return int(max(self.store.level0.chunks))
+
     def _read(self, box: Box) -> np.ndarray:
         y0, y1, x0, x1 = self._to_store(box)
         if y1 <= y0 or x1 <= x0:

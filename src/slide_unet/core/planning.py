@@ -369,11 +369,13 @@ def make_plan(
     tissue: bool,
     probabilities: bool,
     tta: bool = False,
+    align: int | None = None,
 ) -> SegmentationPlan:
     """Plan the segmentation of an opened source by a loaded model.
 
     The work of :func:`plan_segmentation`, for callers that already hold the
-    source and the model (``spec`` is the model's name or path, if any).
+    source and the model (``spec`` is the model's name or path, if any);
+    ``align`` is :func:`~slide_unet.core.tiling.make_grid`'s.
     """
     card = _card_of(net)
     base = source.levels[0]
@@ -408,7 +410,9 @@ def make_plan(
             f"(2**depth) and larger than twice its halo of {halo} pixels, e.g. "
             f"{max(low, 2 * halo + 4 * multiple)} or more"
         )
-    grid = make_grid(shape, box, scale=scale, tile=int(tile), halo=halo, multiple=multiple)
+    grid = make_grid(
+        shape, box, scale=scale, tile=int(tile), halo=halo, multiple=multiple, align=align
+    )
     blocks = grid.blocks()
     total = len(blocks)
     if tissue:

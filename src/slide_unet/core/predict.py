@@ -321,7 +321,9 @@ def segment(
         :func:`~slide_unet.core.mask_io.write_mask`. Files appear complete or
         not at all: a cancelled or failed run leaves no output and no
         temporary files. A writable array of the region's shape: filled in
-        place, block by block (a viewer can show it as it fills); it may hold an
+        place, block by block (a viewer can show it as it fills; with an int
+        attribute ``block_alignment`` the blocks are multiples of it on the
+        image's grid, see :func:`~slide_unet.core.tiling.make_grid`); it may hold an
         earlier result, which each block replaces as it lands, and the blocks
         skipped as background are set to 0 once every block has run (a
         cancelled run changes only the blocks it finished).
@@ -396,6 +398,9 @@ def segment(
             tissue=tissue,
             probabilities=probabilities,
             tta=tta,
+            # An output that says so (a mask store's window) gets blocks that fill
+            # its chunks: no chunk is rewritten by two blocks.
+            align=getattr(out, "block_alignment", None) if kind == "array" else None,
         )
         options: dict[str, Any] = {
             "model": net,

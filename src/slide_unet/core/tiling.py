@@ -193,9 +193,13 @@ def _plan_axis(
     needed: tuple[np.ndarray, np.ndarray],
     halo: int,
     multiple: int,
+    aligned: bool = False,
 ) -> _Axis:
     first, last = needed
-    edges = (*range(lo, hi, block), hi)
+    if aligned:  # edges on the image's grid of blocks: the first block may be cut
+        edges = (lo, *range((lo // block + 1) * block, hi, block), hi)
+    else:
+        edges = (*range(lo, hi, block), hi)
     starts, span = [], 0
     for a, b in itertools.pairwise(edges):
         need_lo, need_hi = int(first[a - lo : b - lo].min()), int(last[a - lo : b - lo].max()) + 1
@@ -303,6 +307,7 @@ def make_grid(
     tile: int,
     halo: int,
     multiple: int,
+    align: int | None = None,
 ) -> TileGrid:
     """Cut a region into blocks that tiles of side at most ``tile`` can compute.
 
@@ -321,6 +326,12 @@ def make_grid(
         Context each tile needs on every side; a multiple of ``multiple``.
     multiple : int
         Tile origins and sides are multiples of this (``2**depth``).
+    align : int, optional
+        Blocks are multiples of this and their edges lie on the image's grid
+        of blocks (multiples of the block side, the region's first and last
+        blocks cut by its border), when such a block fits in a tile: so that
+        each block fills whole chunks of an output chunked by ``align`` in
+        image coordinates (a slide's mask store). The result is the same.
 
     Returns
     -------
@@ -349,11 +360,13 @@ def make_grid(
     needed = (_needed(y0, y1, scale, working[0]), _needed(x0, x1, scale, working[1]))
     largest = max(1, math.floor(inner * scale) + 1)
     best: tuple[int, _Axis, _Axis, int] | None = None
-    for block in _block_candidates(largest):
+    candidates = _block_candidates(largest)
+    aligned = [b for b in candidates if align and b % align == 0]
+    for block in aligned or candidates:
         if best is not None and block < best[0] // 2:
             break  # halving the block only multiplies the halo's cost
-        rows = _plan_axis(y0, y1, block, needed[0], halo, multiple)
-        cols = _plan_axis(x0, x1, block, needed[1], halo, multiple)
+        rows = _plan_axis(y0, y1, block, needed[0], halo, multiple, bool(aligned))
+        cols = _plan_axis(x0, x1, block, needed[1], halo, multiple, bool(aligned))
         side = -(-max(rows.span, cols.span) // multiple) * multiple
         if side > inner:
             continue
