@@ -114,10 +114,16 @@ def test_aligned_blocks_lie_on_the_images_grid_and_still_tile_the_region(
     cover = np.zeros((y1 - y0, x1 - x0), np.int32)
     for block in grid.blocks():
         cover[block.y0 - y0 : block.y1 - y0, block.x0 - x0 : block.x1 - x0] += 1
-        # Every edge inside the region is a multiple of the block: whole chunks of 512.
+        # Every edge inside the region is on the image's grid of 512: whole chunks.
         for edge, border in ((block.y0, y0), (block.y1, y1), (block.x0, x0), (block.x1, x1)):
-            assert edge == border or edge % grid.block == 0
+            assert edge == border or edge % 512 == 0
     assert (cover == 1).all()
+    # No more blocks than an unaligned grid of the same block side needs, plus one a side.
+    rows, cols = grid.shape
+    assert rows <= -(-(y1 - y0) // grid.block) + 1
+    assert cols <= -(-(x1 - x0) // grid.block) + 1
+    if y0 % 512 == 0:
+        assert rows == -(-(y1 - y0) // grid.block)
 
 
 def test_a_block_too_large_for_the_alignment_falls_back_to_tidy_blocks() -> None:

@@ -98,7 +98,7 @@ _LOCKS_GUARD = threading.Lock()
 #: ``(level, y0, y1, x0, x1)``, up to date at ``level``.
 _STALE: dict[str, list[Any]] = {}
 #: Deferred overviews (``write(defer=True)``) are rebuilt at most this often (s).
-DEFER_SECONDS = 0.5
+DEFER_SECONDS = 1.0
 
 
 class MaskStoreError(ValueError):

@@ -104,12 +104,17 @@ def drop_small_objects(
         if near.size:
             drop = np.isin(labels.block(i, j), near)
             if drop.any():
-                values = np.asarray(mask[slices]).copy()
-                values[drop] = 0
+                # Only the box of what changes is read and written back: specks
+                # are small, blocks are millions of pixels.
+                rows, cols = np.flatnonzero(drop.any(axis=1)), np.flatnonzero(drop.any(axis=0))
+                a, b, c, d = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                box = (slice(y0 + a, y0 + b), slice(x0 + c, x0 + d))
+                values = np.asarray(mask[box]).copy()
+                values[drop[a:b, c:d]] = 0
                 if write is None:
-                    mask[slices] = values
+                    mask[box] = values
                 else:
-                    write(y0, x0, values)
+                    write(y0 + a, x0 + c, values)
         if progress is not None:
             progress(total + done, 2 * total)
     return int(small.size)

@@ -193,11 +193,11 @@ def _plan_axis(
     needed: tuple[np.ndarray, np.ndarray],
     halo: int,
     multiple: int,
-    aligned: bool = False,
+    align: int = 0,
 ) -> _Axis:
     first, last = needed
-    if aligned:  # edges on the image's grid of blocks: the first block may be cut
-        edges = (lo, *range((lo // block + 1) * block, hi, block), hi)
+    if align:  # inner edges on the image's grid of ``align``: the first block may be cut
+        edges = (lo, *range(lo // align * align + block, hi, block), hi)
     else:
         edges = (*range(lo, hi, block), hi)
     starts, span = [], 0
@@ -327,11 +327,12 @@ def make_grid(
     multiple : int
         Tile origins and sides are multiples of this (``2**depth``).
     align : int, optional
-        Blocks are multiples of this and their edges lie on the image's grid
-        of blocks (multiples of the block side, the region's first and last
-        blocks cut by its border), when such a block fits in a tile: so that
-        each block fills whole chunks of an output chunked by ``align`` in
-        image coordinates (a slide's mask store). The result is the same.
+        Blocks are multiples of this and their edges inside the region lie on
+        the image's grid of ``align`` (the first block is cut short when the
+        region does not start on it: no more blocks than without), when such a
+        block fits in a tile: so that each block fills whole chunks of an
+        output chunked by ``align`` in image coordinates (a slide's mask
+        store). The result is the same.
 
     Returns
     -------
@@ -365,8 +366,9 @@ def make_grid(
     for block in aligned or candidates:
         if best is not None and block < best[0] // 2:
             break  # halving the block only multiplies the halo's cost
-        rows = _plan_axis(y0, y1, block, needed[0], halo, multiple, bool(aligned))
-        cols = _plan_axis(x0, x1, block, needed[1], halo, multiple, bool(aligned))
+        grid = int(align) if aligned and align else 0
+        rows = _plan_axis(y0, y1, block, needed[0], halo, multiple, grid)
+        cols = _plan_axis(x0, x1, block, needed[1], halo, multiple, grid)
         side = -(-max(rows.span, cols.span) // multiple) * multiple
         if side > inner:
             continue
