@@ -47,15 +47,8 @@ def notify_error(error: BaseException) -> None:
 
 
 #: Shortest time between two values shown on napari's progress bar (s).
-PROGRESS_SECONDS = 0.5
-#: Speed (percent) of napari's activity spinner while a job here runs. The
-#: spinner is a GIF in the status bar playing at about 30 frames a second while
-#: any progress bar is open, and on a display without a GPU (software OpenGL:
-#: virtual machines, remote desktops, Xvfb) each frame recomposites the whole
-#: window: measured, it took 40 % of an 8,192² Segment run's time on 2 cores.
-#: A tenth of its speed still shows that something runs.
-SPINNER_SPEED = 10
-_slowed: list[Any] = []  # jobs running with the spinner slowed
+PROGRESS_SECONDS = 1.0
+_held: list[Any] = []  # jobs running with napari's activity spinner held still
 
 
 def _activity_spinners() -> list[Any]:
@@ -70,18 +63,27 @@ def _activity_spinners() -> list[Any]:
     return movies
 
 
-def _slow_spinner(job: Any) -> None:
-    _slowed.append(job)
+def _hold_spinner(job: Any) -> None:
+    """Hold napari's activity spinner still while ``job`` runs.
+
+    The spinner is a GIF in the status bar that plays at about 30 frames a
+    second while any progress bar is open. Without a GPU (software OpenGL:
+    virtual machines, remote desktops, Xvfb) each frame recomposites the whole
+    window: measured, that took 40 % of an 8,192² Segment run on 2 cores, and
+    still 10 % at a tenth of the speed. Held, it still shows that something
+    runs; the bar beside it shows how far.
+    """
+    _held.append(job)
     for movie in _activity_spinners():
-        movie.setSpeed(SPINNER_SPEED)
+        movie.setPaused(True)
 
 
-def _restore_spinner(job: Any) -> None:
-    if job in _slowed:
-        _slowed.remove(job)
-    if not _slowed:
+def _release_spinner(job: Any) -> None:
+    if job in _held:
+        _held.remove(job)
+    if not _held:
         for movie in _activity_spinners():
-            movie.setSpeed(100)
+            movie.setPaused(False)
 
 
 class _Signals(QObject):
@@ -139,8 +141,8 @@ class Job:
         )
         self.worker.finished.connect(self._apply_progress)  # the last report, then close
         self.worker.finished.connect(self.bar.close)
-        _slow_spinner(self)
-        self.worker.finished.connect(lambda: _restore_spinner(self))
+        _hold_spinner(self)
+        self.worker.finished.connect(lambda: _release_spinner(self))
         self.worker.start()
 
     def _check_bar(self) -> None:
