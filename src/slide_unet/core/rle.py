@@ -36,7 +36,6 @@ __all__ = [
     "rle_decode",
     "rle_decode_to_zarr",
     "rle_encode",
-    "rle_encode_steps",
 ]
 
 #: Largest mask :func:`rle_decode` returns as a numpy array (256 megapixels);
