@@ -42,9 +42,14 @@ shared machine's load shows:
 Targets (issue 14): time ratio <= 1.2, RSS difference <= 400 MB, longest UI gap
 < 200 ms during work and < 300 ms on open, brush dab <= 20 ms.
 
+With ``--whole-slide``, also the whole slide from the widget (*Whole slide*,
+Min. object 1,000 µm²) against the CLI, each in a fresh process: time, peak RSS,
+the UI gap, and that both found the same foreground pixels.
+
 Usage::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_napari.py
+    python benchmarks/bench_napari.py --whole-slide   # plus the whole slide (~3 min more)
     python benchmarks/bench_napari.py --quick   # 8,192 x 11,000 slide, a 4,096 region
 """
 
@@ -109,24 +114,35 @@ def child_cli(slide: str, region: list[int]) -> dict[str, Any]:
     from slide_unet import cli
 
     rss_before = _status_mb("VmRSS")
-    y0, y1, x0, x1 = region
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "mask.ome.tif"
         argv = ["segment", slide, "-o", str(out), "--model", MODEL]
-        argv += ["--region", f"{y0}:{y1},{x0}:{x1}", "--min-object-um2", str(MIN_OBJECT_UM2)]
+        argv += ["--min-object-um2", str(MIN_OBJECT_UM2)]
+        if region:  # else the whole slide
+            y0, y1, x0, x1 = region
+            argv += ["--region", f"{y0}:{y1},{x0}:{x1}"]
         started = time.perf_counter()
         code = cli.main(argv)
         seconds = time.perf_counter() - started
-        import tifffile
-
-        foreground = int(np.count_nonzero(tifffile.imread(out)))
+        peak = _status_mb("VmHWM")  # before the check below reads the mask
+        foreground = _foreground(out)
     return {
         "exit_code": code,
         "seconds": seconds,
-        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_mb": peak,
         "rss_before_mb": rss_before,
         "foreground": foreground,
     }
+
+
+def _foreground(mask: Any) -> int:
+    """Non-zero pixels of a mask file or array, counted block by block."""
+    import dask.array as da
+
+    from slide_unet.core.mask_io import read_mask
+
+    array = read_mask(mask) if isinstance(mask, str | Path) else mask
+    return int(da.count_nonzero(da.asarray(array, chunks=(4096, 4096))).compute())
 
 
 class Heartbeat:
@@ -429,6 +445,39 @@ def _dabs(layer: Any, app: Any, beat: Heartbeat) -> dict[str, Any]:
     }
 
 
+def child_napari_whole(slide: str) -> dict[str, Any]:
+    """Segment the whole slide (Min. object as above) from the widget, in a fresh window."""
+    os.environ.setdefault("SLIDE_UNET_MASKS_DIR", tempfile.mkdtemp(prefix="bench-masks-"))
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from slide_unet.core.mask_store import MaskStore
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open(slide, plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.model.value = MODEL
+    widget.settings.region.value = "Whole slide"
+    widget.advanced.min_object_um2.value = MIN_OBJECT_UM2
+    _wait(app, lambda: False, 1.0)
+    beat = Heartbeat()
+    run = _segment(widget, viewer, app, cancel_at=None)
+    peak = _status_mb("VmHWM")
+    store = MaskStore(widget.layer.metadata["mask_store"])
+    result = {
+        "seconds": run["seconds"],
+        "peak_rss_mb": peak,
+        "click_s": run["clicked"] - run["started"],
+        "longest_gap_ms": beat.longest_gap_ms(run["clicked"], run["finished"]),
+        "status": run["status"],
+        "foreground": _foreground(store.level0),
+    }
+    viewer.close()
+    return result
+
+
 def child_napari_reference(png: str) -> dict[str, Any]:
     """napari's own reader on a small PNG in a fresh window: what napari itself costs."""
     import napari
@@ -624,9 +673,36 @@ def report(cli: list[dict[str, Any]], nap: dict[str, Any], ref: dict[str, Any]) 
     return "\n".join(lines)
 
 
+def whole_report(whole: dict[str, Any]) -> str:
+    """The whole-slide row: the widget against the CLI."""
+    cli, nap = whole["cli"], whole["napari"]
+    if "error" in cli or "error" in nap:
+        return f"whole slide: {cli.get('error') or nap.get('error')}"
+    ratio = nap["seconds"] / cli["seconds"]
+    diff = nap["peak_rss_mb"] - cli["peak_rss_mb"]
+    lines = [
+        "| whole slide, Min. object 1000 µm² | napari | slide-unet (CLI) | ratio / difference |",
+        "| --- | ---: | ---: | --- |",
+        f"| time | {nap['seconds']:.1f} s | {cli['seconds']:.1f} s | {ratio:.2f} "
+        f"({_verdict(ratio <= TARGET_RATIO)}) |",
+        f"| peak RSS | {nap['peak_rss_mb']:.0f} MB | {cli['peak_rss_mb']:.0f} MB | +{diff:.0f} MB "
+        f"({_verdict(diff <= TARGET_RSS_DIFF_MB)}) |",
+        f"| longest UI gap during the run (click: {nap['click_s'] * 1000:.0f} ms) | "
+        f"{nap['longest_gap_ms']:.0f} ms | — | {_verdict(nap['longest_gap_ms'] < 200)} |",
+        f"| foreground pixels | {nap['foreground']:,} | {cli['foreground']:,} | "
+        f"{'same' if nap['foreground'] == cli['foreground'] else 'DIFFERENT'} |",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="8,192 x 11,000 slide, 4,096 region")
+    parser.add_argument(
+        "--whole-slide",
+        action="store_true",
+        help="also segment the whole slide from the widget and the CLI (a few minutes more)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--slide", help=argparse.SUPPRESS)
     parser.add_argument("--region", help=argparse.SUPPRESS)
@@ -639,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
             result = child_cli(args.slide, region)
         elif args.child == "napari":
             result = child_napari(args.slide, region, args.png)
+        elif args.child == "napari-whole":
+            result = child_napari_whole(args.slide)
         else:
             result = child_napari_reference(args.png)
         print(json.dumps(result))
@@ -670,12 +748,20 @@ def main(argv: list[str] | None = None) -> int:
         cli.append(_run_child(["--child", "cli", *where], display=False))
         print("napari's own reader ...", flush=True)
         ref = _run_child(["--child", "reference", *where], display=True)
+        whole: dict[str, Any] = {}
+        if args.whole_slide:
+            print("whole slide: CLI, napari ...", flush=True)
+            whole["cli"] = _run_child(["--child", "cli", "--slide", slide], display=False)
+            whole["napari"] = _run_child(["--child", "napari-whole", "--slide", slide], True)
         load_after = os.getloadavg()
     for run in cli:
         if "error" in run:
             print(f"CLI run failed: {run['error']}")
     print()
     print(report(cli, nap, ref))
+    if whole:
+        print()
+        print(whole_report(whole))
     print()
     print(
         f"Machine: {bench_open.machine()}; load average {load_before[0]:.2f} before, "
