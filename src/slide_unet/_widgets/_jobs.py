@@ -47,8 +47,11 @@ def notify_error(error: BaseException) -> None:
     show_error(message)
 
 
-#: Shortest time between two values shown on napari's progress bar (s).
+#: Shortest time between two values shown on napari's progress bar (s): in the
+#: first :data:`SETTLE_SECONDS` of a job, and after (a long job's bar needs less).
 PROGRESS_SECONDS = 1.0
+LATE_PROGRESS_SECONDS = 2.0
+SETTLE_SECONDS = 10.0
 _held: list[Any] = []  # jobs running with napari's activity spinner held still
 
 
@@ -136,6 +139,7 @@ class Job:
         self.signals.progress.connect(self._show_progress)
         self._latest: tuple[int, int] | None = None
         self._shown_at = 0.0
+        self._started = time.monotonic()
         self._later = QTimer()
         self._later.setSingleShot(True)
         self._later.setInterval(int(PROGRESS_SECONDS * 1000))
@@ -182,15 +186,19 @@ class Job:
         napari's bar runs a nested event loop (and so a repaint of the window)
         on every value it shows: at a block a second or more that cost an
         8,192² Segment run a tenth of its time without a GPU. Reports closer
-        than :data:`PROGRESS_SECONDS` are merged; a new total and the last
-        report are shown at once.
+        than :data:`PROGRESS_SECONDS` (later :data:`LATE_PROGRESS_SECONDS`) are
+        merged; a new total and the last report are shown at once.
         """
         if self.bar is None:
             return
         if self.bar.is_canceled:  # napari's Cancel button in the activity dock
             self.cancelled.set()
         self._latest = (done, total)
-        due = time.monotonic() - self._shown_at >= PROGRESS_SECONDS
+        now = time.monotonic()
+        late = now - self._started >= SETTLE_SECONDS
+        interval = LATE_PROGRESS_SECONDS if late else PROGRESS_SECONDS
+        self._later.setInterval(int(interval * 1000))
+        due = now - self._shown_at >= interval
         if due or done >= total or total != self.bar.total:
             self._apply_progress()
         elif not self._later.isActive():

@@ -50,8 +50,9 @@ VIEWPORT, WHOLE_SLIDE = "Viewport", "Whole slide"
 
 #: Shortest time between two refreshes of the Labels layer while tiles land: each
 #: re-reads and redraws the view, which without a GPU cost an 8,192² run about 5 %
-#: at 4 a second.
+#: at 4 a second. After the first ten seconds of a run, every other second.
 REFRESH_SECONDS = 1.0
+LATE_REFRESH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,10 @@ class SegmentWidget(QWidget):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(int(REFRESH_SECONDS * 1000))
         self._refresh_timer.timeout.connect(self._refresh_layer)
+        self._settle_timer = QTimer(self)  # a run's first seconds refresh faster
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(10_000)
+        self._settle_timer.timeout.connect(self._slow_refresh)
         self.layer: Any = None
 
     # -- pickers -----------------------------------------------------------------
@@ -370,7 +375,9 @@ class SegmentWidget(QWidget):
         self.status.value = f"segmenting {y1 - y0} x {x1 - x0} px with {self.model.value}..."
         self.run_button.enabled = False
         self.cancel_button.enabled = True
+        self._refresh_timer.setInterval(int(REFRESH_SECONDS * 1000))
         self._refresh_timer.start()
+        self._settle_timer.start()
         self.job = start_job(
             work,
             f"Segmenting {image.name}",
@@ -401,6 +408,10 @@ class SegmentWidget(QWidget):
         attach_store(layer, store)
         return layer
 
+    def _slow_refresh(self) -> None:
+        if self._refresh_timer.isActive():
+            self._refresh_timer.setInterval(int(LATE_REFRESH_SECONDS * 1000))
+
     def _landed(self, _box: Any) -> None:
         self._dirty = True
 
@@ -430,6 +441,7 @@ class SegmentWidget(QWidget):
 
     def _finished(self) -> None:
         self._refresh_timer.stop()
+        self._settle_timer.stop()
         self._dirty = True
         self._refresh_layer()
         self.run_button.enabled = True
