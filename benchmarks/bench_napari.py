@@ -121,18 +121,27 @@ def child_cli(slide: str, region: list[int]) -> dict[str, Any]:
         if region:  # else the whole slide
             y0, y1, x0, x1 = region
             argv += ["--region", f"{y0}:{y1},{x0}:{x1}"]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_s()
         code = cli.main(argv)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
         peak = _status_mb("VmHWM")  # before the check below reads the mask
         foreground = _foreground(out)
     return {
         "exit_code": code,
         "seconds": seconds,
+        "cpu_s": cpu,
         "peak_rss_mb": peak,
         "rss_before_mb": rss_before,
         "foreground": foreground,
     }
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process has used, all its threads together."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _foreground(mask: Any) -> int:
@@ -463,11 +472,14 @@ def child_napari_whole(slide: str) -> dict[str, Any]:
     widget.advanced.min_object_um2.value = MIN_OBJECT_UM2
     _wait(app, lambda: False, 1.0)
     beat = Heartbeat()
+    cpu = _cpu_s()
     run = _segment(widget, viewer, app, cancel_at=None)
+    cpu = _cpu_s() - cpu
     peak = _status_mb("VmHWM")
     store = MaskStore(widget.layer.metadata["mask_store"])
     result = {
         "seconds": run["seconds"],
+        "cpu_s": cpu,
         "peak_rss_mb": peak,
         "click_s": run["clicked"] - run["started"],
         "longest_gap_ms": beat.longest_gap_ms(run["clicked"], run["finished"]),
@@ -685,6 +697,8 @@ def whole_report(whole: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- |",
         f"| time | {nap['seconds']:.1f} s | {cli['seconds']:.1f} s | {ratio:.2f} "
         f"({_verdict(ratio <= TARGET_RATIO)}) |",
+        f"| CPU time, all threads | {nap['cpu_s']:.1f} s | {cli['cpu_s']:.1f} s | "
+        f"{nap['cpu_s'] / cli['cpu_s']:.2f} |",
         f"| peak RSS | {nap['peak_rss_mb']:.0f} MB | {cli['peak_rss_mb']:.0f} MB | +{diff:.0f} MB "
         f"({_verdict(diff <= TARGET_RSS_DIFF_MB)}) |",
         f"| longest UI gap during the run (click: {nap['click_s'] * 1000:.0f} ms) | "
