@@ -484,6 +484,27 @@ def test_a_brush_dab_lands_in_memory_and_reaches_the_store_within_a_second(
         time.sleep(0.02)
 
 
+def test_export_and_score_of_the_view_include_a_stroke_not_yet_autosaved(
+    viewer, widget, truth, large, qtbot, tmp_path
+) -> None:
+    store = _store(truth)
+    view = _store_layer(viewer, store)
+    _look_at(viewer, (1024, 1024), 2000)
+    window = widget.edit_here()
+    window.array.delay = 3600.0  # the autosave would come far too late
+    y0, _, x0, _ = window.region
+    window.layer.data_setitem((np.array([5]), np.array([5])), 1)
+    assert store.level0[y0 + 5, x0 + 5] == 0  # only in the window so far
+
+    _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    export.layer.value = view
+    export.options["format"].value = "pyramidal OME-TIFF"
+    export.options["path"].value = tmp_path / "view.ome.tif"
+    with qtbot.waitSignal(export.finished, timeout=60_000):
+        export.export_button.native.click()
+    assert read_mask(tmp_path / "view.ome.tif")[y0 + 5, x0 + 5] == 1  # saved first
+
+
 def test_removing_the_window_layer_by_hand_loses_nothing(viewer, widget, truth, large) -> None:
     store = _store(truth)
     view = _store_layer(viewer, store)

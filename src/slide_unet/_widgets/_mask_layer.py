@@ -18,7 +18,7 @@ from slide_unet.core.mask_store import MaskStore
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["attach_store", "find_mask_layer", "mask_store_of", "store_for_image"]
+__all__ = ["attach_store", "find_mask_layer", "mask_store_of", "save_pending", "store_for_image"]
 
 #: The store behind each Labels layer made here (napari forbids new attributes on layers).
 _STORES: weakref.WeakKeyDictionary[Any, MaskStore] = weakref.WeakKeyDictionary()
@@ -58,3 +58,18 @@ def attach_store(layer: Any, store: MaskStore) -> None:
     The layer's pixels need no watching: its data writes through to the store.
     """
     _STORES[unproxied(layer)] = store
+
+
+def save_pending(*layers: Any) -> None:
+    """Save now the edits of the last half second behind ``layers``, before
+    something reads them: an autosaved window's own (an *Edit here* window, a
+    small slide's mask), and every window of the store a multiscale view reads."""
+    from slide_unet.core.mask_windows import AutosavedWindow, flush_windows
+
+    for layer in layers:
+        data = getattr(layer, "data", None)
+        if isinstance(data, AutosavedWindow):
+            data.flush()
+        path = (getattr(layer, "metadata", None) or {}).get("mask_store")
+        if path:
+            flush_windows(path)

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import QWidget
 
 from slide_unet._widgets._jobs import Job, notify_error, start_job
 from slide_unet._widgets._layers import full_resolution, labels_layers, slide_path
+from slide_unet._widgets._mask_layer import save_pending
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._writer import (
@@ -232,6 +233,7 @@ class ExportWidget(QWidget):
         options = read_form(ExportOptions, self.options)
         try:
             path = self._target(options)
+            save_pending(layer)
             mask = full_resolution_mask(full_resolution(layer))
         except (ValueError, OSError) as error:
             notify_error(error)

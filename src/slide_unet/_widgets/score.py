@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from slide_unet._widgets._jobs import Job, notify_error, start_job
 from slide_unet._widgets._layers import full_resolution, labels_layers, layer_by_name
+from slide_unet._widgets._mask_layer import save_pending
 from slide_unet._widgets._overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
@@ -266,6 +267,7 @@ class ScoreWidget(QWidget):
                     "no prediction: add or open a Labels layer (a mask) and pick it as the "
                     "prediction"
                 )
+            save_pending(layer, layer_by_name(self.viewer, self.truth_layer.value))
             pred = full_resolution(layer)
             if len(pred.shape) != 2:
                 raise ValueError(
