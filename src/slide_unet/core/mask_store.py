@@ -61,7 +61,8 @@ import platformdirs
 import zarr
 from zarr.codecs import BloscCodec
 
-from slide_unet.core.mask_pyramids import halve_max, level_shapes
+from slide_unet.core.mask_overviews import rebuild, rebuild_stale
+from slide_unet.core.mask_pyramids import level_shapes
 
 __all__ = [
     "CHUNK_SIDE",
@@ -635,34 +636,6 @@ class MaskStore:
                 self._rebuild_stale(stale)
                 self._update_info(stale=[])
 
-    def _rebuild_stale(self, stale: list[Any]) -> None:
-        """Rebuild the levels that deferred writes left waiting, each chunk once.
-
-        ``stale`` (emptied) holds ``(level, y0, y1, x0, x1)``: the region is up
-        to date at ``level``, the levels below it are not.
-        """
-        waiting: dict[int, set[tuple[int, ...]]] = {}
-        for level, *box in stale:
-            waiting.setdefault(int(level), set()).add(tuple(int(v) for v in box))
-        stale.clear()
-        if not waiting:
-            return
-        for k in range(min(waiting) + 1, len(self.levels)):
-            height, width = self.levels[k].shape
-            above_h, above_w = self.levels[k - 1].shape
-            chunks = set()
-            for y0, y1, x0, x1 in waiting.get(k - 1, ()):
-                for cy in range(y0 // 2 // CHUNK_SIDE, (-(-y1 // 2) - 1) // CHUNK_SIDE + 1):
-                    for cx in range(x0 // 2 // CHUNK_SIDE, (-(-x1 // 2) - 1) // CHUNK_SIDE + 1):
-                        chunks.add((cy, cx))
-            done = waiting.setdefault(k, set())
-            for cy, cx in sorted(chunks):
-                y0, x0 = cy * CHUNK_SIDE, cx * CHUNK_SIDE
-                y1, x1 = min(y0 + CHUNK_SIDE, height), min(x0 + CHUNK_SIDE, width)
-                self._halve_region(k, 2 * y0, min(2 * y1, above_h), 2 * x0, min(2 * x1, above_w))
-                done.add((y0, y1, x0, x1))
-        self._rebuilt = time.monotonic()
-
     def _as_dtype(self, block: np.ndarray) -> np.ndarray:
         if np.can_cast(block.dtype, self.dtype):
             return block.astype(self.dtype, copy=False)
@@ -694,6 +667,11 @@ class MaskStore:
             self._rebuild_overviews(y0, y1, x0, x1)
             self.touch(edited)
 
+    def _rebuild_stale(self, stale: list[Any]) -> None:
+        """Rebuild what deferred writes left waiting (``stale`` is emptied)."""
+        rebuild_stale(self.levels, stale, chunk=CHUNK_SIDE, tile=REBUILD_TILE)
+        self._rebuilt = time.monotonic()
+
     def _rebuild_overviews(
         self,
         y0: int,
@@ -704,74 +682,10 @@ class MaskStore:
         *,
         whole_chunks: bool = False,
     ) -> tuple[int, tuple[int, int, int, int]]:
-        """Recompute the overviews over a full-resolution region; ``block`` is
-        the region's pixels, when at hand.
-
-        A level whose region covers whole 2x2 cells of the level above (even
-        start, even end or the level's edge) is halved from the pixels in
-        memory; otherwise (or once that fails) it is read back from the store.
-        The engine's blocks are aligned, so their overviews cost no reads.
-        With ``whole_chunks``, stop before the first level that the region would
-        not cover in whole chunks (and that needs a read of what is there).
-
-        Returns
-        -------
-        tuple
-            The last level rebuilt and the region there, ``(y0, y1, x0, x1)``.
-        """
-        y0, y1 = max(0, int(y0)), min(self.shape[0], int(y1))
-        x0, x1 = max(0, int(x0)), min(self.shape[1], int(x1))
-        if block is not None and block.shape != (y1 - y0, x1 - x0):
-            block = None
-        last = 0
-        if y0 >= y1 or x0 >= x1:
-            return last, (y0, y1, x0, x1)
-        for k in range(1, len(self.levels)):
-            height, width = self.levels[k - 1].shape
-            whole = not (y0 % 2 or x0 % 2 or (y1 % 2 and y1 != height) or (x1 % 2 and x1 != width))
-            if whole_chunks and not (
-                whole and block is not None and self._covers(k, y0, y1, x0, x1)
-            ):
-                break
-            if block is not None and whole:
-                block = halve_max(block)
-                self.levels[k][
-                    y0 // 2 : y0 // 2 + block.shape[0], x0 // 2 : x0 // 2 + block.shape[1]
-                ] = block
-                y0, y1, x0, x1 = y0 // 2, -(-y1 // 2), x0 // 2, -(-x1 // 2)
-            else:
-                block = None
-                y0, y1, x0, x1 = self._halve_region(k, y0, y1, x0, x1)
-            last = k
-        return last, (y0, y1, x0, x1)
-
-    def _covers(self, k: int, y0: int, y1: int, x0: int, x1: int) -> bool:
-        """Whether level ``k - 1``'s region, halved, fills whole chunks of level ``k``."""
-        height, width = self.levels[k].shape
-        a0, a1, b0, b1 = y0 // 2, -(-y1 // 2), x0 // 2, -(-x1 // 2)
-        side_y, side_x = (int(c) for c in self.levels[k].chunks)
-        return (
-            a0 % side_y == 0
-            and b0 % side_x == 0
-            and (a1 % side_y == 0 or a1 == height)
-            and (b1 % side_x == 0 or b1 == width)
+        """:func:`~slide_unet.core.mask_overviews.rebuild` over this store's levels."""
+        return rebuild(
+            self.levels, y0, y1, x0, x1, block, whole_chunks=whole_chunks, tile=REBUILD_TILE
         )
-
-    def _halve_region(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[int, ...]:
-        """Recompute level ``k`` over level ``k - 1``'s region; return level k's region."""
-        above, below = self.levels[k - 1], self.levels[k]
-        height, width = above.shape
-        y0, x0 = y0 - y0 % 2, x0 - x0 % 2
-        y1, x1 = min(height, y1 + y1 % 2), min(width, x1 + x1 % 2)
-        # Tiles on a fixed even grid: every tile but the image's last is even
-        # on both sides, so halve_max pads (with 0, like a full rebuild) only there.
-        for ty in range(y0 - y0 % REBUILD_TILE, y1, REBUILD_TILE):
-            for tx in range(x0 - x0 % REBUILD_TILE, x1, REBUILD_TILE):
-                ya, yb = max(ty, y0), min(ty + REBUILD_TILE, y1)
-                xa, xb = max(tx, x0), min(tx + REBUILD_TILE, x1)
-                half = halve_max(np.asarray(above[ya:yb, xa:xb]))
-                below[ya // 2 : ya // 2 + half.shape[0], xa // 2 : xa // 2 + half.shape[1]] = half
-        return y0 // 2, -(-y1 // 2), x0 // 2, -(-x1 // 2)
 
     def dask_levels(self) -> list[da.Array]:
         """The levels as dask arrays (full resolution first), e.g. for a

@@ -49,6 +49,13 @@ from slide_unet.core.planning import (
     open_source,
     plan_segmentation,
 )
+from slide_unet.core.postprocess import (
+    Steps,
+    check_min_object,
+    clear_skipped,
+    drop_small,
+    small_object_steps,
+)
 
 __all__ = [
     "MAX_IN_MEMORY_PIXELS",
@@ -442,119 +449,6 @@ def segment(
             compute(plan, out)
             return out
         return stream_to_output(plan, out, compute)
-
-
-class Steps:
-    """One ``progress(done, total)`` over the phases of a run.
-
-    Each phase is given a number of steps (the model: one per block run;
-    clearing: one per skipped block; small-object removal: see
-    :func:`small_object_steps`) and reports its own ``(done, total)``, which is
-    scaled into its share, so the bar runs once from 0 to the sum.
-
-    Parameters
-    ----------
-    progress : callable or None
-        The caller's callback.
-    **sizes : int
-        Steps of each phase, in the order they run.
-    """
-
-    def __init__(self, progress: Callable[[int, int], None] | None, **sizes: int) -> None:
-        self.progress = progress
-        self.sizes = {name: max(0, int(n)) for name, n in sizes.items()}
-        self.total = sum(self.sizes.values())
-        self.offsets: dict[str, int] = {}
-        offset = 0
-        for name, n in self.sizes.items():
-            self.offsets[name] = offset
-            offset += n
-
-    def phase(self, name: str) -> Callable[[int, int], None] | None:
-        """The callback for phase ``name`` (None when there is no progress to show)."""
-        if self.progress is None:
-            return None
-        progress, offset, size, total = (
-            self.progress,
-            self.offsets[name],
-            self.sizes[name],
-            self.total,
-        )
-
-        def report(done: int, of: int) -> None:
-            share = size if of <= 0 else min(size, size * done // of)
-            progress(offset + share, total)
-
-        return report
-
-
-def clear_skipped(
-    plan: SegmentationPlan,
-    array: Any,
-    cancelled: Callable[[], bool],
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
-    """Set to 0 the blocks of the plan's region that it skips as background.
-
-    Only blocks that hold foreground are written (a read of an unwritten store
-    chunk costs nothing), one block at a time.
-
-    Raises
-    ------
-    Cancelled
-        ``cancelled()`` became true; the blocks cleared so far stay cleared.
-    """
-    ran = set(plan.blocks)
-    skipped = [block for block in plan.grid.blocks() if block not in ran]
-    ry, rx = plan.region[0], plan.region[2]
-    for done, block in enumerate(skipped, 1):
-        if cancelled():
-            raise Cancelled("segmentation cancelled")
-        rows = slice(block.y0 - ry, block.y1 - ry)
-        cols = slice(block.x0 - rx, block.x1 - rx)
-        if np.any(array[rows, cols]):
-            array[rows, cols] = np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool)
-        if progress is not None:
-            progress(done, len(skipped))
-
-
-def check_min_object(min_object_um2: float, probabilities: bool) -> None:
-    """Refuse a negative minimum object area, or one asked of probabilities."""
-    if not min_object_um2 >= 0:
-        raise ValueError(
-            f"min_object_um2 must be 0 or a positive area in µm², got {min_object_um2!r}"
-        )
-    if min_object_um2 and probabilities:
-        raise ValueError("min_object_um2 removes objects from masks: not with probabilities=True")
-
-
-def small_object_steps(shape: tuple[int, int]) -> int:
-    """Progress steps of removing small objects from a mask of ``shape``: its
-    labelling blocks, twice (one pass labels, one removes)."""
-    from slide_unet.core.blocks import DEFAULT_BLOCK
-
-    rows, cols = -(-shape[0] // DEFAULT_BLOCK), -(-shape[1] // DEFAULT_BLOCK)
-    return 2 * rows * cols
-
-
-def drop_small(
-    plan: SegmentationPlan,
-    array: Any,
-    min_object_um2: float,
-    cancel: Callable[[], bool],
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
-    """Remove objects below ``min_object_um2`` µm² from a finished output."""
-    if not min_object_um2:
-        return
-    from slide_unet.core.postprocess import drop_small_objects, min_pixels
-
-    drop_small_objects(
-        array,
-        min_pixels(min_object_um2, plan.input_mpp),
-        cancelled=cancel,
-        progress=progress,
-    )
 
 
 def stream_to_output(
