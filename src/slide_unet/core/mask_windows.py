@@ -311,8 +311,9 @@ class AutosavedWindow(_Window):
         self.save_error: BaseException | None = None
         self._chunk = int(store.level0.chunks[0]), int(store.level0.chunks[1])
         # Chunk rows and columns of the store met by the window, relative to its first.
-        self._first = region[0] // self._chunk[0], region[2] // self._chunk[1]
-        last = (region[1] - 1) // self._chunk[0], (region[3] - 1) // self._chunk[1]
+        top, bottom, left, right = self.region
+        self._first = top // self._chunk[0], left // self._chunk[1]
+        last = (bottom - 1) // self._chunk[0], (right - 1) // self._chunk[1]
         grid = last[0] - self._first[0] + 1, last[1] - self._first[1] + 1
         self._data = np.zeros(self.shape, self.dtype)
         self._loaded = np.zeros(grid, bool)
