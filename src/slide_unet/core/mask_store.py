@@ -61,6 +61,7 @@ import platformdirs
 import zarr
 from zarr.codecs import BloscCodec
 
+from slide_unet.core.errors import MaskError
 from slide_unet.core.mask_overviews import rebuild, rebuild_stale
 from slide_unet.core.mask_pyramids import level_shapes
 
@@ -102,7 +103,7 @@ _STALE: dict[str, list[Any]] = {}
 DEFER_SECONDS = 1.0
 
 
-class MaskStoreError(ValueError):
+class MaskStoreError(MaskError):
     """A mask store that is damaged, of another version, or not what was asked for."""
 
 

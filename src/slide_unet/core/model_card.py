@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slide_unet.core.atomic import write_text_atomic
+from slide_unet.core.errors import InputError
 from slide_unet.core.model import NORMS
 
 #: Architectures a card may name, with the default keyword arguments of each.
@@ -39,7 +40,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = ("name", "parameters", "normalization", "working_mpp", "default_input_mpp")
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model or model card that cannot be used.
 
     The message says what was expected and what was found, and names the file
