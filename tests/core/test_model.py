@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slide_unet.core.model import UNet
+from slide_unet.core.errors import InputError
+from slide_unet.core.model import (
+    MAX_BASE_WIDTH,
+    MAX_DEPTH,
+    MAX_TENSOR_ELEMENTS,
+    NORMS,
+    UNet,
+    check_unet_config,
+    unet_tensor_shapes,
+)
 
 
 def _small(depth: int = 2, norm: str = "batch", seed: int = 0) -> UNet:
@@ -124,10 +133,47 @@ def test_tile_side_not_a_multiple_says_which_sides_would_work() -> None:
 
 
 def test_invalid_constructor_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="norm must be one of"):
+    with pytest.raises(InputError, match="norm must be one of"):
         UNet(norm="layer")
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(InputError, match="depth must be a positive integer, got 0"):
         UNet(depth=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": MAX_DEPTH + 1}, f"depth must be at most {MAX_DEPTH}, got 9"),
+        ({"base_width": 20_000, "depth": 1}, f"base_width must be at most {MAX_BASE_WIDTH}"),
+        ({"in_channels": 1000}, "in_channels must be at most"),
+        ({"base_width": 64, "depth": 5}, r"124,398,295 weights \(0\.5 GB in float32\); at most"),
+        ({"base_width": 12, "norm": "group"}, "needs every level's width to be a multiple of 8"),
+    ],
+)
+def test_a_network_too_large_or_unbuildable_is_refused_before_allocating(
+    kwargs: dict, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        UNet(**kwargs)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(("in_channels", "base_width", "depth"), [(3, 4, 1), (1, 8, 3), (3, 3, 2)])
+def test_tensor_shapes_are_those_of_the_built_network(
+    norm: str, in_channels: int, base_width: int, depth: int
+) -> None:
+    config = {"in_channels": in_channels, "out_channels": 2, "base_width": base_width}
+    config.update(depth=depth, norm=norm)
+    if norm == "group" and base_width == 3:
+        config["base_width"] = 2  # 3, 6, 12: GroupNorm cannot split 12 into 8 groups
+    with torch.device("meta"):  # the shapes without the memory
+        built = {k: tuple(v.shape) for k, v in UNet(**config).state_dict().items()}
+    assert list(unet_tensor_shapes(**config).items()) == list(built.items())
+
+
+def test_the_largest_accepted_networks_are_real_unets() -> None:
+    # The bundled models and the original U-Net (Ronneberger et al.: width 64, depth 4).
+    assert check_unet_config(base_width=16, depth=4) == 1_945_539
+    assert check_unet_config(base_width=64, depth=4) == 31_049_427 <= MAX_TENSOR_ELEMENTS
 
 
 def test_predict_returns_probabilities_under_inference_mode_and_restores_training() -> None:

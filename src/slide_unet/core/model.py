@@ -5,16 +5,43 @@ tile of any side that is a multiple of ``2**depth`` works, and a tile's
 prediction equals the corresponding part of a whole-image prediction once the
 tile is cropped by :attr:`UNet.halo` on each side (the tiling engine relies on
 that to hide seams).
+
+:func:`unet_tensor_shapes` gives the names and shapes of a U-Net's tensors
+without building it, and :func:`check_unet_config` refuses a configuration
+outside :data:`MAX_DEPTH`, :data:`MAX_BASE_WIDTH`, :data:`MAX_CHANNELS` and
+:data:`MAX_TENSOR_ELEMENTS`, so that a model card can be checked against its
+weights file before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from slide_unet.core.errors import InputError
+
 NORMS = ("batch", "instance", "group", "none")
+
+#: The deepest U-Net accepted: 8 poolings is a 256-pixel multiple and a
+#: 1,536-pixel halo; real U-Nets use 4 or 5.
+MAX_DEPTH = 8
+#: The widest first level accepted (the original U-Net has 64).
+MAX_BASE_WIDTH = 512
+#: The most input or output channels accepted (this tool feeds 1 or 3 and reads 1).
+MAX_CHANNELS = 64
+#: The most tensor elements (weights and buffers) accepted: 50 million, 200 MB
+#: in float32. The original U-Net (base width 64, depth 4) has 31 million, the
+#: bundled models 1.9 million.
+MAX_TENSOR_ELEMENTS = 50_000_000
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)``, cut short: a hostile file's value may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -25,6 +52,136 @@ def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     return nn.Identity()
+
+
+def _norm_shapes(kind: str, prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
+    """Tensors of :func:`_norm` (as ``state_dict`` names them)."""
+    if kind == "batch":
+        return {
+            f"{prefix}.weight": (channels,),
+            f"{prefix}.bias": (channels,),
+            f"{prefix}.running_mean": (channels,),
+            f"{prefix}.running_var": (channels,),
+            f"{prefix}.num_batches_tracked": (),
+        }
+    if kind in ("instance", "group"):  # affine, without running statistics
+        return {f"{prefix}.weight": (channels,), f"{prefix}.bias": (channels,)}
+    return {}
+
+
+def _double_conv_shapes(
+    prefix: str, in_channels: int, out_channels: int, norm: str
+) -> dict[str, tuple[int, ...]]:
+    """Tensors of :class:`_DoubleConv` (layers 0 and 3 convolve, 1 and 4 normalise)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for conv, channels_in in ((0, in_channels), (3, out_channels)):
+        shapes[f"{prefix}.{conv}.weight"] = (out_channels, channels_in, 3, 3)
+        if norm == "none":
+            shapes[f"{prefix}.{conv}.bias"] = (out_channels,)
+        shapes.update(_norm_shapes(norm, f"{prefix}.{conv + 1}", out_channels))
+    return shapes
+
+
+def unet_tensor_shapes(
+    in_channels: int = 3,
+    out_channels: int = 1,
+    base_width: int = 16,
+    depth: int = 4,
+    norm: str = "batch",
+) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors of ``UNet(...)``'s ``state_dict``, without building it.
+
+    Parameters
+    ----------
+    in_channels, out_channels, base_width, depth, norm
+        As for :class:`UNet`; call :func:`check_unet_config` first, since
+        nothing here bounds them.
+
+    Returns
+    -------
+    dict
+        Tensor name (as in ``state_dict``) to shape, in ``state_dict`` order.
+    """
+    widths = [base_width * 2**i for i in range(depth + 1)]
+    shapes: dict[str, tuple[int, ...]] = {}
+    channels = in_channels
+    for i, width in enumerate(widths[:-1]):
+        shapes.update(_double_conv_shapes(f"down.{i}", channels, width, norm))
+        channels = width
+    shapes.update(_double_conv_shapes("bottom", widths[-2], widths[-1], norm))
+    for i, width in enumerate(reversed(widths[:-1])):
+        shapes[f"up.{i}.weight"] = (width * 2, width, 2, 2)
+        shapes[f"up.{i}.bias"] = (width,)
+    for i, width in enumerate(reversed(widths[:-1])):
+        shapes.update(_double_conv_shapes(f"merge.{i}", width * 2, width, norm))
+    shapes["head.weight"] = (out_channels, widths[0], 1, 1)
+    shapes["head.bias"] = (out_channels,)
+    return shapes
+
+
+def _check_int(name: str, value: Any, most: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {_brief(value)}")
+    if value > most:
+        raise InputError(f"{name} must be at most {most}, got {value}")
+
+
+def check_unet_config(
+    in_channels: Any = 3,
+    out_channels: Any = 1,
+    base_width: Any = 16,
+    depth: Any = 4,
+    norm: Any = "batch",
+    *,
+    key: str = "{}",
+) -> int:
+    """Refuse a U-Net configuration that is invalid or too large, before building it.
+
+    Parameters
+    ----------
+    in_channels, out_channels, base_width, depth, norm
+        As for :class:`UNet`; any type (a model card may hold anything).
+    key
+        How the messages name a parameter: ``key.format(name)``, e.g.
+        ``"parameters[{!r}]"`` for a model card.
+
+    Returns
+    -------
+    int
+        The number of tensor elements (weights and buffers) the U-Net would hold.
+
+    Raises
+    ------
+    InputError
+        (a ``ValueError``) naming the parameter: not a positive integer, above
+        :data:`MAX_CHANNELS`, :data:`MAX_BASE_WIDTH` or :data:`MAX_DEPTH`, an
+        unknown ``norm``, group normalisation of a width it cannot split, or
+        more than :data:`MAX_TENSOR_ELEMENTS` elements in all.
+    """
+    _check_int(key.format("in_channels"), in_channels, MAX_CHANNELS)
+    _check_int(key.format("out_channels"), out_channels, MAX_CHANNELS)
+    _check_int(key.format("base_width"), base_width, MAX_BASE_WIDTH)
+    _check_int(key.format("depth"), depth, MAX_DEPTH)
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise InputError(f"{key.format('norm')} must be one of {NORMS}, got {_brief(norm)}")
+    if norm == "group":
+        # GroupNorm splits a level's channels into min(8, channels) equal groups.
+        uneven = [w for w in (base_width * 2**i for i in range(depth + 1)) if w % min(8, w)]
+        if uneven:
+            raise InputError(
+                f"norm 'group' needs every level's width to be a multiple of 8 (or below 8); "
+                f"base_width {base_width} gives {uneven[0]}"
+            )
+    # Bounded above, so this costs microseconds whatever the caller asked for.
+    shapes = unet_tensor_shapes(in_channels, out_channels, base_width, depth, norm)
+    elements = sum(math.prod(shape) for shape in shapes.values())
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise InputError(
+            f"a U-Net of base_width {base_width} and depth {depth} has {elements:,} weights "
+            f"({elements * 4 / 1e9:.1f} GB in float32); at most {MAX_TENSOR_ELEMENTS:,} "
+            f"({MAX_TENSOR_ELEMENTS * 4 / 1e6:.0f} MB) are accepted"
+        )
+    return elements
 
 
 class _DoubleConv(nn.Sequential):
@@ -57,6 +214,12 @@ class UNet(nn.Module):
         ``"batch"``, ``"instance"``, ``"group"`` or ``"none"``. Instance and
         group normalisation compute statistics over the whole tile, so their
         tiles differ slightly from a whole-image pass (see :attr:`tile_exact`).
+
+    Raises
+    ------
+    InputError
+        (a ``ValueError``) for a configuration :func:`check_unet_config`
+        refuses, before anything is allocated.
     """
 
     def __init__(
@@ -68,10 +231,7 @@ class UNet(nn.Module):
         norm: str = "batch",
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if depth < 1 or base_width < 1 or in_channels < 1 or out_channels < 1:
-            raise ValueError("in_channels, out_channels, base_width and depth must be >= 1")
+        check_unet_config(in_channels, out_channels, base_width, depth, norm)
         self.config: dict[str, Any] = {
             "in_channels": in_channels,
             "out_channels": out_channels,
@@ -134,11 +294,12 @@ class UNet(nn.Module):
         return self.config["norm"] in ("batch", "none")
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError saying which shape would work, if ``x`` does not."""
+        """Raise an :class:`~slide_unet.core.errors.InputError` (a ``ValueError``)
+        saying which shape would work, if ``x`` does not."""
         if x.ndim != 4:
-            raise ValueError(f"expected a batch N x C x H x W, got shape {tuple(x.shape)}")
+            raise InputError(f"expected a batch N x C x H x W, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise InputError(
                 f"expected {self.in_channels} input channels, got {x.shape[1]} "
                 f"(shape {tuple(x.shape)})"
             )
@@ -148,7 +309,7 @@ class UNet(nn.Module):
             fix = ", ".join(
                 f"{name} {n} -> {max(m, n // m * m)} or {-(-n // m) * m}" for name, n in bad
             )
-            raise ValueError(
+            raise InputError(
                 f"tile sides must be positive multiples of {m} (2**depth); got "
                 f"{tuple(x.shape[2:])}: use {fix}"
             )
