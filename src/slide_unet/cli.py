@@ -461,12 +461,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Arguments that name what a command reads, and what it writes: no command may
+#: write over one of its inputs (a slide replaced by its mask, exit 0, was possible).
+INPUT_ARGUMENTS = ("slide", "mask", "image", "pred", "truth", "images", "masks", "model")
+OUTPUT_ARGUMENTS = ("output", "rle")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from slide_unet.core.atomic import check_not_overwriting
+
+    inputs: list[Any] = []
+    for name in INPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and Path(item).exists():  # a model may be a name
+                inputs.append(item)
+    check_not_overwriting([getattr(args, name, None) for name in OUTPUT_ARGUMENTS], inputs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slide-unet``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        _check_outputs(args)
         return int(args.run(args))
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

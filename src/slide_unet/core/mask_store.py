@@ -61,6 +61,7 @@ import platformdirs
 import zarr
 from zarr.codecs import BloscCodec
 
+from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
 from slide_unet.core.errors import MaskError
 from slide_unet.core.mask_overviews import rebuild, rebuild_stale
 from slide_unet.core.mask_pyramids import level_shapes
@@ -453,7 +454,8 @@ class MaskStore:
         # replace a store another process made meanwhile; a rename onto an
         # existing folder fails instead, and we keep theirs.)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        clean_stale_temporaries(folder.parent)
+        tmp = folder.with_name(temporary_name(folder.name))
         try:
             _build(tmp, shape, mpp, dtype, chunk, slide, key, source)
             try:

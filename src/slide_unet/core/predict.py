@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -38,7 +37,12 @@ import numpy as np
 import torch
 
 from slide_unet.core import pipeline
-from slide_unet.core.atomic import atomic_path
+from slide_unet.core.atomic import (
+    atomic_path,
+    check_not_overwriting,
+    clean_stale_temporaries,
+    temporary_name,
+)
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import default_batch_size, resolve_device, resolve_precision
 from slide_unet.core.planning import (
@@ -389,6 +393,8 @@ def segment(
     resolve_precision(precision, dev)
     check = cancel_check(cancel)  # a bad cancel fails before any work
     check_min_object(min_object_um2, probabilities)
+    if isinstance(source, str | os.PathLike) and isinstance(out, str | os.PathLike):
+        check_not_overwriting([out], [source])
     with open_source(source) as src:
         box = check_region(region, (int(src.levels[0].shape[0]), int(src.levels[0].shape[1])))
         kind = _output_kind(out, probabilities, (box[1] - box[0], box[3] - box[2]))
@@ -478,7 +484,11 @@ def stream_to_output(
             plan = dataclasses.replace(plan, out=os.fspath(tmp))
             compute(plan, create_output(plan, tmp))
         return zarr.open_array(os.fspath(path), mode="r")
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    # A name that says which process made it: a killed run's scratch is cleaned
+    # by the next run (atomic.clean_stale_temporaries).
+    clean_stale_temporaries(path.parent)
+    scratch = path.parent / temporary_name(path.name)
+    scratch.mkdir()
     try:
         plan = dataclasses.replace(plan, out=os.fspath(scratch / "mask.zarr"))
         array = create_output(plan, scratch / "mask.zarr")
