@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from slide_unet.core.blocks import Cancelled
+from slide_unet.core.errors import UserError
 
 __all__ = ["Job", "notify_error", "start_job"]
 
@@ -42,7 +43,7 @@ def notify_error(error: BaseException) -> None:
     message = str(error) or type(error).__name__
     if isinstance(error, Cancelled):
         return
-    if not isinstance(error, ValueError | OSError | RuntimeError):
+    if not isinstance(error, UserError | ValueError | OSError | RuntimeError):
         message = f"{type(error).__name__}: {message}"
     show_error(message)
 

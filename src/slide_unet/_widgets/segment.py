@@ -175,11 +175,51 @@ def segment_region(
     once every block ran, and small objects are removed last, streaming. A
     cancelled run therefore leaves everything but its finished blocks as it was.
     A store holding hand edits is copied aside first (the newest
-    ``KEEP_BACKUPS`` copies are kept).
+    ``KEEP_BACKUPS`` copies are kept). The store is held for writing
+    (:meth:`MaskStore.writing`) for the whole run: another process that
+    writes it meanwhile is told it is in use.
     """
+    started = time.perf_counter()
+    with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
+        return _segment_into(
+            store,
+            source,
+            model,
+            region,
+            started,
+            mpp=mpp,
+            device=device,
+            tile=tile,
+            batch_size=batch_size,
+            threshold=threshold,
+            min_object_um2=min_object_um2,
+            progress=progress,
+            tta=tta,
+            cancel=cancel,
+            landed=landed,
+        )
+
+
+def _segment_into(
+    store: MaskStore,
+    source: Any,
+    model: str,
+    region: tuple[int, int, int, int],
+    started: float,
+    *,
+    mpp: float | None,
+    device: str,
+    tile: int,
+    batch_size: int,
+    threshold: float,
+    min_object_um2: float,
+    progress: Any,
+    tta: bool,
+    cancel: threading.Event,
+    landed: Any,
+) -> dict[str, Any]:
     from slide_unet.core.predict import segment
 
-    started = time.perf_counter()
     flush_windows(store)
     backup = store.backup() if store.edited else None
     store.touch(edited=False, source=f"segment {model}")

@@ -41,8 +41,10 @@ magicgui.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -50,19 +52,20 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import filelock
 import numpy as np
 import platformdirs
 import zarr
 from zarr.codecs import BloscCodec
 
 from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
-from slide_unet.core.errors import MaskError
+from slide_unet.core.errors import MaskError, StoreBusyError
 from slide_unet.core.mask_overviews import rebuild, rebuild_stale
 from slide_unet.core.mask_pyramids import level_shapes
 
@@ -97,6 +100,12 @@ _ATTRS = "slide_unet"
 _KIND = "slide-unet-mask"
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
+#: How long a writer waits for another process's write or run to end (s).
+BUSY_WAIT_SECONDS = 2.0
+#: One cross-process lock per store and process, shared by its threads: the
+#: store's threads already take turns on its RLock; this keeps other processes out.
+_FILE_LOCKS: dict[str, filelock.FileLock] = {}
+_OWNING = threading.Lock()  # taking a file lock and recording its owner, together
 #: Regions whose coarser overviews wait for a deferred rebuild, by store:
 #: ``(level, y0, y1, x0, x1)``, up to date at ``level``.
 _STALE: dict[str, list[Any]] = {}
@@ -161,6 +170,29 @@ def _key_folder(key: str, shape: tuple[int, int]) -> Path:
     if not key:
         raise ValueError("a mask store key must be a non-empty string")
     return masks_dir() / f"{_safe_name(key)}-{_digest('key', key, *shape)}.zarr"
+
+
+def _file_lock_for(path: Path) -> filelock.FileLock:
+    key = str(path.resolve())
+    with _LOCKS_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = filelock.FileLock(f"{key}.lock", thread_local=False)
+        return lock
+
+
+def _owner_file(path: Path) -> Path:
+    return path.with_name(f"{path.name}.owner")
+
+
+def _describe_owner(path: Path) -> tuple[str, int | None]:
+    """Who holds a store for writing, in words, and their process id."""
+    try:
+        owner = json.loads(_owner_file(path).read_text())
+        pid = int(owner["pid"])
+        return f"process {pid} ({owner['what']} since {owner['since']})", pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process", None
 
 
 def _lock_for(path: Path) -> threading.RLock:
@@ -304,8 +336,13 @@ class MaskStore:
         self.levels: list[Any] = [group[str(k)] for k in range(int(info["levels"]))]
         self._rebuilt = time.monotonic()
         if info.get("stale") and not _STALE.get(str(self.path.resolve())):
-            # Deferred overviews that a process which died never rebuilt.
-            self.flush_overviews()
+            # Deferred overviews that a process which died never rebuilt (unless
+            # another process is writing them now).
+            with (
+                contextlib.suppress(StoreBusyError),
+                self.writing("rebuilding overviews", wait=0),
+            ):
+                self.flush_overviews()
 
     # -- finding and creating ------------------------------------------------------------
 
@@ -474,9 +511,56 @@ class MaskStore:
         return dict(zarr.open_group(self.path, mode="r", zarr_format=3).attrs[_ATTRS])
 
     def _update_info(self, **changes: Any) -> None:
-        with self._lock:
+        with self.writing(), self._lock:
             group = zarr.open_group(self.path, mode="r+", zarr_format=3)
             group.attrs[_ATTRS] = {**group.attrs[_ATTRS], **changes}
+
+    @contextlib.contextmanager
+    def writing(self, what: str = "writing", *, wait: float | None = None) -> Iterator[None]:
+        """Hold the store for writing, against other processes, while the block runs.
+
+        Every write takes it for its own length; a long job (a segmentation)
+        takes it for its whole length, so that no other process mixes its
+        writes in. It is re-entrant and shared by the threads of this process
+        (they take turns on the store's own lock). Readers never take it.
+        A process that dies releases it (the operating system's file lock).
+
+        Parameters
+        ----------
+        what : str
+            What this process is doing, for the message another one gets.
+        wait : float, optional
+            Seconds to wait for another process to finish (default
+            :data:`BUSY_WAIT_SECONDS`).
+
+        Raises
+        ------
+        StoreBusyError
+            Another process still held it after ``wait``: the message names it.
+        """
+        lock = _file_lock_for(self.path)
+        try:
+            with _OWNING:
+                lock.acquire(timeout=BUSY_WAIT_SECONDS if wait is None else wait)
+                if lock.lock_counter == 1:
+                    _owner_file(self.path).write_text(
+                        json.dumps({"pid": os.getpid(), "what": what, "since": _now()})
+                    )
+        except filelock.Timeout:
+            holder, pid = _describe_owner(self.path)
+            raise StoreBusyError(
+                f"{self.path.name}: the mask store is in use by {holder}; try again when "
+                "it is done",
+                pid,
+            ) from None
+        try:
+            yield
+        finally:
+            with _OWNING:
+                if lock.lock_counter == 1:
+                    with contextlib.suppress(OSError):
+                        _owner_file(self.path).unlink()
+                lock.release()
 
     @property
     def level0(self) -> Any:
@@ -537,7 +621,7 @@ class MaskStore:
 
     def add_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Record a full-resolution region as segmented (e.g. one run of segment)."""
-        with self._lock:
+        with self.writing(), self._lock:
             regions = [*self.info["regions"], [int(y0), int(y1), int(x0), int(x1)]]
             self._update_info(regions=regions)
 
@@ -611,7 +695,7 @@ class MaskStore:
                     f"mask of shape {self.shape}"
                 )
             checked.append((y0, y1, x0, x1, self._as_dtype(block)))
-        with self._lock:
+        with self.writing(), self._lock:
             stale = _STALE.setdefault(str(self.path.resolve()), [])
             for y0, y1, x0, x1, block in checked:
                 self.level0[y0:y1, x0:x1] = block
@@ -632,7 +716,7 @@ class MaskStore:
 
     def flush_overviews(self) -> None:
         """Rebuild the overviews that deferred writes left waiting (see :meth:`write`)."""
-        with self._lock:
+        with self.writing(), self._lock:
             stale = _STALE.setdefault(str(self.path.resolve()), [])
             if stale or self.info.get("stale"):
                 stale.extend(tuple(entry) for entry in self.info.get("stale", []))
@@ -666,7 +750,7 @@ class MaskStore:
         taken whole. Also records the change time, and `edited` as in
         :meth:`touch`.
         """
-        with self._lock:
+        with self.writing(), self._lock:
             self._rebuild_overviews(y0, y1, x0, x1)
             self.touch(edited)
 
@@ -711,7 +795,7 @@ class MaskStore:
         size. The ``edited`` flag, source and regions are reset: nothing in
         the store is a person's work any more.
         """
-        with self._lock:
+        with self.writing(), self._lock:
             for k in range(len(self.levels)):
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
             _STALE.pop(str(self.path.resolve()), None)
@@ -738,7 +822,7 @@ class MaskStore:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = self.path.with_name(f"{self.path.name}.backup-{stamp}")
         tmp = self.path.with_name(f".{target.name}.tmp")
-        with self._lock:
+        with self.writing(), self._lock:
             shutil.copytree(self.path, tmp)
             tmp.rename(target)
             for old in self.backups()[:-keep]:
@@ -752,7 +836,7 @@ class MaskStore:
 
     def delete(self) -> None:
         """Remove the store from disk; this object is unusable afterwards."""
-        with self._lock:
+        with self.writing(), self._lock:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def __repr__(self) -> str:
