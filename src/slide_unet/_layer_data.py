@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from slide_unet.core.mask_salvage import TolerantLevel
 from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
 from slide_unet.core.mask_windows import AutosavedWindow
 
@@ -91,7 +92,9 @@ def mask_layer_kwargs(
     """
     height, width = store.shape
     multiscale = height * width > EDITABLE_PIXELS
-    data = list(store.levels) if multiscale else editable_window(store)
+    # Levels whose reads never fail: one damaged chunk must not hide the rest.
+    levels = [TolerantLevel(store, k) for k in range(len(store.levels))]
+    data = levels if multiscale else editable_window(store)
     kwargs = {
         "name": name,
         "scale": tuple(scale),

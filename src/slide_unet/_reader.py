@@ -15,6 +15,8 @@ is open), so opening stays fast.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -164,19 +166,23 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     ``(autosaved)`` once a person edited it.
     """
     from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
-    from slide_unet.core.mask_store import MaskStore
+    from slide_unet.core.mask_salvage import salvage
+    from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
     from slide_unet.core.mask_windows import flush_windows
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
     try:
-        store = MaskStore.existing(slide.path, shape)
-    except (OSError, ValueError):  # an unreadable store must not stop the slide opening
+        store = MaskStore.existing(slide.path, shape, slide.mpp)
+    except (OSError, ValueError) as error:  # an unreadable store must not stop the slide
+        warnings.warn(str(error), MaskStoreWarning, stacklevel=2)  # opening, nor be silent
         return []
     if store is None:
         return []
     flush_windows(store)  # edits of this session not yet autosaved count too
     if not worth_restoring(store):
         return []
+    # Every chunk checked off the UI thread; a damaged one is set aside and named.
+    threading.Thread(target=salvage, args=(store,), daemon=True).start()
     known = slide.mpp is not None
     data, kwargs = mask_layer_kwargs(
         store,

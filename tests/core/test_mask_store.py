@@ -428,19 +428,28 @@ def test_a_damaged_store_is_reported(tmp_path: Path) -> None:
         MaskStore.for_slide(path, (30, 30), create=False)
 
 
-def test_create_moves_a_damaged_store_aside_and_starts_anew(tmp_path: Path) -> None:
+def test_create_recovers_the_chunks_of_a_store_whose_metadata_was_lost(tmp_path: Path) -> None:
     path = slide_file(tmp_path)
     old = MaskStore.for_slide(path, (30, 30))
     old.write(0, 0, np.ones((3, 3), dtype=np.uint8), edited=True)
     damage(old)
-    with pytest.warns(MaskStoreWarning, match="moved to"):
+    with pytest.warns(MaskStoreWarning, match="1 full-resolution chunks recovered"):
         new = MaskStore.for_slide(path, (30, 30))
     assert new.path == old.path
-    assert not new.edited
-    assert int(np.asarray(new.level0[:]).sum()) == 0
+    assert new.edited  # it may hold hand edits: a new segmentation backs it up first
+    assert int(np.asarray(new.level0[:]).sum()) == 9
     aside = [p for p in new.path.parent.iterdir() if ".damaged-" in p.name]
     assert len(aside) == 1
-    assert (aside[0] / "0").is_dir()  # the old pixels are kept for rescue
+    assert (aside[0] / "0").is_dir()  # the store as found is kept too
+
+
+def test_create_moves_aside_a_damaged_store_with_nothing_to_recover(tmp_path: Path) -> None:
+    path = slide_file(tmp_path)
+    damage(MaskStore.for_slide(path, (30, 30)))
+    with pytest.warns(MaskStoreWarning, match="moved to"):
+        new = MaskStore.for_slide(path, (30, 30))
+    assert not new.edited
+    assert len([p for p in new.path.parent.iterdir() if ".damaged-" in p.name]) == 1
 
 
 def test_backup_is_a_complete_copy_that_later_writes_do_not_touch() -> None:

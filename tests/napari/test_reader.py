@@ -199,3 +199,28 @@ def test_flat_slide_fills_in_while_overviews_build_in_the_background(
     # The worker's finished signal swaps the cache in; under load it can be
     # delivered after the live levels have already drawn the slide.
     qtbot.waitUntil(lambda: not isinstance(layer.data[-1], overviews.LiveLevel), timeout=10_000)
+
+
+def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
+    make_napari_viewer, tmp_path
+) -> None:
+    from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
+
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, np.full((2048, 2048), 200, np.uint8), tile=(256, 256))
+    store = MaskStore.for_slide(path, (2048, 2048), None)
+    edit = np.zeros((2048, 2048), np.uint8)
+    edit[100:300, 100:300] = 1
+    edit[-300:-100, -300:-100] = 1
+    store.write(0, 0, edit, edited=True)
+    chunks = sorted(p for p in (store.path / "0" / "c").rglob("*") if p.is_file())
+    chunks[-1].write_bytes(b"damaged on disk")
+
+    with pytest.warns(MaskStoreWarning, match="damaged"):
+        layers = make_napari_viewer().open(path, plugin=PLUGIN)
+    restored = [layer for layer in layers if layer.name.endswith("mask (autosaved)")]
+    assert len(restored) == 1
+    shown = np.asarray(restored[0].data[:, :])
+    assert shown[100:300, 100:300].all()  # the intact edit is shown
+    assert not shown[1024:, 1024:].any()  # the damaged chunk reads as empty
+    assert (store.path.parent / f"{store.path.name}.damaged").is_dir()

@@ -45,6 +45,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -282,6 +283,86 @@ def _build(
     )
 
 
+def _repair(
+    folder: Path,
+    shape: tuple[int, int],
+    mpp: float | None,
+    dtype: np.dtype,
+    slide: str | None,
+    key: str | None,
+) -> None:
+    """Write back the lost metadata of a store whose chunks are there.
+
+    The store as found is copied to ``<store>.damaged-<time>`` first. Each
+    level's array metadata that is missing or wrong is rewritten for the
+    layout this version makes (level 0's chunk side read off its chunk
+    files), and the store's attributes too: it is marked edited (it may hold
+    hand edits; a new segmentation backs it up first).
+
+    Raises
+    ------
+    MaskStoreError
+        There is nothing to recover (no chunks), or it still cannot be read.
+    """
+    problem = _problem(folder)
+    if not (folder / "0" / "c").is_dir():
+        raise MaskStoreError(
+            f"{folder}: damaged mask store ({problem}), with no chunks to recover"
+        )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
+    shutil.copytree(folder, aside)
+    shapes = level_shapes(shape, level_count(shape))
+    scratch = folder.with_name(temporary_name(folder.name))
+    try:
+        side = _level0_chunk_side(folder, dtype)
+        _build(scratch, shape, mpp, dtype, side, slide, key, "recovered")
+        for k in range(len(shapes)):
+            meta = folder / str(k) / "zarr.json"
+            if _array_problem(folder, k, shapes[k], dtype):
+                meta.parent.mkdir(exist_ok=True)
+                shutil.copy(scratch / str(k) / "zarr.json", meta)
+        group = zarr.open_group(folder, mode="a", zarr_format=3)
+        info = zarr.open_group(scratch, mode="r", zarr_format=3).attrs.asdict()
+        info[_ATTRS]["edited"] = True
+        group.attrs.update(info)
+    except Exception as exc:
+        raise MaskStoreError(f"{folder}: damaged mask store ({problem}): {exc}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if _problem(folder) is not None:
+        raise MaskStoreError(f"{folder}: damaged mask store ({_problem(folder)})")
+    chunks = sum(1 for _ in (folder / "0" / "c").rglob("*") if _.is_file())
+    warnings.warn(
+        f"{folder}: the mask store's metadata was lost ({problem}); it was rebuilt and its "
+        f"{chunks} full-resolution chunks recovered; the store as found is kept in {aside.name}",
+        MaskStoreWarning,
+        stacklevel=4,
+    )
+
+
+def _level0_chunk_side(folder: Path, dtype: np.dtype) -> int:
+    """The chunk side of a store's full resolution, read off a chunk file: the Blosc
+    header records a chunk's decoded size (edge chunks are stored whole)."""
+    for path in (folder / "0" / "c").rglob("*"):
+        if path.is_file():
+            with path.open("rb") as chunk:
+                header = chunk.read(16)
+            if len(header) == 16:
+                side = math.isqrt(int.from_bytes(header[4:8], "little") // dtype.itemsize)
+                if side >= 16:
+                    return side
+    return 2 * CHUNK_SIDE
+
+
+def _array_problem(folder: Path, k: int, shape: tuple[int, int], dtype: np.dtype) -> bool:
+    try:
+        array = zarr.open_array(folder / str(k), mode="r", zarr_format=3)
+    except Exception:
+        return True
+    return tuple(array.shape) != shape or array.dtype != dtype
+
+
 def _problem(folder: Path) -> str | None:
     """Why the store at ``folder`` cannot be used, or None when it can."""
     try:
@@ -413,21 +494,30 @@ class MaskStore:
         return cls._open(folder, shape, mpp, dtype, chunk, None, key, source, create)
 
     @classmethod
-    def existing(cls, path: str | os.PathLike[str], shape: tuple[int, int]) -> MaskStore | None:
-        """The store of a slide file if there is one, else None; creates nothing.
+    def existing(
+        cls, path: str | os.PathLike[str], shape: tuple[int, int], mpp: float | None = None
+    ) -> MaskStore | None:
+        """The store of a slide file if there is one, else None; creates no store.
 
         Use it when a slide is opened, to offer its saved mask back
-        (:attr:`edited` tells whether a person edited it).
+        (:attr:`edited` tells whether a person edited it). A store whose
+        metadata is lost but whose chunks are there is repaired (see
+        :meth:`for_slide`), with a :class:`MaskStoreWarning`.
 
         Raises
         ------
         FileNotFoundError
             The slide file is missing.
         MaskStoreError
-            The slide's store is damaged.
+            The slide's store is damaged beyond repair.
         """
-        folder = _slide_folder(path, _check_shape(tuple(shape)))
-        return cls(folder) if folder.is_dir() else None
+        shape = _check_shape(tuple(shape))
+        folder = _slide_folder(path, shape)
+        if not folder.is_dir():
+            return None
+        if _problem(folder) is not None:
+            _repair(folder, shape, mpp, np.dtype(np.uint8), str(Path(path).resolve()), None)
+        return cls(folder)
 
     @classmethod
     def existing_for_key(cls, key: str, shape: tuple[int, int]) -> MaskStore | None:
@@ -455,6 +545,9 @@ class MaskStore:
         if int(chunk) != chunk or chunk < 16:
             raise ValueError(f"chunk must be a whole number >= 16, got {chunk}")
         with _lock_for(folder):
+            if folder.is_dir() and create and _problem(folder) is not None:
+                with contextlib.suppress(MaskStoreError):  # then moved aside, below
+                    _repair(folder, shape, mpp, dtype, slide, key)
             if folder.is_dir() and create and _problem(folder) is not None:
                 aside = folder.with_name(f"{folder.name}.damaged-{uuid.uuid4().hex[:8]}")
                 warnings.warn(
@@ -698,7 +791,7 @@ class MaskStore:
         with self.writing(), self._lock:
             stale = _STALE.setdefault(str(self.path.resolve()), [])
             for y0, y1, x0, x1, block in checked:
-                self.level0[y0:y1, x0:x1] = block
+                self._write_level0(y0, y1, x0, x1, block)
                 if defer:
                     # Halved in memory while that writes whole chunks; the coarser
                     # levels, whose chunks several blocks share, wait.
@@ -713,6 +806,15 @@ class MaskStore:
             if edited:
                 changes["edited"] = True
             self._update_info(**changes)
+
+    def _write_level0(self, y0: int, y1: int, x0: int, x1: int, block: np.ndarray) -> None:
+        try:
+            self.level0[y0:y1, x0:x1] = block
+        except Exception:
+            from slide_unet.core.mask_salvage import read_region
+
+            read_region(self, 0, y0, y1, x0, x1)  # sets the damaged chunks aside, says so
+            self.level0[y0:y1, x0:x1] = block
 
     def flush_overviews(self) -> None:
         """Rebuild the overviews that deferred writes left waiting (see :meth:`write`)."""

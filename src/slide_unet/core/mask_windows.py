@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.mask_salvage import read_region
 from slide_unet.core.mask_store import MaskStore
 
 __all__ = [
@@ -188,7 +189,7 @@ class StoreWindow(_Window):
         y0, y1, x0, x1 = self._to_store(box)
         if y1 <= y0 or x1 <= x0:
             return np.zeros((y1 - y0, x1 - x0), dtype=self.dtype)
-        return np.asarray(self.store.level0[y0:y1, x0:x1])
+        return read_region(self.store, 0, y0, y1, x0, x1)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         box, local = self._parse(key)
@@ -361,7 +362,7 @@ class AutosavedWindow(_Window):
         bottom = self._chunk_box(rows.start + int(ii.max()), cols.start + int(jj.max()))
         y0, y1, x0, x1 = top[0], bottom[1], top[2], bottom[3]
         a, b, c, d = self._to_store((y0, y1, x0, x1))
-        fresh = np.asarray(self.store.level0[a:b, c:d])
+        fresh = read_region(self.store, 0, a, b, c, d)
         for i, j in zip(ii + rows.start, jj + cols.start, strict=True):
             a, b, c, d = self._chunk_box(int(i), int(j))
             self._data[a:b, c:d] = fresh[a - y0 : b - y0, c - x0 : d - x0]
@@ -518,7 +519,7 @@ class AutosavedWindow(_Window):
                 return  # read from the store when first needed anyway
         self.flush()
         a, b, c, d = self._to_store((y0, y1, x0, x1))
-        fresh = np.asarray(self.store.level0[a:b, c:d])
+        fresh = read_region(self.store, 0, a, b, c, d)
         with self._lock:
             # A stroke made since the flush stays: keep its boxes as they are in memory.
             kept = [
