@@ -67,3 +67,38 @@ def test_distributed_runs_refuse_a_loaded_module(tmp_path):
 
     with pytest.raises(TypeError, match="model name or file"):
         segment_distributed(SAMPLE, UNet(base_width=2, depth=2), out=tmp_path / "x.zarr")
+
+
+@pytest.mark.slow
+def test_workers_that_die_are_one_clear_error_and_leave_no_output(model_file, tmp_path):
+    import os
+    import signal
+
+    from dask.distributed import Client, LocalCluster
+
+    from slide_unet.core.distributed import segment_distributed
+    from slide_unet.core.errors import WorkersDiedError
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    client = Client(cluster)
+    pids = list(client.run(os.getpid).values())
+
+    def kill_every_worker(done: int, total: int) -> None:
+        if done == 0:  # before any result: every worker goes, with the data it held
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+
+    try:
+        with pytest.raises(WorkersDiedError, match=r"workers died .*0 of \d+ blocks done"):
+            segment_distributed(
+                SAMPLE,
+                model_file,
+                out=tmp_path / "mask.zarr",
+                client=client,
+                tissue=False,
+                progress=kill_every_worker,
+            )
+    finally:
+        client.close()
+        cluster.close()
+    assert list(tmp_path.iterdir()) == []

@@ -10,12 +10,14 @@ chunk. The result is the same as a single-process run, block for block.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from slide_unet.core.blocks import Cancelled
+from slide_unet.core.errors import WorkersDiedError
 from slide_unet.core.predict import (
     Cancel,
     SegmentationPlan,
@@ -99,8 +101,14 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Any:
         return Client(scheduler)
     count = max(1, int(workers or 1))
     threads = max(1, (os.cpu_count() or 1) // count)
+    # Its own log lines (workers restarting, data lost) would bury the one line
+    # that says what happened: errors reach the caller as exceptions.
     cluster = LocalCluster(
-        n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=count,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
     )
     client = Client(cluster)
     client.run(_limit_torch_threads, threads)
@@ -215,8 +223,14 @@ def _run_on_cluster(
     progress: Callable[[int, int], None] | None,
     cancel: Cancel | None,
 ) -> None:
-    from dask.distributed import as_completed
+    from concurrent.futures import CancelledError
 
+    from dask.distributed import as_completed
+    from distributed import KilledWorker
+    from distributed.comm import CommClosedError
+
+    # What a result raises when its workers are gone (killed, or the cluster lost).
+    worker_lost = (CancelledError, KilledWorker, CommClosedError)
     cancelled = cancel_check(cancel)
     indices = list(range(len(plan.blocks)))
     groups = [indices[k : k + BLOCKS_PER_TASK] for k in range(0, len(indices), BLOCKS_PER_TASK)]
@@ -230,7 +244,15 @@ def _run_on_cluster(
         progress(0, len(indices))
     try:
         for future in as_completed(futures):
-            done += future.result()
+            try:
+                done += future.result()
+            except worker_lost as exc:
+                raise WorkersDiedError(
+                    f"the dask.distributed workers died before the run finished ({done} of "
+                    f"{len(indices)} blocks done; {type(exc).__name__}): nothing was written. "
+                    "A worker the system killed for memory is the usual cause: run with fewer "
+                    "--workers or a smaller --batch-size"
+                ) from exc
             if progress is not None:
                 progress(done, len(indices))
             if cancelled():
