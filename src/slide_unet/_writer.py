@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.mask_io import Cancel, Progress, mask_suffix, write_mask
 
 __all__ = [
@@ -75,14 +76,14 @@ def full_resolution_mask(data: Any) -> Any:
     # level: take level 0 explicitly, never np.asarray(data).
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
         if len(data) == 0:
-            raise ValueError("the layer holds no data (a multiscale layer without levels)")
+            raise InputError("the layer holds no data (a multiscale layer without levels)")
         data = data[0] if hasattr(data[0], "shape") else np.asarray(data)
     if not hasattr(data, "shape"):
         data = np.asarray(data)
     while len(data.shape) > 2 and data.shape[0] == 1:
         data = data[0]
     if len(data.shape) != 2:
-        raise ValueError(
+        raise InputError(
             f"a mask must be one 2-D plane (height, width); this layer has shape "
             f"{tuple(data.shape)}"
         )
@@ -162,14 +163,14 @@ def check_target(path: str | os.PathLike[str]) -> Path:
         A folder the user may not write in.
     """
     if not str(path).strip():
-        raise ValueError("choose a file to export to")
+        raise InputError("choose a file to export to")
     path = Path(path).expanduser()
     if path.is_dir():
         is_store = any((path / m).exists() for m in _ZARR_MARKERS)
         if not (is_store and mask_suffix(path) in _ZARR_SUFFIXES):
-            raise ValueError(f"{path} is a folder: choose a file name to export to")
+            raise InputError(f"{path} is a folder: choose a file name to export to")
     elif path.exists() and mask_suffix(path) in _ZARR_SUFFIXES:
-        raise ValueError(f"{path} is a file, not an OME-Zarr folder: choose another name")
+        raise InputError(f"{path} is a file, not an OME-Zarr folder: choose another name")
     parent = path.parent
     if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{parent}: no permission to write in this folder")
@@ -228,7 +229,7 @@ def save_mask(
     path = check_target(path)
     suffix = mask_suffix(path)
     if suffixes is not None and suffix not in suffixes:
-        raise ValueError(
+        raise InputError(
             f"{path.name}: this writer writes {', '.join(suffixes)} files, "
             f"not {suffix or path.suffix or 'files without an extension'}"
         )

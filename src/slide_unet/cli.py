@@ -1,6 +1,7 @@
 """The ``slide-unet`` command: thin over :mod:`slide_unet.core`.
 
-Every command exits non-zero with a one-line message on bad input, and
+Every command exits 1 with a one-line message on bad input (a bug exits 70 with
+its traceback and a request to report it), and
 ``--json`` prints machine-readable results.
 """
 
@@ -10,20 +11,20 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from slide_unet import __version__
-from slide_unet.core.errors import SlideError
+from slide_unet.core.errors import UsageError, UserError
 from slide_unet.core.slide import Slide, open_slide
+
+#: Exit status of a run that met a bug (sysexits' EX_SOFTWARE); bad input exits 1.
+BUG_EXIT_STATUS = 70
 
 # Commands import their core modules lazily: `slide-unet info` should not pay
 # for scipy, and `--help` for nothing.
-
-
-class UsageError(Exception):
-    """Bad command-line input, reported on one line."""
 
 
 def _slide_info(slide: Slide) -> dict[str, Any]:
@@ -490,12 +491,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (SlideError, UsageError, ValueError, OSError, RuntimeError) as exc:
+    except (UserError, OSError) as exc:  # bad input, or the file system's say: one line
         print(f"slide-unet {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"slide-unet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: the traceback is what a maintainer needs
+        traceback.print_exc()
+        print(
+            f"slide-unet {args.command}: internal error (napari-slide-unet {__version__}). "
+            "This is a bug, not something wrong with your input: please report it to the "
+            "napari-slide-unet maintainers with the command line and the traceback above",
+            file=sys.stderr,
+        )
+        return BUG_EXIT_STATUS
 
 
 if __name__ == "__main__":

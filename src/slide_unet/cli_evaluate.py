@@ -11,7 +11,8 @@ import json
 import warnings
 from typing import Any
 
-from slide_unet.cli import UsageError, _progress_bar
+from slide_unet.cli import _progress_bar
+from slide_unet.core.errors import UsageError
 
 __all__ = ["add_parser", "cmd_evaluate"]
 

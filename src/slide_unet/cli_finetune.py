@@ -12,8 +12,8 @@ import shlex
 import sys
 from typing import Any
 
-from slide_unet.cli import UsageError
 from slide_unet.cli_train import _pairs, _print_epoch
+from slide_unet.core.errors import UsageError
 
 __all__ = ["add_parser", "cmd_finetune"]
 

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from slide_unet.core.errors import UsageError
+
 _ARCHITECTURES = ("unet",)
-
-
-class _TrainingUsageError(ValueError):
-    """Bad options for ``train`` (reported on one line by the CLI)."""
 
 
 def _stems(text: str) -> list[str]:
@@ -24,7 +22,7 @@ def _pairs(args: argparse.Namespace) -> list[Any]:
     from slide_unet.core.image_pairs import find_pairs
 
     if len(args.images) != len(args.masks):
-        raise _TrainingUsageError(
+        raise UsageError(
             f"give one --masks folder per --images folder, got {len(args.images)} --images and "
             f"{len(args.masks)} --masks"
         )
@@ -40,7 +38,7 @@ def _pairs(args: argparse.Namespace) -> list[Any]:
     excluded = set(args.exclude or [])
     unknown = excluded - {p.stem for p in pairs}
     if unknown:
-        raise _TrainingUsageError(f"--exclude names images that are not there: {sorted(unknown)}")
+        raise UsageError(f"--exclude names images that are not there: {sorted(unknown)}")
     return [p for p in pairs if p.stem not in excluded]
 
 

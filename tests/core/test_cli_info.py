@@ -201,3 +201,41 @@ def test_console_script_runs_info_in_a_real_process(tmp_path: Path, pyramid: Pat
     assert failed.stderr.startswith("slide-unet info: error: ")
     assert str(bad) in failed.stderr
     assert len(failed.stderr.splitlines()) == 1
+
+
+def test_a_bug_shows_its_traceback_and_asks_for_a_report(
+    pyramid: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A ValueError that is not a user's error (say, from numpy deep in a command)
+    # once showed as one line with no traceback; it is a bug and must say so.
+    def broken(slide: object) -> dict[str, object]:
+        return {"levels": [int("not a number")]}
+
+    monkeypatch.setattr(cli, "_slide_info", broken)
+    assert cli.main(["info", "--json", str(pyramid)]) == cli.BUG_EXIT_STATUS == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "ValueError: invalid literal for int()" in err
+    assert "in broken" in err
+    assert err.splitlines()[-1].startswith("slide-unet info: internal error (napari-slide-unet")
+    assert "This is a bug" in err.splitlines()[-1]
+
+
+def test_user_errors_are_one_line_whatever_their_kind(
+    pyramid: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slide_unet.core.errors import LimitError, StoreBusyError, WorkersDiedError
+
+    for error in (
+        LimitError("too big"),
+        StoreBusyError("in use by process 7"),
+        WorkersDiedError("died"),
+    ):
+
+        def failing(slide: object, error: Exception = error) -> dict[str, object]:
+            raise error
+
+        monkeypatch.setattr(cli, "_slide_info", failing)
+        assert cli.main(["info", "--json", str(pyramid)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"slide-unet info: error: {error}\n"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slide_unet._widgets._layers import full_resolution, layer_by_name, layer_mpp
+from slide_unet.core.errors import InputError
 
 if TYPE_CHECKING:
     from slide_unet.core.finetune import ArrayPair
@@ -70,19 +71,19 @@ def check_new_name(name: str, taken: set[str]) -> str:
     """The new model's name, stripped; ValueError when it cannot be saved under it."""
     name = name.strip()
     if not name:
-        raise ValueError("give the new model a name")
+        raise InputError("give the new model a name")
     if name in _bundled_names():
-        raise ValueError(
+        raise InputError(
             f"{name!r} is a bundled model: bundled models are never overwritten, "
             "give the fine-tuned model another name"
         )
     if not _NAME.fullmatch(name):
-        raise ValueError(
+        raise InputError(
             f"{name!r} is not a usable model name: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
     if name in taken:
-        raise ValueError(f"a model named {name!r} exists already: give the new one another name")
+        raise InputError(f"a model named {name!r} exists already: give the new one another name")
     return name
 
 
@@ -165,14 +166,14 @@ def layer_pair(
     """
     image = layer_by_name(viewer, image_name)
     if image is None:
-        raise ValueError(
+        raise InputError(
             "no image layer: open the image the mask was made on (File > Open)"
             if not image_name
             else f"the image layer {image_name!r} is gone"
         )
     mask = layer_by_name(viewer, mask_name)
     if mask is None:
-        raise ValueError(
+        raise InputError(
             "no Labels layer: segment the image (Segment widget) and correct the mask first"
             if not mask_name
             else f"the Labels layer {mask_name!r} is gone"
@@ -180,13 +181,13 @@ def layer_pair(
     pixels, labels = full_resolution(image), full_resolution(mask)
     two_d = pixels.ndim == 2 or (pixels.ndim == 3 and image.rgb)
     if not two_d:
-        raise ValueError(
+        raise InputError(
             f"the image layer {image.name!r} has shape {tuple(pixels.shape)}: expected a 2D "
             "image (gray Y x X, or RGB)"
         )
     height, width = pixels.shape[:2]
     if tuple(labels.shape) != (height, width):
-        raise ValueError(
+        raise InputError(
             f"the Labels layer {mask.name!r} is {' x '.join(map(str, labels.shape))} px but "
             f"the image {image.name!r} is {height} x {width}: pick the whole mask made on "
             "this image"
@@ -195,17 +196,17 @@ def layer_pair(
     if shapes_name:
         shapes = layer_by_name(viewer, shapes_name)
         if shapes is None:
-            raise ValueError(f"the Shapes layer {shapes_name!r} is gone")
+            raise InputError(f"the Shapes layer {shapes_name!r} is gone")
         regions = shape_boxes(shapes, image)
         if not regions:
-            raise ValueError(
+            raise InputError(
                 f"the Shapes layer {shapes.name!r} has no shape over the image {image.name!r}: "
                 "draw rectangles around the parts you corrected"
             )
     window: Box = (0, height, 0, width)
     if height * width > MAX_PIXELS:
         if not regions:
-            raise ValueError(
+            raise InputError(
                 f"the image {image.name!r} is {height} x {width} px "
                 f"({megapixels(height * width)}), too large to fine-tune on whole (at most "
                 f"{megapixels(MAX_PIXELS)}): draw rectangles around the corrected parts on a "
@@ -218,7 +219,7 @@ def layer_pair(
     pair = LayerPair(image.name, pixels, labels, window, tuple(regions), layer_mpp(image))
     if pair.pixels > MAX_PIXELS:
         wy, wx = window[1] - window[0], window[3] - window[2]
-        raise ValueError(
+        raise InputError(
             f"the regions on {image.name!r} span {wy} x {wx} px ({megapixels(pair.pixels)}), more "
             f"than the {megapixels(MAX_PIXELS)} read at once: draw them closer together, or add "
             "them as separate pairs"
@@ -247,7 +248,7 @@ def layer_pairs(viewer: Any, listed: list[tuple[str | None, ...]]) -> list[Layer
         pairs.append(pair)
     total = sum(pair.pixels for pair in pairs)
     if total > MAX_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"the pairs add up to {megapixels(total)}, more than the {megapixels(MAX_PIXELS)} "
             "read at once: use fewer pairs or restrict them to regions"
         )

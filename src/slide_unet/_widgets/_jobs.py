@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.errors import UserError
 
-__all__ = ["Job", "notify_error", "start_job"]
+__all__ = ["Job", "notify_error", "report_bug", "start_job"]
 
 #: Work run by a job: ``work(progress, cancel, partial)``; ``partial(value)``
 #: sends a value to the main thread (e.g. a finished region to refresh).
@@ -39,13 +40,35 @@ def failure_text(error: BaseException, cancelled: str) -> str:
 
 
 def notify_error(error: BaseException) -> None:
-    """Show a user-facing error as one napari notification (no traceback)."""
-    message = str(error) or type(error).__name__
+    """Show an error as one napari notification.
+
+    A user's error (:class:`~slide_unet.core.errors.UserError`, or the file
+    system's :class:`OSError`) is its one line. Anything else is a bug: the
+    notification says so and asks for a report, and keeps the traceback (napari's
+    *View Traceback*), which is printed to the terminal too.
+    """
     if isinstance(error, Cancelled):
         return
-    if not isinstance(error, UserError | ValueError | OSError | RuntimeError):
-        message = f"{type(error).__name__}: {message}"
-    show_error(message)
+    if isinstance(error, UserError | OSError):
+        show_error(str(error) or type(error).__name__)
+        return
+    report_bug(error)
+
+
+def report_bug(error: BaseException) -> None:
+    """Tell the user that ``error`` is a bug, with its traceback, and ask for a report."""
+    from napari.utils.notifications import ErrorNotification, notification_manager
+
+    from slide_unet import __version__
+
+    traceback.print_exception(error)
+    notification = ErrorNotification(error)
+    notification.message = (
+        f"{type(error).__name__}: {error}. This is a bug in napari-slide-unet {__version__}, "
+        "not something wrong with your data: please report it to its maintainers with the "
+        "traceback (View Traceback)"
+    )
+    notification_manager.dispatch(notification)
 
 
 #: Shortest time between two values shown on napari's progress bar (s): in the

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
+
 if TYPE_CHECKING:
     import napari
 
@@ -95,7 +97,7 @@ def visible_region(viewer: napari.Viewer, layer: Any) -> tuple[int, int, int, in
     y0, x0 = max(int(y0), 0), max(int(x0), 0)
     y1, x1 = min(int(y1), shape[0]), min(int(x1), shape[1])
     if y1 <= y0 or x1 <= x0:
-        raise ValueError(
+        raise InputError(
             f"the layer {layer.name!r} is not in view: pan or zoom to the part to work on"
         )
     return y0, y1, x0, x1

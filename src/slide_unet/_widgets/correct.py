@@ -33,6 +33,7 @@ from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets.edit_window import EditWindow
 from slide_unet.core import edit
+from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.mask_store import MaskStore
 
 if TYPE_CHECKING:
@@ -283,16 +284,16 @@ class CorrectWidget(QWidget):
         """
         layer = self.layer.value
         if layer is None:
-            raise ValueError("no Labels layer to correct: segment a slide or open a mask first")
+            raise InputError("no Labels layer to correct: segment a slide or open a mask first")
         if self._window_of(layer):
             return self.window.layer  # type: ignore[union-attr]
         if layer.multiscale:
-            raise ValueError(
+            raise InputError(
                 f"{layer.name!r} is too large to edit at once: zoom in on the part to "
                 "correct and press Edit here"
             )
         if layer.ndim != 2:
-            raise ValueError(
+            raise InputError(
                 f"the Correct tools work on 2-D masks; {layer.name!r} is {layer.ndim}-D"
             )
         self._store(layer)
@@ -326,7 +327,7 @@ class CorrectWidget(QWidget):
             window = np.asarray(layer.data[y0:y1, x0:x1])
             change, said = tool(window, layer_mpp(layer))
             self._apply(layer, change, (y0, x0))
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             notify_error(exc)
             return False
         self.status.setText(said + where)
@@ -377,7 +378,7 @@ class CorrectWidget(QWidget):
         """Undo the last change to the target layer (napari's undo)."""
         try:
             layer = self.target()
-        except ValueError as exc:
+        except UserError as exc:
             notify_error(exc)
             return
         layer.undo()  # a store-backed layer's data writes the undo through to the store
@@ -388,7 +389,7 @@ class CorrectWidget(QWidget):
     def arm(self, tool: str | None) -> None:
         """Make the next click on the canvas run ``tool`` (None: disarm)."""
         if tool is not None and tool not in self.tool_buttons:
-            raise ValueError(f"unknown click tool {tool!r}")
+            raise InputError(f"unknown click tool {tool!r}")
         if self._mode_before is not None:
             layer, mode = self._mode_before
             self._mode_before = None
@@ -397,7 +398,7 @@ class CorrectWidget(QWidget):
         if tool is not None:
             try:
                 layer = self.target()
-            except ValueError as exc:
+            except UserError as exc:
                 notify_error(exc)
                 tool = None
             else:
@@ -443,7 +444,7 @@ class CorrectWidget(QWidget):
             layer = self.target()
             point = tuple(float(v) for v in layer.world_to_data(position)[-2:])
             return self._click(tool, layer, point)
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             notify_error(exc)
             self.arm(None)
             return False
@@ -454,7 +455,7 @@ class CorrectWidget(QWidget):
         row, col = point[0] - y0, point[1] - x0
         inside = 0 <= round(row) < window.shape[0] and 0 <= round(col) < window.shape[1]
         if not inside or window[round(row), round(col)] == 0:
-            raise ValueError(f"there is no object under the click: nothing to {tool}")
+            raise InputError(f"there is no object under the click: nothing to {tool}")
         if tool == DELETE:
             change = edit.delete_object(window, row, col)
             said = f"deleted 1 object ({len(change):,} px)"
@@ -484,24 +485,24 @@ class CorrectWidget(QWidget):
         """Open the full-resolution window under the view of a large mask for editing."""
         try:
             return self._open_window()
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             notify_error(exc)
             return None
 
     def _open_window(self) -> EditWindow:
         layer = self.layer.value
         if layer is None:
-            raise ValueError("no Labels layer to edit: segment a slide or open a mask first")
+            raise InputError("no Labels layer to edit: segment a slide or open a mask first")
         if self._window_of(layer):
             layer = self.window.view  # type: ignore[union-attr]
         if not layer.multiscale:
-            raise ValueError(
+            raise InputError(
                 f"{layer.name!r} is editable as it is: paint on it or use the tools "
                 "(Edit here is for masks too large for one layer)"
             )
         store = self._store(layer)
         if store is None:
-            raise ValueError(
+            raise InputError(
                 f"{layer.name!r} is not a slide mask made here (it has no mask store to "
                 "write to); Edit here works on masks from the Segment widget"
             )

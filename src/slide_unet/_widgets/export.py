@@ -43,6 +43,7 @@ from slide_unet._writer import (
     save_mask,
 )
 from slide_unet.core.blocks import Cancelled
+from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.mask_io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
 
 if TYPE_CHECKING:
@@ -206,14 +207,14 @@ class ExportWidget(QWidget):
     def _target(self, options: ExportOptions) -> Path:
         """The file to write: the format's extension added when there is none."""
         if str(options.path).strip() in ("", "."):
-            raise ValueError("choose a file to export to")
+            raise InputError("choose a file to export to")
         path = Path(options.path).expanduser()
         suffixes = MASK_FORMATS[options.format]
         suffix = mask_suffix(path)
         if suffix is None and not path.exists():
             path = path.with_name(path.name + suffixes[0])
         elif suffix is not None and suffix not in suffixes:
-            raise ValueError(
+            raise InputError(
                 f"{path.name} is not a {options.format} file name: end it with "
                 f"{' or '.join(suffixes)}"
             )
@@ -235,7 +236,7 @@ class ExportWidget(QWidget):
             path = self._target(options)
             save_pending(layer)
             mask = full_resolution_mask(full_resolution(layer))
-        except (ValueError, OSError) as error:
+        except (UserError, OSError) as error:
             notify_error(error)
             return None
         if isinstance(mask, np.ndarray) and mask.size <= IN_MEMORY_PIXELS:
@@ -257,7 +258,7 @@ class ExportWidget(QWidget):
                     progress=progress,
                     cancel=cancel,
                 )
-            except (ValueError, OSError, Cancelled) as error:
+            except (UserError, OSError, Cancelled) as error:
                 # A user's error comes back as a result, shown once by done():
                 # raised, it would be notified by start_job, again by napari's
                 # worker, and re-raised on the main thread by superqt

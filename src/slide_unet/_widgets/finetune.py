@@ -59,6 +59,7 @@ from slide_unet._widgets._layers import image_layers, labels_layers
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets.segment import VIEWPORT, SegmentWidget, device_choices, model_summary
+from slide_unet.core.errors import InputError, UserError
 
 if TYPE_CHECKING:
     import napari
@@ -330,8 +331,8 @@ class FinetuneWidget(QWidget):
         try:
             layer_pair(self.viewer, *names)
             if names in self.pairs:
-                raise ValueError(f"{names[0]!r} with {names[1]!r} is listed already")
-        except ValueError as exc:
+                raise InputError(f"{names[0]!r} with {names[1]!r} is listed already")
+        except UserError as exc:
             notify_error(exc)
             return False
         text = f"{names[0]}  +  {names[1]}" + (f"  [{names[2]}]" if names[2] else "")
@@ -350,11 +351,11 @@ class FinetuneWidget(QWidget):
     def run(self) -> Job | None:
         """Start fine-tuning; returns the job, or None (one notification) on bad input."""
         if self._running:
-            notify_error(ValueError("fine-tuning is already running: cancel it first"))
+            notify_error(UserError("fine-tuning is already running: cancel it first"))
             return None
         try:
             return self._start()
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             notify_error(exc)
             return None
 
@@ -365,7 +366,7 @@ class FinetuneWidget(QWidget):
 
             images, masks = self.images_dir.value, self.masks_dir.value
             if not str(images) or str(images) == "." or not str(masks) or str(masks) == ".":
-                raise ValueError("pick a folder of images and a folder of their masks")
+                raise InputError("pick a folder of images and a folder of their masks")
             files, _unpaired = find_pairs(images, masks)
             return [], files
         listed = self.pairs or [(self.image.value, self.mask.value, self.regions.value)]
@@ -374,7 +375,7 @@ class FinetuneWidget(QWidget):
     def _start(self) -> Job:
         base = self.model.value
         if not base:
-            raise ValueError("no base model: none is bundled or saved")
+            raise InputError("no base model: none is bundled or saved")
         name = check_new_name(self.new_name.value, set(self._model_choices()))
         layer_pairs, files = self._training_data()
         options = read_form(FinetuneSettings, self.settings, self.advanced)
@@ -543,7 +544,7 @@ class FinetuneWidget(QWidget):
     def segment_viewport(self) -> Job | None:
         """Segment what is on screen with the new model (opening Segment if needed)."""
         if self.result is None:
-            notify_error(ValueError("fine-tune a model first"))
+            notify_error(UserError("fine-tune a model first"))
             return None
         name = self.result.card.name
         widgets = self.segment_widgets()
@@ -553,7 +554,7 @@ class FinetuneWidget(QWidget):
             _, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
         widget.refresh_models(select=name)
         if widget.model.value != name:
-            notify_error(ValueError(f"the model {name!r} is not listed: was it deleted?"))
+            notify_error(UserError(f"the model {name!r} is not listed: was it deleted?"))
             return None
         if self._trained_on in widget.image.choices:
             widget.image.value = self._trained_on

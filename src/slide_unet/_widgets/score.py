@@ -37,6 +37,7 @@ from slide_unet._widgets._mask_layer import save_pending
 from slide_unet._widgets._overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
+from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.mask_io import check_same_shape, mask_suffix, read_mask
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ class ScoreWidget(QWidget):
         if self.truth_source.value == LAYER:
             layer = layer_by_name(self.viewer, self.truth_layer.value)
             if layer is None:
-                raise ValueError("no truth layer: pick a Labels layer, or a file as the truth")
+                raise InputError("no truth layer: pick a Labels layer, or a file as the truth")
             array = full_resolution(layer)
             check_same_shape(
                 array.shape,
@@ -238,7 +239,7 @@ class ScoreWidget(QWidget):
             raise FileNotFoundError(f"{path}: no such truth file")
         zarr_folder = any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
         if path.is_dir() and not (mask_suffix(path) or zarr_folder):
-            raise ValueError("no truth file: choose a mask file (or a Labels layer) as the truth")
+            raise InputError("no truth file: choose a mask file (or a Labels layer) as the truth")
         image_id = None
         name = path.name
         if mask_suffix(path) == ".csv":
@@ -258,25 +259,25 @@ class ScoreWidget(QWidget):
             notification saying why).
         """
         if self.job is not None and self.job.running:
-            notify_error(RuntimeError("scoring is already running: wait, or cancel it"))
+            notify_error(UserError("scoring is already running: wait, or cancel it"))
             return None
         try:
             layer = layer_by_name(self.viewer, self.prediction.value)
             if layer is None:
-                raise ValueError(
+                raise InputError(
                     "no prediction: add or open a Labels layer (a mask) and pick it as the "
                     "prediction"
                 )
             save_pending(layer, layer_by_name(self.viewer, self.truth_layer.value))
             pred = full_resolution(layer)
             if len(pred.shape) != 2:
-                raise ValueError(
+                raise InputError(
                     f"the prediction {layer.name!r} has shape {tuple(pred.shape)}: "
                     "scoring needs a 2-D mask"
                 )
             truth = self._truth(tuple(pred.shape))
             params = read_form(ScoreParams, self.params)
-        except (ValueError, OSError) as error:
+        except (UserError, OSError) as error:
             notify_error(error)
             return None
 

@@ -38,6 +38,7 @@ from slide_unet._widgets._layers import (
 from slide_unet._widgets._mask_layer import attach_store, find_mask_layer, store_for_image
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
+from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.mask_store import MaskStore
 from slide_unet.core.mask_windows import StoreWindow, flush_windows, reload_windows
 
@@ -361,7 +362,7 @@ class SegmentWidget(QWidget):
     def _show_device(self, _value: Any = None) -> None:
         try:
             self.device_info.value = device_summary(self.settings.device.value)
-        except ValueError as exc:
+        except UserError as exc:
             self.device_info.value = str(exc)
 
     # -- running -----------------------------------------------------------------
@@ -369,20 +370,20 @@ class SegmentWidget(QWidget):
     def run(self) -> Job | None:
         """Start segmenting; returns the running job (None when the input is bad)."""
         if self.job is not None and self.job.running:
-            notify_error(ValueError("a segmentation is already running: cancel it first"))
+            notify_error(UserError("a segmentation is already running: cancel it first"))
             return None
         try:
             return self._start()
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             notify_error(exc)
             return None
 
     def _start(self) -> Job:
         image = layer_by_name(self.viewer, self.image.value)
         if image is None:
-            raise ValueError("no image layer: open a slide first (File > Open)")
+            raise InputError("no image layer: open a slide first (File > Open)")
         if not self.model.value:
-            raise ValueError("no model to run: none is bundled or saved")
+            raise InputError("no model to run: none is bundled or saved")
         options = read_form(SegmentSettings, self.settings, self.advanced)
         shape = full_resolution(image).shape[:2]
         if options.region == VIEWPORT:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
+
 __all__ = [
     "DEFAULT_BLOCK",
     "BlockGrid",
@@ -99,7 +101,7 @@ class BlockGrid:
         """
         if int(block) < 1:
             msg = f"block must be a positive number of pixels, got {block!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         block = int(block)
         chunks = next((c for c in map(_chunk_shape, arrays) if c is not None), None)
         sides = []
@@ -223,8 +225,8 @@ def check_mask_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, int]]:
             f"masks must be 2-D (height, width): prediction has shape {p_shape}, "
             f"truth has shape {t_shape}"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     if p_shape != t_shape:
         msg = f"prediction shape {p_shape} does not match truth {t_shape}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return pred, truth, (p_shape[0], p_shape[1])

@@ -46,6 +46,7 @@ from slide_unet.core.blocks import (
     iter_mask_blocks,
     read_binary,
 )
+from slide_unet.core.errors import InputError
 
 __all__ = ["BlockLabeller", "ChunkedLabels", "Squeeze", "label_chunked", "squeeze_empty"]
 
@@ -56,7 +57,7 @@ def _structure(connectivity: int) -> np.ndarray:
     if connectivity == 4:
         return ndimage.generate_binary_structure(2, 1)
     msg = f"connectivity must be 4 or 8, got {connectivity!r}"
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def _pairs(before: np.ndarray, after: np.ndarray, diagonal: bool) -> np.ndarray | None:
@@ -227,14 +228,14 @@ class BlockLabeller:
         rows, cols = self.grid.n_blocks
         if self._next >= rows * cols:
             msg = "every block of the grid has already been added"
-            raise ValueError(msg)
+            raise InputError(msg)
         i, j = divmod(self._next, cols)
         ys, xs = self.grid.slices(i, j)
         shape = (ys.stop - ys.start, xs.stop - xs.start)
         expected = shape if squeezed is None else (squeezed.rows.size, squeezed.cols.size)
         if binary.shape != expected:
             msg = f"block ({i}, {j}) should have shape {expected}, got {binary.shape}"
-            raise ValueError(msg)
+            raise InputError(msg)
         binary = np.ascontiguousarray(binary, dtype=bool)
         offset = self._total
         if binary.any():
@@ -334,7 +335,7 @@ class BlockLabeller:
         """
         if self._next != len(self.grid):
             msg = f"only {self._next} of {len(self.grid)} blocks were added"
-            raise ValueError(msg)
+            raise InputError(msg)
         total = self._total
         stats = np.concatenate(self._stats) if self._stats else np.zeros((0, 6), np.int64)
         if self._edges:
@@ -451,7 +452,7 @@ class ChunkedLabels:
         """
         if self.source is None:
             msg = "these labels were made without a source mask; pass source= to finish()"
-            raise ValueError(msg)
+            raise InputError(msg)
         return self._from_binary(i, j, read_binary(self.source, self.grid.slices(i, j)))
 
     def _from_binary(self, i: int, j: int, binary: np.ndarray) -> np.ndarray:
@@ -532,7 +533,7 @@ def label_chunked(
     mask = as_mask(mask)
     if mask.ndim != 2:
         msg = f"mask must be 2-D (height, width), got shape {tuple(mask.shape)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     grid = BlockGrid.for_arrays(tuple(mask.shape), block, [mask])
     labeller = BlockLabeller(grid, connectivity)
     total = len(grid)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from slide_unet.core.blocks import Cancelled
-from slide_unet.core.errors import WorkersDiedError
+from slide_unet.core.errors import InputError, WorkersDiedError
 from slide_unet.core.predict import (
     Cancel,
     SegmentationPlan,
@@ -66,7 +66,7 @@ def run_task(
     from slide_unet.core.slide import open_slide
 
     if plan.source is None or plan.out is None or plan.model is None:
-        raise ValueError(
+        raise InputError(
             "a distributed plan needs a slide file, a model name or file, and a store"
         )
     model = _model_on_worker(plan.model, device)
@@ -185,7 +185,7 @@ def segment_distributed(
         tta=tta,
     )
     if plan.source is None:
-        raise ValueError("distributed runs need a slide file that workers can open by path")
+        raise InputError("distributed runs need a slide file that workers can open by path")
     if tile is None and device != "cpu":
         plan = plan_segmentation(
             source,

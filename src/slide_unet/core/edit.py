@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.morphology import dilate, erode, flood, persistent_peaks
 
 __all__ = [
@@ -104,7 +105,7 @@ class Change:
 def _check_window(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"expected a 2-D mask window, got an array of shape {mask.shape}")
+        raise InputError(f"expected a 2-D mask window, got an array of shape {mask.shape}")
     return mask
 
 
@@ -138,11 +139,11 @@ def _set(mask: np.ndarray, indices: tuple[np.ndarray, np.ndarray], value: int) -
 def _pixel_area(area: float, mpp: float | None, what: str) -> float:
     """An area in µm² as pixels (or as pixels already when ``mpp`` is None)."""
     if area < 0:
-        raise ValueError(f"{what} must be >= 0, got {area}")
+        raise InputError(f"{what} must be >= 0, got {area}")
     if mpp is None:
         return float(area)
     if not mpp > 0:
-        raise ValueError(f"the pixel size (mpp) must be > 0 µm, got {mpp}")
+        raise InputError(f"the pixel size (mpp) must be > 0 µm, got {mpp}")
     return float(area) / float(mpp) ** 2
 
 
@@ -252,9 +253,9 @@ def fill_holes(
 
 def _disk_radius(radius_um: float, mpp: float | None) -> int:
     if not radius_um > 0:
-        raise ValueError(f"the smoothing radius must be > 0, got {radius_um}")
+        raise InputError(f"the smoothing radius must be > 0, got {radius_um}")
     if mpp is not None and not mpp > 0:
-        raise ValueError(f"the pixel size (mpp) must be > 0 µm, got {mpp}")
+        raise InputError(f"the pixel size (mpp) must be > 0 µm, got {mpp}")
     return max(1, round(radius_um / mpp if mpp else radius_um))
 
 
@@ -287,7 +288,7 @@ def smooth(
     """
     mask = _check_window(mask)
     if operation not in ("open", "close", "open-close"):
-        raise ValueError(f"operation must be 'open', 'close' or 'open-close', got {operation!r}")
+        raise InputError(f"operation must be 'open', 'close' or 'open-close', got {operation!r}")
     radius = _disk_radius(radius_um, mpp)
     foreground = mask != 0
     if not foreground.any():
@@ -408,7 +409,7 @@ def merge_objects(mask: np.ndarray, points: Sequence[tuple[float, float]]) -> Ch
     labels, _ = _label(mask)
     objects = _objects_under(mask, labels, points)
     if len(objects) < 2:
-        raise ValueError(
+        raise InputError(
             f"merging needs points on at least two different objects; the {len(points)} "
             f"point(s) given are on {len(objects)}"
         )
@@ -465,10 +466,10 @@ def split_object(mask: np.ndarray, row: float, col: float, pieces: int = 2) -> C
     """
     mask = _check_window(mask)
     if int(pieces) != pieces or pieces < 2:
-        raise ValueError(f"pieces must be a whole number >= 2, got {pieces}")
+        raise InputError(f"pieces must be a whole number >= 2, got {pieces}")
     at = _pixel(mask, row, col)
     if at is None or mask[at] == 0:
-        raise ValueError(f"there is no object at ({row}, {col}) to split")
+        raise InputError(f"there is no object at ({row}, {col}) to split")
     labels, _ = _label(mask)
     index = int(labels[at])
     box = ndimage.find_objects(labels, max_label=index)[index - 1]
@@ -483,7 +484,7 @@ def split_object(mask: np.ndarray, row: float, col: float, pieces: int = 2) -> C
     peaks = persistent_peaks(distance)
     if len(peaks) < pieces or peaks[pieces - 1][0] < MIN_NECK_DEPTH:
         found = sum(1 for depth, _ in peaks if depth >= MIN_NECK_DEPTH)
-        raise ValueError(
+        raise InputError(
             f"cannot split the object at ({row}, {col}) into {pieces} parts: it has "
             f"{found} part(s) between necks (narrowings of >= {MIN_NECK_DEPTH:g} px) to cut along"
         )
@@ -493,7 +494,7 @@ def split_object(mask: np.ndarray, row: float, col: float, pieces: int = 2) -> C
     cut = obj & (ndimage.maximum_filter(regions, footprint=_EIGHT) > regions)
     _, parts = ndimage.label(obj & ~cut, structure=_EIGHT)
     if parts < 2:
-        raise ValueError(f"cannot split the object at ({row}, {col}): the cut leaves one part")
+        raise InputError(f"cannot split the object at ({row}, {col}): the cut leaves one part")
     rows, cols = np.nonzero(cut)
     return Change(
         (rows + box[0].start, cols + box[1].start), np.zeros(rows.size, dtype=mask.dtype)

@@ -51,6 +51,10 @@ class MaskError(InputError):
     """A mask file, array or store that cannot be read or written as asked."""
 
 
+class UsageError(InputError):
+    """Options that do not fit together or are out of range (the command line's, or an API's)."""
+
+
 class LimitError(InputError):
     """An input that would need more memory or time than the stated budget.
 

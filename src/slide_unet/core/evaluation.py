@@ -40,6 +40,7 @@ import torch
 
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import resolve_device
+from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ImagePair, find_pairs, image_stem
 from slide_unet.core.mask_io import check_same_shape, read_mask
 from slide_unet.core.metrics import dice
@@ -184,7 +185,7 @@ def _select(pairs: list[ImagePair], unpaired: list[Path], stems: Iterable[str]) 
         raise TypeError(f"stems must be a list of stems, not the string {stems!r}")
     wanted = list(dict.fromkeys(stems))
     if not wanted:
-        raise ValueError("no images to evaluate: the list of stems is empty")
+        raise InputError("no images to evaluate: the list of stems is empty")
     by_stem = {p.stem: p for p in pairs}
     unknown = [s for s in wanted if s not in by_stem]
     if unknown:
@@ -192,7 +193,7 @@ def _select(pairs: list[ImagePair], unpaired: list[Path], stems: Iterable[str]) 
         listed = ", ".join(f"{s!r} (no mask)" if s in maskless else repr(s) for s in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         known = ", ".join(list(by_stem)[:5]) + (", ..." if len(by_stem) > 5 else "")
-        raise ValueError(
+        raise InputError(
             f"{len(unknown)} of {len(wanted)} requested images are not among the images with "
             f"masks: {listed}{more} (there are {len(by_stem)}: {known})"
         )
@@ -312,7 +313,7 @@ def evaluate(
     """
     started = time.perf_counter()
     if mpp is not None and not mpp > 0:
-        raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+        raise InputError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
     dev = resolve_device(device)
     cancelled = cancel_check(cancel)
     pairs, unpaired = find_pairs(images, masks)

@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ArrayPair, ImagePair
 from slide_unet.core.model import UNet
 from slide_unet.core.model_card import ModelCard, ModelError
@@ -133,27 +134,27 @@ def _destination(out: str | os.PathLike[str], card: ModelCard, base_file: Path |
 
     text = os.fspath(out)
     if not text:
-        raise ValueError("give the fine-tuned model a name or a file to be saved as")
+        raise InputError("give the fine-tuned model a name or a file to be saved as")
     bundled = _bundled_names()
     if _is_bare_name(text) and text in bundled:
-        raise ValueError(
+        raise InputError(
             f"{text!r} is a bundled model: bundled models are never overwritten; name the "
             f"fine-tuned model something else (bundled: {', '.join(bundled)})"
         )
     weights = _stem_paths(Path(text).expanduser())[0]
     if not _is_bare_name(text) and weights.parent.resolve() == bundled_models_dir().resolve():
-        raise ValueError(
+        raise InputError(
             f"{text}: that is the bundled models folder, whose weights are never modified; "
             "save under a bare name (the user's models folder) or elsewhere"
         )
     if not _is_bare_name(text) and not weights.parent.is_dir():
-        raise ValueError(f"{text}: the folder {weights.parent} does not exist")
+        raise InputError(f"{text}: the folder {weights.parent} does not exist")
     name = weights.name.removesuffix(".safetensors").removesuffix(".json")
     # The checks save_model makes (a usable name, no bundled name in the user's
     # folder), made now rather than after minutes of training.
     target, _ = _save_destination(text, dataclasses.replace(card, name=name))
     if target.resolve() == base_file or (base_file is None and name == card.name):
-        raise ValueError(
+        raise InputError(
             f"{text!r} is the model being fine-tuned: save the result under a new name "
             "(the base model is kept as it is)"
         )
@@ -190,7 +191,7 @@ def _describe(pairs: Sequence[ImagePair | ArrayPair]) -> dict[str, Any]:
 def _check_pairs(pairs: Sequence[Any]) -> list[ImagePair | ArrayPair]:
     pairs = list(pairs)
     if not pairs:
-        raise ValueError("no images to fine-tune on: give at least one image and its mask")
+        raise InputError("no images to fine-tune on: give at least one image and its mask")
     wrong = [type(p).__name__ for p in pairs if not isinstance(p, ImagePair | ArrayPair)]
     if wrong:
         raise TypeError(
@@ -292,7 +293,7 @@ def finetune(
 
     pairs = _check_pairs(pairs)
     if mpp is not None and not mpp > 0:
-        raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+        raise InputError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
     base, base_file = _base_model(model)
     card = base.card
     name = _destination(out, card, base_file)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.mask_io import mask_stem, mask_suffix, read_mask
 from slide_unet.core.slide import open_slide
 
@@ -97,19 +98,19 @@ class ArrayPair:
     def __post_init__(self) -> None:
         image, mask = np.asarray(self.image), np.asarray(self.mask)
         if not self.stem:
-            raise ValueError("an ArrayPair needs a non-empty stem (a name for the image)")
+            raise InputError("an ArrayPair needs a non-empty stem (a name for the image)")
         if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 3, 4))):
-            raise ValueError(
+            raise InputError(
                 f"{self.stem}: image must be YX gray or YXC with 1 to 4 channels, got shape "
                 f"{image.shape}"
             )
         if mask.shape != image.shape[:2]:
-            raise ValueError(
+            raise InputError(
                 f"{self.stem}: mask is {' x '.join(map(str, mask.shape))} but the image is "
                 f"{image.shape[0]} x {image.shape[1]}: they must have the same height and width"
             )
         if self.mpp is not None and not self.mpp > 0:
-            raise ValueError(f"{self.stem}: mpp must be a positive number of µm, got {self.mpp}")
+            raise InputError(f"{self.stem}: mpp must be a positive number of µm, got {self.mpp}")
         object.__setattr__(self, "image", image)
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "regions", _clip_regions(self.stem, self.regions, mask.shape))
@@ -124,11 +125,11 @@ def _clip_regions(
     for box in regions or ():
         values = tuple(int(v) for v in box)
         if len(values) != 4:
-            raise ValueError(f"{stem}: a region is (y0, y1, x0, x1), got {box!r}")
+            raise InputError(f"{stem}: a region is (y0, y1, x0, x1), got {box!r}")
         y0, y1, x0, x1 = values
         clipped = (max(0, y0), min(h, y1), max(0, x0), min(w, x1))
         if clipped[0] >= clipped[1] or clipped[2] >= clipped[3]:
-            raise ValueError(
+            raise InputError(
                 f"{stem}: region {values} is empty inside the {h} x {w} image "
                 "(boxes are y0, y1, x0, x1 with y0 < y1 and x0 < x1)"
             )
@@ -139,14 +140,14 @@ def _clip_regions(
 def _by_stem(folder: Path, stem_of: Callable[[Path], str | None], what: str) -> dict[str, Path]:
     if not folder.is_dir():
         found = "a file" if folder.exists() else "nothing"
-        raise ValueError(f"{folder}: expected a folder of {what}, found {found}")
+        raise InputError(f"{folder}: expected a folder of {what}, found {found}")
     found_by_stem: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem = stem_of(path) if path.is_file() and not path.name.startswith(".") else None
         if stem is None:
             continue
         if stem in found_by_stem:
-            raise ValueError(
+            raise InputError(
                 f"{folder}: two {what} are named {stem!r} ({found_by_stem[stem].name} and "
                 f"{path.name}): keep one"
             )
@@ -180,7 +181,7 @@ def find_pairs(
         if stem in mask_files
     ]
     if not pairs:
-        raise ValueError(
+        raise InputError(
             f"no image in {images} ({len(image_files)} images) has a mask of the same name in "
             f"{masks} ({len(mask_files)} masks): images and masks pair up by file stem"
         )
@@ -205,7 +206,7 @@ def read_pair(pair: ImagePair | ArrayPair) -> tuple[np.ndarray, np.ndarray, floa
         mpp = slide.mpp
     mask = np.asarray(read_mask(pair.mask, shape=image.shape[:2])) != 0
     if mask.shape != image.shape[:2]:
-        raise ValueError(
+        raise InputError(
             f"{pair.mask}: mask is {mask.shape[0]} x {mask.shape[1]} pixels, but its image "
             f"{pair.image.name} is {image.shape[0]} x {image.shape[1]}"
         )

@@ -140,7 +140,7 @@ def _now() -> str:
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) != 2 or any(int(s) != s or s < 1 for s in shape):
-        raise ValueError(f"a mask is 2-D with sides >= 1; got shape {tuple(shape)}")
+        raise MaskStoreError(f"a mask is 2-D with sides >= 1; got shape {tuple(shape)}")
     return int(shape[0]), int(shape[1])
 
 
@@ -169,7 +169,7 @@ def _slide_folder(path: str | os.PathLike[str], shape: tuple[int, int]) -> Path:
 
 def _key_folder(key: str, shape: tuple[int, int]) -> Path:
     if not key:
-        raise ValueError("a mask store key must be a non-empty string")
+        raise MaskStoreError("a mask store key must be a non-empty string")
     return masks_dir() / f"{_safe_name(key)}-{_digest('key', key, *shape)}.zarr"
 
 
@@ -540,10 +540,10 @@ class MaskStore:
     ) -> MaskStore:
         dtype = np.dtype(dtype)
         if dtype.kind not in "biu":
-            raise ValueError(f"a mask store holds integer labels, not {dtype}")
+            raise MaskStoreError(f"a mask store holds integer labels, not {dtype}")
         chunk = 2 * CHUNK_SIDE if chunk is None else chunk
         if int(chunk) != chunk or chunk < 16:
-            raise ValueError(f"chunk must be a whole number >= 16, got {chunk}")
+            raise MaskStoreError(f"chunk must be a whole number >= 16, got {chunk}")
         with _lock_for(folder):
             if folder.is_dir() and create and _problem(folder) is not None:
                 with contextlib.suppress(MaskStoreError):  # then moved aside, below
@@ -779,11 +779,11 @@ class MaskStore:
         for y0, x0, block in blocks:
             block = np.asarray(block)
             if block.ndim != 2:
-                raise ValueError(f"a mask block is 2-D, got shape {block.shape}")
+                raise MaskStoreError(f"a mask block is 2-D, got shape {block.shape}")
             y0, x0 = int(y0), int(x0)
             y1, x1 = y0 + block.shape[0], x0 + block.shape[1]
             if y0 < 0 or x0 < 0 or y1 > self.shape[0] or x1 > self.shape[1]:
-                raise ValueError(
+                raise MaskStoreError(
                     f"a block of shape {block.shape} at ({y0}, {x0}) does not fit in the "
                     f"mask of shape {self.shape}"
                 )
@@ -829,13 +829,13 @@ class MaskStore:
         if np.can_cast(block.dtype, self.dtype):
             return block.astype(self.dtype, copy=False)
         if block.dtype.kind not in "iu":
-            raise ValueError(
+            raise MaskStoreError(
                 f"a mask store holds whole numbers ({self.dtype}); got a {block.dtype} "
                 "block: threshold or round it first"
             )
         info = np.iinfo(self.dtype)
         if block.size and (block.min() < info.min or block.max() > info.max):
-            raise ValueError(
+            raise MaskStoreError(
                 f"a {block.dtype} block with values {block.min()}..{block.max()} does "
                 f"not fit a {self.dtype} mask store"
             )
@@ -920,7 +920,7 @@ class MaskStore:
             :class:`MaskStore` opens (and ``read_mask`` reads).
         """
         if keep < 1:
-            raise ValueError(f"keep at least 1 backup, got {keep}")
+            raise MaskStoreError(f"keep at least 1 backup, got {keep}")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = self.path.with_name(f"{self.path.name}.backup-{stamp}")
         tmp = self.path.with_name(f".{target.name}.tmp")

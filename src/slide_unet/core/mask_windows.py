@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.mask_salvage import read_region
 from slide_unet.core.mask_store import MaskStore
 
@@ -87,7 +88,7 @@ class _Window:
         y0, y1, x0, x1 = (int(v) for v in region)
         height, width = store.shape
         if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
-            raise ValueError(
+            raise InputError(
                 f"the window {y0}:{y1}, {x0}:{x1} is not inside the mask of shape {store.shape}"
             )
         self.store = store
@@ -391,7 +392,7 @@ class AutosavedWindow(_Window):
         value = self._checked(value)
         with self._lock:
             if self._closed:
-                raise ValueError(f"{self!r} is closed: its edits were saved, open a new window")
+                raise InputError(f"{self!r} is closed: its edits were saved, open a new window")
             self._load(box)
             self._data[y0:y1, x0:x1][local] = value
             self._mark(box)
@@ -401,12 +402,12 @@ class AutosavedWindow(_Window):
         if array.dtype.kind == "b" or np.can_cast(array.dtype, self.dtype):
             return array
         if array.dtype.kind not in "iu":
-            raise ValueError(
+            raise InputError(
                 f"a mask holds whole numbers ({self.dtype}); got {array.dtype} values"
             )
         info = np.iinfo(self.dtype)
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise ValueError(f"values {array.min()}..{array.max()} do not fit a {self.dtype} mask")
+            raise InputError(f"values {array.min()}..{array.max()} do not fit a {self.dtype} mask")
         return array
 
     def _mark(self, box: Box) -> None:

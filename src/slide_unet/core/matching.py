@@ -21,6 +21,7 @@ import numpy as np
 
 from slide_unet.core.blocks import BlockGrid, Cancelled, iter_mask_blocks
 from slide_unet.core.components import BlockLabeller, ChunkedLabels, squeeze_empty
+from slide_unet.core.errors import InputError
 
 __all__ = ["ObjectMatch", "PairCounts", "check_threshold", "count_pair", "match_counts"]
 
@@ -297,5 +298,5 @@ def check_threshold(iou_threshold: float) -> float:
     """`iou_threshold` as a float in (0, 1], or a clear ValueError."""
     if not 0.0 < float(iou_threshold) <= 1.0:
         msg = f"iou_threshold must be in (0, 1], got {iou_threshold!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return float(iou_threshold)

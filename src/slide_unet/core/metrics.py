@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from slide_unet.core.blocks import DEFAULT_BLOCK, BlockGrid, Cancelled, check_mask_pair
+from slide_unet.core.errors import InputError
 from slide_unet.core.matching import ObjectMatch, check_threshold, count_pair, match_counts
 
 __all__ = [
@@ -222,7 +223,7 @@ class TileDice:
 def _check_tile(tile: int) -> int:
     if int(tile) < 1:
         msg = f"tile must be a positive number of pixels, got {tile!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return int(tile)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from slide_unet.core.devices import autocast, is_out_of_memory, resolve_precision
+from slide_unet.core.errors import InputError
 from slide_unet.core.tiling import (
     Block,
     apply_taps,
@@ -340,7 +341,7 @@ class ModelRunner:
     @staticmethod
     def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
         if logits.ndim != 4 or logits.shape[0] != x.shape[0] or logits.shape[2:] != x.shape[2:]:
-            raise ValueError(
+            raise InputError(
                 f"the model returned shape {tuple(logits.shape)} for input {tuple(x.shape)}: "
                 "expected N x 1 x H x W logits"
             )

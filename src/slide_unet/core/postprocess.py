@@ -21,6 +21,7 @@ import numpy as np
 
 from slide_unet.core.blocks import DEFAULT_BLOCK, Cancelled
 from slide_unet.core.components import label_chunked
+from slide_unet.core.errors import InputError
 
 if TYPE_CHECKING:
     from slide_unet.core.planning import SegmentationPlan
@@ -42,7 +43,7 @@ def min_pixels(min_area_um2: float, mpp: float | None) -> int:
     Without a pixel size the area is taken in pixels.
     """
     if min_area_um2 < 0:
-        raise ValueError(f"the minimum object area must be 0 or more, got {min_area_um2}")
+        raise InputError(f"the minimum object area must be 0 or more, got {min_area_um2}")
     return int(np.ceil(min_area_um2 / (mpp * mpp))) if mpp else int(np.ceil(min_area_um2))
 
 
@@ -211,11 +212,11 @@ def clear_skipped(
 def check_min_object(min_object_um2: float, probabilities: bool) -> None:
     """Refuse a negative minimum object area, or one asked of probabilities."""
     if not min_object_um2 >= 0:
-        raise ValueError(
+        raise InputError(
             f"min_object_um2 must be 0 or a positive area in µm², got {min_object_um2!r}"
         )
     if min_object_um2 and probabilities:
-        raise ValueError("min_object_um2 removes objects from masks: not with probabilities=True")
+        raise InputError("min_object_um2 removes objects from masks: not with probabilities=True")
 
 
 def small_object_steps(shape: tuple[int, int]) -> int:

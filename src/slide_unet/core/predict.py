@@ -45,6 +45,7 @@ from slide_unet.core.atomic import (
 )
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import default_batch_size, resolve_device, resolve_precision
+from slide_unet.core.errors import InputError
 from slide_unet.core.planning import (
     SegmentationPlan,
     check_region,
@@ -105,7 +106,7 @@ def _plan_level(slide: Any, plan: SegmentationPlan) -> Any:
         return levels[plan.level]
     if plan.level_shape in shapes:
         return levels[shapes.index(plan.level_shape)]
-    raise ValueError(
+    raise InputError(
         f"the slide has no level of shape {plan.level_shape} that the plan reads "
         f"(its levels: {shapes}); build its overview levels, or plan again"
     )
@@ -166,7 +167,7 @@ def run_blocks(
         level the plan reads.
     """
     if tuple(out_array.shape) != plan.shape:
-        raise ValueError(
+        raise InputError(
             f"out_array has shape {tuple(out_array.shape)}; the plan needs {plan.shape}"
         )
     dev = resolve_device(device)
@@ -256,7 +257,7 @@ def _output_kind(out: Any, probabilities: bool, shape: tuple[int, int]) -> str:
     """``"numpy"``, ``"array"`` (given), ``"zarr"`` or ``"file"``; checks first."""
     if out is None:
         if shape[0] * shape[1] > MAX_IN_MEMORY_PIXELS:
-            raise ValueError(
+            raise InputError(
                 f"a {shape[0]} x {shape[1]} output is too big to return in memory (at most "
                 f"{MAX_IN_MEMORY_PIXELS} pixels): pass out= a .zarr or .ome.tif path"
             )
@@ -268,7 +269,7 @@ def _output_kind(out: Any, probabilities: bool, shape: tuple[int, int]) -> str:
     path = Path(out)
     suffix = mask_suffix(path)
     if suffix is None:
-        raise ValueError(
+        raise InputError(
             f"{path}: unknown output format {path.suffix!r}: expected .zarr, .ome.tif, .tif, "
             ".png, .csv or .geojson"
         )
@@ -277,9 +278,9 @@ def _output_kind(out: Any, probabilities: bool, shape: tuple[int, int]) -> str:
     if suffix == ".zarr":
         return "zarr"
     if probabilities:
-        raise ValueError(f"{path}: probabilities can only be written to .zarr (or returned)")
+        raise InputError(f"{path}: probabilities can only be written to .zarr (or returned)")
     if suffix == ".png" and shape[0] * shape[1] > MAX_PNG_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"a {shape[0]} x {shape[1]} mask is too big for PNG: write .ome.tif or .zarr"
         )
     return "file"
@@ -449,7 +450,7 @@ def segment(
             return result
         if kind == "array":
             if tuple(out.shape) != plan.shape:
-                raise ValueError(
+                raise InputError(
                     f"out has shape {tuple(out.shape)}; the region needs {plan.shape}"
                 )
             compute(plan, out)

@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.tissue import TissueMask, tissue_mask
 
 __all__ = [
@@ -349,10 +350,10 @@ def make_grid(
         the halo.
     """
     if tile % multiple or halo % multiple:
-        raise ValueError(f"tile {tile} and halo {halo} must be multiples of {multiple}")
+        raise InputError(f"tile {tile} and halo {halo} must be multiples of {multiple}")
     inner = tile - 2 * halo
     if inner < multiple:
-        raise ValueError(
+        raise InputError(
             f"a tile of {tile} pixels leaves nothing inside the model's halo of {halo} "
             f"pixels a side: use tile >= {2 * halo + 4 * multiple}"
         )
@@ -378,7 +379,7 @@ def make_grid(
         if best is None or cost < best[3]:
             best = (block, rows, cols, cost)
     if best is None:  # unreachable for inner >= multiple: one pixel always fits
-        raise ValueError(f"no block fits in tiles of {tile} pixels with a halo of {halo}")
+        raise InputError(f"no block fits in tiles of {tile} pixels with a halo of {halo}")
     block, rows, cols, _ = best
     side = -(-max(rows.span, cols.span) // multiple) * multiple
     return TileGrid(

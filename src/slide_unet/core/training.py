@@ -44,6 +44,7 @@ from slide_unet.core.atomic import atomic_path
 from slide_unet.core.augment import Augmentation, augment
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import autocast, resolve_device, resolve_precision
+from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ImagePair
 from slide_unet.core.metrics import dice
 from slide_unet.core.model import UNet
@@ -144,25 +145,25 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         multiple = 2**self.depth
         if self.patch % multiple or self.patch < multiple:
-            raise ValueError(
+            raise InputError(
                 f"patch must be a multiple of {multiple} (2**depth), got {self.patch}"
             )
         if self.tile % multiple:
-            raise ValueError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
+            raise InputError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
         if self.epochs is None and self.minutes is None:
-            raise ValueError("give a number of epochs or of minutes (or both)")
+            raise InputError("give a number of epochs or of minutes (or both)")
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+            raise InputError(f"epochs must be at least 1, got {self.epochs}")
         if self.minutes is not None and not self.minutes > 0:
-            raise ValueError(f"minutes must be positive, got {self.minutes}")
+            raise InputError(f"minutes must be positive, got {self.minutes}")
         if self.batch_size < 1 or self.steps_per_epoch < 1 or self.norm_batches < 1:
-            raise ValueError("batch_size, steps_per_epoch and norm_batches must be at least 1")
+            raise InputError("batch_size, steps_per_epoch and norm_batches must be at least 1")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+            raise InputError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be at least 0 and below 1, got {self.ema}")
+            raise InputError(f"ema must be at least 0 and below 1, got {self.ema}")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+            raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (for the card and the resume state)."""
@@ -470,7 +471,7 @@ def train(
     dtype = resolve_precision(config.precision, device)  # "auto": as segment's
     images, held = load_images(pairs, config, say)
     if not images:
-        raise ValueError("no training images left after holding some out")
+        raise InputError("no training images left after holding some out")
     torch.manual_seed(config.seed)
     if initial is not None:
         model = initial
@@ -502,10 +503,10 @@ def train(
     spent = 0.0  # seconds of training before this run (resumed)
     if resume:
         if not state_file.exists():
-            raise ValueError(f"nothing to resume: {state_file} does not exist")
+            raise InputError(f"nothing to resume: {state_file} does not exist")
         best, state = _load_state(state_file, model, optimizer, kept if config.ema else None)
         if state["config"] != json.loads(json.dumps(config.to_dict())):
-            raise ValueError(
+            raise InputError(
                 f"{state_file} was written with other settings: resume with the same ones"
             )
         epoch, step, spent = state["epoch"], state["step"], state["seconds"]

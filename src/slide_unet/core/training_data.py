@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ArrayPair, ImagePair, Region, read_pair
 from slide_unet.core.tiling import reflect_index
 
@@ -119,7 +120,7 @@ def split_by_image(
 ) -> tuple[list[str], list[str]]:
     """Training and held-out stems: a seeded shuffle, at least one on each side."""
     if len(stems) < 2:
-        raise ValueError(f"need at least 2 images to hold one out, got {len(stems)}")
+        raise InputError(f"need at least 2 images to hold one out, got {len(stems)}")
     order = sorted(stems)
     np.random.default_rng(seed).shuffle(order)
     n_val = min(len(order) - 1, max(1, round(fraction * len(order))))
@@ -160,7 +161,7 @@ def _pixel_size(
 ) -> float | None:
     mpp = file_mpp or config.input_mpp
     if config.working_mpp is not None and mpp is None:
-        raise ValueError(
+        raise InputError(
             f"{_name(pair)}: the file does not say its pixel size, and the model works at "
             f"{config.working_mpp} µm/px: give the images' pixel size (--mpp)"
         )
@@ -280,7 +281,7 @@ def split_one_image(
     before = np.concatenate([[0.0], np.cumsum(profile)])  # area of lines [0, c)
     total = before[-1]
     if n < 2 * MIN_BAND:
-        raise ValueError(
+        raise InputError(
             f"a lone {h} x {w} image is too small to hold a part out for validation "
             f"(each part needs {MIN_BAND} pixels): give a second image"
         )
@@ -296,7 +297,7 @@ def split_one_image(
     if before[start] > 0:
         choices.append((n - start, (start, n), (0, start)))
     if not choices:
-        raise ValueError(
+        raise InputError(
             f"the corrected regions of this {h} x {w} image are too small to hold a part out "
             "for validation: draw a larger region, or give a second image"
         )
@@ -368,10 +369,10 @@ def load_images(
         size that is needed but unknown, or a lone image too small to split.
     """
     if not pairs:
-        raise ValueError("no images to train on")
+        raise InputError("no images to train on")
     stems = [p.stem for p in pairs]
     if len(set(stems)) != len(stems):
-        raise ValueError("two training images share a name: stems must be unique")
+        raise InputError("two training images share a name: stems must be unique")
     if len(pairs) == 1:
         return _load_one(pairs[0], config, say)
     _train_stems, val_stems = split_by_image(stems, config.val_fraction, config.seed)
