@@ -9,7 +9,9 @@ Pixel size
     The input's pixel size comes from the file, else ``mpp=``, else the model
     card's ``default_input_mpp``, else the image is taken at the model's own
     scale. The scale factor is the card's working pixel size over the
-    input's (1 when either is unknown).
+    input's (1 when either is unknown). A pixel size from a caller outside
+    :data:`~slide_unet.core.slide_files.MPP_RANGE` is refused (tiling at
+    1e-6 µm would never end); a file's was already dropped when it was opened.
 Level
     Tiles are read from the pyramid level with the largest downsample not
     above the scale factor, so the fewest pixels are decoded. A level up to
@@ -37,7 +39,9 @@ import numpy as np
 import torch
 
 from slide_unet.core.devices import resolve_device
-from slide_unet.core.model_card import DEFAULT_MEAN, DEFAULT_STD
+from slide_unet.core.errors import InputError
+from slide_unet.core.model_card import DEFAULT_MEAN, DEFAULT_STD, ModelError
+from slide_unet.core.slide_files import MPP_RANGE, check_mpp, consistent_levels, plausible_mpp
 from slide_unet.core.tiling import Block, TileGrid, make_grid, tissue_mask
 
 __all__ = [
@@ -170,12 +174,20 @@ def _card_of(model: torch.nn.Module) -> _Card:
     if len(std) == 1:
         std *= in_channels
     if len(mean) != in_channels or len(std) != in_channels:
-        raise ValueError(
+        raise ModelError(
             f"the model card's normalisation has {len(mean)} means and {len(std)} stds "
             f"for a model with {in_channels} input channels"
         )
     tile = getattr(card, "tile", None)
     threshold = getattr(card, "threshold", None)
+    for name in ("working_mpp", "default_input_mpp"):
+        value = getattr(card, name, None)
+        if value is not None and not plausible_mpp(value):
+            low, high = MPP_RANGE
+            raise ModelError(
+                f"the model card's {name} of {value!r} is not a usable pixel size: expected "
+                f"a number of µm per pixel from {low:g} to {high:g}"
+            )
     return _Card(
         channels=str(channels),
         in_channels=in_channels,
@@ -242,9 +254,17 @@ def open_source(source: Any) -> Iterator[OpenedSource]:
 
     Raises
     ------
-    ValueError
-        An array that is not 2-D (with optional channels), or an unreadable
-        file (:class:`~slide_unet.core.errors.SlideError`).
+    InputError
+        An array that is not 2-D (with optional channels), a source whose
+        ``mpp`` is not a usable pixel size, or an unreadable file
+        (:class:`~slide_unet.core.errors.SlideError`).
+
+    Warns
+    -----
+    UserWarning
+        Levels given as a sequence that are not the first halved (they are
+        left out, as :func:`~slide_unet.core.slide.open_slide` leaves out such
+        levels of a file).
     """
     if isinstance(source, (str, os.PathLike)):
         from slide_unet.core.slide import open_slide
@@ -254,9 +274,9 @@ def open_source(source: Any) -> Iterator[OpenedSource]:
         return
     if hasattr(source, "levels"):
         path = getattr(source, "path", None)
-        yield OpenedSource(
-            list(source.levels), None if path is None else os.fspath(path), source.mpp
-        )
+        # A Slide's own mpp is plausible; one set by hand may not be.
+        mpp = check_mpp(getattr(source, "mpp", None), "the source's mpp")
+        yield OpenedSource(list(source.levels), None if path is None else os.fspath(path), mpp)
         return
     if isinstance(source, Sequence) and source and all(hasattr(a, "shape") for a in source):
         levels = list(source)
@@ -264,11 +284,11 @@ def open_source(source: Any) -> Iterator[OpenedSource]:
         levels = [source if hasattr(source, "shape") else np.asarray(source)]
     for level in levels:
         if level.ndim not in (2, 3) or min(level.shape[:2]) < 1:
-            raise ValueError(
+            raise InputError(
                 f"expected an image YX or YXC (height, width[, channels]), got shape "
                 f"{tuple(level.shape)}"
             )
-    yield OpenedSource(levels, None, None)
+    yield OpenedSource(consistent_levels(levels, "the pyramid given"), None, None)
 
 
 def _level_downsample(base: tuple[int, int], shape: tuple[int, int]) -> tuple[float, float]:
@@ -295,7 +315,7 @@ def check_region(region: Any, shape: tuple[int, int]) -> tuple[int, int, int, in
 
     Raises
     ------
-    ValueError
+    InputError
         Not four numbers, empty (``y1 <= y0`` or ``x1 <= x0``), or not inside
         the image; the message gives the bounds.
     """
@@ -305,11 +325,11 @@ def check_region(region: Any, shape: tuple[int, int]) -> tuple[int, int, int, in
     try:
         y0, y1, x0, x1 = (int(v) for v in region)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise InputError(
             f"region must be (y0, y1, x0, x1) in full-resolution pixels, got {region!r}"
         ) from exc
     if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
-        raise ValueError(
+        raise InputError(
             f"region {(y0, y1, x0, x1)} is not a non-empty window of the image: expected "
             f"(y0, y1, x0, x1) with 0 <= y0 < y1 <= {height} and 0 <= x0 < x1 <= {width}"
         )
@@ -329,7 +349,7 @@ def _channel_mode(card: _Card, shape: tuple[int, ...]) -> str:
         modes = {want: "same"}
         expected = f"YXC with {want} channels"
     if have not in modes:
-        raise ValueError(
+        raise InputError(
             f"the model expects {card.channels} input ({want} channels); the image has "
             f"{have} channels (shape {tuple(shape)}): expected {expected}"
         )
@@ -377,6 +397,7 @@ def make_plan(
     source and the model (``spec`` is the model's name or path, if any);
     ``align`` is :func:`~slide_unet.core.tiling.make_grid`'s.
     """
+    mpp = check_mpp(mpp)  # before anything scales by it
     card = _card_of(net)
     base = source.levels[0]
     shape = (int(base.shape[0]), int(base.shape[1]))
@@ -405,7 +426,7 @@ def make_plan(
         tile = _default_tile(card, halo, multiple, device)
     elif int(tile) % multiple or int(tile) <= 2 * halo:
         low = max(multiple, int(tile) // multiple * multiple)
-        raise ValueError(
+        raise InputError(
             f"tile={tile} does not suit this model: tiles must be multiples of {multiple} "
             f"(2**depth) and larger than twice its halo of {halo} pixels, e.g. "
             f"{max(low, 2 * halo + 4 * multiple)} or more"
@@ -464,6 +485,15 @@ def plan_segmentation(
     Returns
     -------
     SegmentationPlan
+
+    Raises
+    ------
+    InputError
+        A bad region, tile or channel count, or an ``mpp`` outside
+        :data:`~slide_unet.core.slide_files.MPP_RANGE` (the message names the
+        value and the range); an unreadable file is a
+        :class:`~slide_unet.core.errors.SlideError`, a bad model card a
+        :class:`~slide_unet.core.model_card.ModelError`.
     """
     dev = resolve_device(device)
     with open_source(source) as src:

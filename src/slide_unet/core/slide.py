@@ -8,6 +8,12 @@ HuBMAP's (1, 1, 3, Y, X)) layouts; plus plain PNG and JPEG.
 
 A large single-level slide gets overview levels computed once and cached
 (see :mod:`slide_unet.core.overviews`).
+
+Headers are not trusted (see :mod:`slide_unet.core.slide_files`): a pixel
+size outside :data:`MPP_RANGE` and pyramid levels that are not halvings of
+level 0 are ignored with a warning, and a tile, strip or PNG/JPEG larger
+than the decode budget (:mod:`slide_unet.core.limits`) is refused when read,
+with a :class:`~slide_unet.core.errors.LimitError`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ import numpy as np
 
 from slide_unet.core import overviews
 from slide_unet.core.errors import SlideError
-from slide_unet.core.slide_files import PlainImage, TiffSlideFile, open_slide_file
+from slide_unet.core.slide_files import (
+    MAX_SIDE,
+    MPP_RANGE,
+    PlainImage,
+    TiffSlideFile,
+    check_mpp,
+    open_slide_file,
+)
 
 #: Single-level slides wider or taller than this get cached overview levels.
 OVERVIEW_THRESHOLD = 4096
@@ -35,9 +48,19 @@ SUPPORTED_DTYPES = frozenset(
     for t in ("bool", "uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 )
 
-#: Anything larger is not a real slide but a corrupt or hostile header.
-MAX_SIDE = 2**21
+#: Anything larger is not a real slide but a corrupt or hostile header
+#: (:data:`MAX_SIDE` pixels a side comes from :mod:`slide_unet.core.slide_files`).
 MAX_CHANNELS = 64
+
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_SIDE",
+    "MPP_RANGE",
+    "Slide",
+    "check_mpp",
+    "open_slide",
+    "slide_key",
+]
 
 
 class Slide:
@@ -56,7 +79,7 @@ class Slide:
         ``"YX"`` or ``"YXC"``.
     mpp
         Microns per pixel at full resolution, or None when the file does not
-        say.
+        say (or says something outside :data:`MPP_RANGE`).
     """
 
     def __init__(self, path: Path, source: TiffSlideFile | PlainImage) -> None:
@@ -237,6 +260,19 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
     SlideError
         The file is missing, empty, truncated, not an image, or holds a shape
         or pixel type that is not a 2-D slide.
+
+    Warns
+    -----
+    UserWarning
+        The file records a pixel size outside :data:`MPP_RANGE` (the slide's
+        ``mpp`` is then None), or pyramid levels that are not level 0 halved
+        (they are left out of ``levels``).
+
+    Notes
+    -----
+    Reading pixels decodes only the tiles or strips a region touches; one
+    larger than the decode budget (a PNG or JPEG counts whole) raises a
+    :class:`~slide_unet.core.errors.LimitError` instead of being decoded.
     """
     path = Path(path)
     if not path.exists():

@@ -3,16 +3,26 @@
 Each opener reads headers only and returns its pyramid levels as dask arrays
 in ``YX`` or ``YXC`` order, the pixel size in microns if the file records
 one, and whether the samples are RGB colour.
+
+Headers are not trusted: a pixel size outside :data:`MPP_RANGE` and pyramid
+levels that are not halvings of level 0 are ignored with a warning, and a
+PNG or JPEG (which can only be decoded whole) is decoded only within the
+budget of :mod:`slide_unet.core.limits`. The rules for pixel sizes and
+pyramid levels live here, for the other modules that take them from a caller.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import re
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 import dask
@@ -21,12 +31,24 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from slide_unet.core.errors import SlideError
+from slide_unet.core.errors import InputError, LimitError, SlideError
+from slide_unet.core.limits import check_decode
 from slide_unet.core.tiff_level import TiffLevelReader, level_as_dask
 
-#: Pixel sizes above this are screen or print resolutions (72 dpi is 353 µm),
-#: not a microscope's.
-MAX_PLAUSIBLE_MPP = 100.0
+#: Pixel sizes (µm) this program works with. Below 10 nm is finer than any light
+#: microscope resolves (a header saying 1e-6 µm would have tiling make billions
+#: of tiles); above 100 µm is a screen or print resolution (72 dpi is 353 µm),
+#: not a microscope's (and a model would see a few pixels).
+MPP_RANGE = (0.01, 100.0)
+
+#: Largest side a slide may have: anything larger is a corrupt or hostile header.
+MAX_SIDE = 2**21
+
+#: A pyramid level's sides may be this far (relative) from level 0's halved k
+#: times, plus a pixel of rounding: scanners round level sizes their own way.
+LEVEL_SIZE_TOLERANCE = 0.02
+
+_Level = TypeVar("_Level", bound=Any)
 
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -96,6 +118,128 @@ def open_slide_file(path: Path) -> TiffSlideFile | PlainImage:
     )
 
 
+# -- pixel size and pyramid rules -------------------------------------------------
+
+
+def plausible_mpp(mpp: object) -> bool:
+    """Whether ``mpp`` is a number of µm per pixel within :data:`MPP_RANGE`."""
+    low, high = MPP_RANGE
+    return (
+        isinstance(mpp, numbers.Real)
+        and not isinstance(mpp, bool)
+        and low <= float(mpp) <= high  # False for nan
+    )
+
+
+def check_mpp(mpp: float | None, name: str = "mpp") -> float | None:
+    """A pixel size given by a caller, as a float; None stays None.
+
+    Parameters
+    ----------
+    mpp : float or None
+        Microns per pixel.
+    name : str
+        What the caller called it, for the message.
+
+    Returns
+    -------
+    float or None
+
+    Raises
+    ------
+    InputError
+        Not a number within :data:`MPP_RANGE` (negative, zero, nan, inf,
+        1e-6 or 1e9 included): the message names the value and the range.
+    """
+    if mpp is None:
+        return None
+    if not plausible_mpp(mpp):
+        low, high = MPP_RANGE
+        raise InputError(
+            f"{name}={mpp!r} is not a usable pixel size: expected a number of µm per pixel "
+            f"from {low:g} to {high:g}"
+        )
+    return float(mpp)
+
+
+def _file_mpp(path: Path, mpp: float | None, where: str) -> float | None:
+    """``mpp`` read from ``where`` in the file, or None (with a warning) when implausible."""
+    if mpp is None or plausible_mpp(mpp):
+        return None if mpp is None else float(mpp)
+    low, high = MPP_RANGE
+    warnings.warn(
+        f"{path}: the pixel size in its {where} ({mpp:g} µm) is outside {low:g}-{high:g} µm "
+        "and is ignored (give the pixel size with mpp= if you know it)",
+        stacklevel=4,
+    )
+    return None
+
+
+def pyramid_problems(shapes: Sequence[Sequence[int]]) -> dict[int, str]:
+    """Which pyramid levels are not consistent with level 0, and why.
+
+    A level is kept when its height and width are both level 0's halved the
+    same number of times (within :data:`LEVEL_SIZE_TOLERANCE` and a pixel of
+    rounding), it is smaller than the level kept before it, and any channel
+    axis matches. Other levels would make a reader that picks a level by its
+    size read the wrong pixels.
+
+    Parameters
+    ----------
+    shapes : sequence of tuple of int
+        The levels' shapes (``YX`` or ``YXC``), level 0 first.
+
+    Returns
+    -------
+    dict
+        Level index to a phrase saying what is wrong with it; empty when every
+        level is consistent. Level 0 is never listed.
+    """
+    height, width = int(shapes[0][0]), int(shapes[0][1])
+    problems: dict[int, str] = {}
+    last = (height, width)
+    for i, shape in enumerate(shapes[1:], start=1):
+        h, w = int(shape[0]), int(shape[1])
+        described = f"{h} x {w}"
+        if tuple(shape[2:]) != tuple(shapes[0][2:]):
+            problems[i] = f"has shape {tuple(shape)} against level 0's {tuple(shapes[0])}"
+        elif h <= 0 or w <= 0 or h >= last[0] or w >= last[1]:
+            problems[i] = (
+                f"({described}) is not smaller than the level before it ({last[0]} x {last[1]})"
+            )
+        else:
+            k = max(1, round(math.log2(width / w)))
+            expected = (height / 2**k, width / 2**k)
+            off = [
+                abs(n - e) > 1 + LEVEL_SIZE_TOLERANCE * e
+                for n, e in zip((h, w), expected, strict=True)
+            ]
+            if any(off):
+                problems[i] = (
+                    f"({described}) is not level 0 ({height} x {width}) halved one or more "
+                    f"times (halved {k} times it would be about "
+                    f"{expected[0]:.0f} x {expected[1]:.0f})"
+                )
+        if i not in problems:
+            last = (h, w)
+    return problems
+
+
+def consistent_levels(levels: Sequence[_Level], where: str | Path = "the image") -> list[_Level]:
+    """``levels`` (largest first) without those :func:`pyramid_problems` lists.
+
+    Each level dropped is named in a warning that starts with ``where``.
+    """
+    problems = pyramid_problems([tuple(level.shape) for level in levels])
+    for i, problem in problems.items():
+        _warn_ignored_level(where, i, problem)
+    return [level for i, level in enumerate(levels) if i not in problems]
+
+
+def _warn_ignored_level(where: str | Path, index: int, problem: str) -> None:
+    warnings.warn(f"{where}: pyramid level {index} {problem}; the level is ignored", stacklevel=4)
+
+
 # -- TIFF ----------------------------------------------------------------------
 
 
@@ -126,6 +270,15 @@ def _tiff_slide(path: Path, tif: tifffile.TiffFile) -> TiffSlideFile:
     levels = [
         _to_yxc(path, level_as_dask(r, f"{token}-level{i}"), r.axes) for i, r in enumerate(readers)
     ]
+    problems = pyramid_problems([tuple(level.shape) for level in levels])
+    for i, problem in problems.items():
+        readers[i].close()
+        # Levels the file declares (SubIFDs, SVS) are worth a word; other series
+        # were only candidates (a label or macro photo of the same aspect).
+        if len(series.levels) > 1:
+            _warn_ignored_level(path, i, problem)
+    readers = [r for i, r in enumerate(readers) if i not in problems]
+    levels = [level for i, level in enumerate(levels) if i not in problems]
     keyframe = series.keyframe
     rgb_photometric = keyframe.photometric in (
         tifffile.PHOTOMETRIC.RGB,
@@ -133,7 +286,7 @@ def _tiff_slide(path: Path, tif: tifffile.TiffFile) -> TiffSlideFile:
     )
     channels = levels[0].shape[2] if levels[0].ndim == 3 else 1
     rgb = rgb_photometric or (channels == 3 and levels[0].dtype == np.uint8)
-    return TiffSlideFile(path, tif, levels, _tiff_mpp(tif, keyframe), rgb, readers)
+    return TiffSlideFile(path, tif, levels, _tiff_mpp(path, tif, keyframe), rgb, readers)
 
 
 def _main_series(path: Path, tif: tifffile.TiffFile) -> tifffile.TiffPageSeries:
@@ -211,12 +364,21 @@ def _to_yxc(path: Path, array: da.Array, axes: str) -> da.Array:
     return array.transpose(order)
 
 
-def _tiff_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
-    for reader in (_ome_mpp, _svs_mpp, _imagej_mpp, _resolution_tag_mpp):
-        with contextlib.suppress(Exception):
+def _tiff_mpp(path: Path, tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+    """The first plausible pixel size among the places a TIFF may record one."""
+    for reader, where in (
+        (_ome_mpp, "OME metadata"),
+        (_svs_mpp, "Aperio description"),
+        (_imagej_mpp, "ImageJ metadata"),
+        (_resolution_tag_mpp, "resolution tags"),
+    ):
+        try:
             mpp = reader(tif, page)
-            if mpp is not None and 0 < mpp <= MAX_PLAUSIBLE_MPP:
-                return float(mpp)
+        except Exception:  # malformed metadata: the next place may still say
+            continue
+        mpp = _file_mpp(path, mpp, where)
+        if mpp is not None:
+            return mpp
     return None
 
 
@@ -282,31 +444,59 @@ _PIL_MODES: dict[str, tuple[str, str, int]] = {
     "F": ("F", "float32", 1),
 }
 
+#: Bytes per pixel of a Pillow image in memory, by mode: Pillow keeps every
+#: multi-band mode (RGB too) in four bytes a pixel.
+_PIL_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+
+#: Pillow's own guard against decompression bombs, set to the largest image a
+#: slide may be (:data:`MAX_SIDE` a side) while we read headers: Pillow's
+#: default (about 179 megapixels) refuses real slides. What is decoded is
+#: bounded by :func:`~slide_unet.core.limits.check_decode` instead.
+_PIL_PIXEL_LIMIT = MAX_SIDE**2
+
 _PIL_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _no_pixel_limit() -> Iterator[None]:
-    """Pillow refuses images over ~179 megapixels as 'decompression bombs'.
-
-    Slides are legitimately that big; our own shape checks bound them instead.
-    """
+def _pil_pixel_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb guard at :data:`_PIL_PIXEL_LIMIT` (it is global state)."""
     with _PIL_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
+        Image.MAX_IMAGE_PIXELS = _PIL_PIXEL_LIMIT
         try:
             yield
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def _decoded_bytes(
+    width: int, height: int, pil_mode: str, mode: str, dtype: str, channels: int
+) -> int:
+    """Memory that decoding a whole PNG or JPEG takes at its peak: Pillow's image,
+    its conversion to ``mode``, and the array copied out of it."""
+    native = _PIL_PIXEL_BYTES.get(pil_mode, 4)
+    converted = _PIL_PIXEL_BYTES.get(mode, 4) if pil_mode != mode else 0
+    out = np.dtype(dtype).itemsize * channels
+    return width * height * (native + converted + out)
+
+
 def _decode_plain(path: Path, mode: str, dtype: str, channels: int) -> np.ndarray:
     try:
-        with _no_pixel_limit(), Image.open(path) as image:
+        with _pil_pixel_limit(), Image.open(path) as image:
+            width, height = image.size
+            # PNG and JPEG cannot be decoded in part: the whole image counts. The
+            # size is read again here, so a file replaced since it was opened is
+            # checked too.
+            check_decode(
+                _decoded_bytes(width, height, image.mode, mode, dtype, channels),
+                f"{path}: a {width} x {height} {image.mode} {image.format} image (decoded whole)",
+            )
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")
             array = np.asarray(image if image.mode == mode else image.convert(mode))
-    except (OSError, SyntaxError, ValueError) as exc:
+    except LimitError:
+        raise  # already one clear line (and a ValueError, which the next clause takes)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(path, f"cannot decode the image ({exc})") from exc
     array = array.astype(dtype, copy=False)
     return array if channels > 1 or array.ndim == 2 else array[..., 0]
@@ -314,12 +504,16 @@ def _decode_plain(path: Path, mode: str, dtype: str, channels: int) -> np.ndarra
 
 def _open_plain(path: Path) -> PlainImage:
     try:
-        with _no_pixel_limit(), Image.open(path) as image:
+        with _pil_pixel_limit(), Image.open(path) as image:
             width, height = image.size
             pil_mode = image.mode
             if pil_mode == "P" and "transparency" in image.info:
                 pil_mode = "PA"
             dpi = image.info.get("dpi")
+    except Image.DecompressionBombError as exc:
+        raise SlideError(
+            path, f"the header declares an image too large to be a slide ({exc})"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise SlideError(path, f"not a readable PNG or JPEG image ({exc})") from exc
     if pil_mode not in _PIL_MODES:
@@ -329,8 +523,7 @@ def _open_plain(path: Path) -> PlainImage:
     delayed = dask.delayed(_decode_plain, pure=True)(path, mode, dtype, channels)
     level = da.from_delayed(delayed, shape=shape, dtype=dtype)
     mpp = None
-    if dpi and dpi[0]:
-        mpp = 25400.0 / float(dpi[0])
-        if not 0 < mpp <= MAX_PLAUSIBLE_MPP:
-            mpp = None
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError, IndexError):
+        mpp = 25400.0 / float(dpi[0])  # no dpi, or a malformed one: unknown
+    mpp = _file_mpp(path, mpp, "dpi")
     return PlainImage(path, [level], mpp, photometric_rgb=channels in (3, 4))

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.slide_files import check_mpp
+
 __all__ = ["TissueMask", "tissue_mask"]
 
 
@@ -130,11 +132,16 @@ def tissue_mask(
         None when detection does not apply: not 8- or 16-bit RGB(A), not
         clearly brightfield (the median pixel is dark, as in fluorescence),
         or no level small enough. Every tile should then run.
+
+    Raises
+    ------
+    InputError
+        ``mpp`` outside :data:`~slide_unet.core.slide_files.MPP_RANGE`.
     """
     from scipy import ndimage
 
     levels, slide_mpp = _levels_and_mpp(source)
-    mpp = mpp or slide_mpp
+    mpp = check_mpp(mpp) or slide_mpp
     base = levels[0]
     if (
         base.ndim != 3
