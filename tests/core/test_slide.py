@@ -916,3 +916,23 @@ def test_one_bit_tiff_masks_open_as_bool(tmp_path: Path) -> None:
     with open_slide(tmp_path / "mask.tif") as slide:
         assert slide.dtype == np.bool_
         np.testing.assert_array_equal(slide.levels[0].compute(), mask)
+
+
+@pytest.mark.parametrize("dpi", [72, 96])
+def test_a_screen_resolution_is_no_pixel_size_and_no_warning(tmp_path: Path, dpi: int) -> None:
+    import warnings
+
+    png, tif = tmp_path / "photo.png", tmp_path / "photo.tif"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(png, dpi=(dpi, dpi))
+    tifffile.imwrite(tif, np.zeros((40, 60), np.uint8), resolution=(dpi, dpi), resolutionunit=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert open_slide(png).mpp is None
+        assert open_slide(tif).mpp is None
+
+
+def test_a_microscope_pixel_size_out_of_range_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.tif"
+    tifffile.imwrite(path, np.zeros((40, 60), np.uint8), resolution=(4e9, 4e9), resolutionunit=3)
+    with pytest.warns(UserWarning, match="outside 0.01-100 µm and is ignored"):
+        assert open_slide(path).mpp is None

@@ -41,6 +41,10 @@ from slide_unet.core.tiff_level import TiffLevelReader, level_as_dask
 #: not a microscope's (and a model would see a few pixels).
 MPP_RANGE = (0.01, 100.0)
 
+#: Where a file records a print or screen resolution (in dots per inch, most
+#: often): one coarser than :data:`MPP_RANGE` is a default, ignored without a word.
+_PRINT_RESOLUTIONS = ("resolution tags", "dpi")
+
 #: Largest side a slide may have: anything larger is a corrupt or hostile header.
 MAX_SIDE = 2**21
 
@@ -167,6 +171,8 @@ def _file_mpp(path: Path, mpp: float | None, where: str) -> float | None:
     if mpp is None or plausible_mpp(mpp):
         return None if mpp is None else float(mpp)
     low, high = MPP_RANGE
+    if mpp > high and where in _PRINT_RESOLUTIONS:
+        return None  # 72 or 96 dpi, as image editors write: a screen's, said by no microscope
     warnings.warn(
         f"{path}: the pixel size in its {where} ({mpp:g} µm) is outside {low:g}-{high:g} µm "
         "and is ignored (give the pixel size with mpp= if you know it)",
