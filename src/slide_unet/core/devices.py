@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import torch
 
+from slide_unet.core.errors import InputError
+
 __all__ = [
     "PRECISIONS",
     "autocast",
@@ -45,9 +47,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     Raises
     ------
-    ValueError
-        A device that this machine or this build of torch does not have,
-        saying which ones it does.
+    InputError
+        (a ``ValueError``) for a device that this machine or this build of
+        torch does not have, saying which ones it does.
     """
     if isinstance(device, str) and device.strip().lower() == "auto":
         if torch.cuda.is_available():
@@ -58,7 +60,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
+        raise InputError(
             f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda' or 'mps'"
         ) from exc
     available = ["cpu"]
@@ -69,22 +71,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
             why = "no CUDA GPU was found" if torch.version.cuda else "torch was built without CUDA"
-            raise ValueError(
+            raise InputError(
                 f"device {device!r} is not available ({why}); available: "
                 f"{', '.join(available)}. Use device='auto' or 'cpu'."
             )
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise InputError(
                 f"device {device!r} is not available: this machine has "
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
     elif chosen.type == "mps" and not _mps_available():
-        raise ValueError(
+        raise InputError(
             f"device {device!r} is not available (no Apple GPU); available: "
             f"{', '.join(available)}. Use device='auto' or 'cpu'."
         )
     elif chosen.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {device!r}: expected 'auto', 'cpu', 'cuda' or 'mps'")
+        raise InputError(f"unsupported device {device!r}: expected 'auto', 'cpu', 'cuda' or 'mps'")
     return chosen
 
 
@@ -102,18 +104,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
     Raises
     ------
-    ValueError
-        An unknown precision, or float16 on the CPU.
+    InputError
+        (a ``ValueError``) for an unknown precision, or float16 on the CPU.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
-            raise ValueError("precision 'fp16' is not supported on the CPU: use 'bf16' or 'fp32'")
+            raise InputError("precision 'fp16' is not supported on the CPU: use 'bf16' or 'fp32'")
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
