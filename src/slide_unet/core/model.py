@@ -123,7 +123,7 @@ def _check_int(name: str, value: Any, most: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {_brief(value)}")
     if value > most:
-        raise InputError(f"{name} must be at most {most}, got {value}")
+        raise InputError(f"{name} must be at most {most}, got {_brief(value)}")
 
 
 def check_unet_config(
@@ -169,7 +169,8 @@ def check_unet_config(
         uneven = [w for w in (base_width * 2**i for i in range(depth + 1)) if w % min(8, w)]
         if uneven:
             raise InputError(
-                f"norm 'group' needs every level's width to be a multiple of 8 (or below 8); "
+                f"{key.format('norm')} 'group' needs every level's width to be a multiple "
+                f"of 8 (or below 8); "
                 f"base_width {base_width} gives {uneven[0]}"
             )
     # Bounded above, so this costs microseconds whatever the caller asked for.

@@ -22,7 +22,7 @@ from typing import Any
 
 from slide_unet.core.atomic import write_text_atomic
 from slide_unet.core.errors import InputError
-from slide_unet.core.model import NORMS
+from slide_unet.core.model import _brief, check_unet_config
 
 #: Architectures a card may name, with the default keyword arguments of each.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -36,6 +36,21 @@ CHANNELS: dict[str, int] = {"RGB": 3, "gray": 1}
 DEFAULT_MEAN = 0.5
 DEFAULT_STD = 0.25
 
+#: The largest tile side a card may ask for by default: a 512-2048 tile is
+#: usual, and a depth-8 U-Net needs 4096 (twice its 1,536-pixel halo plus a core).
+MAX_TILE = 8192
+#: The largest card file read: real cards are 20-60 KB (most of it the
+#: training history); anything near this is not a card. Parsed and copied, 4 MB
+#: of JSON built to make the most Python objects (``[{}, {}, ...]``) take
+#: about 300 MB.
+MAX_CARD_BYTES = 4 * 2**20
+#: Pixel sizes (µm) a card may give: the range a slide's pixel size is trusted
+#: in. Outside it, resampling to the card's working scale would make a slide
+#: millions of times larger or smaller.
+MPP_RANGE = (0.01, 100.0)
+#: The longest model name: it names files and appears in messages.
+MAX_NAME_LENGTH = 200
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = ("name", "parameters", "normalization", "working_mpp", "default_input_mpp")
 
@@ -48,42 +63,62 @@ class ModelError(InputError):
     """
 
 
-def _positive_or_none(name: str, value: Any) -> float | None:
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float (an integer too large for one is infinite), or ``None``
+    when it is not a number; ``True`` and ``False`` are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # JSON integers may have thousands of digits
+        return math.inf if value > 0 else -math.inf
+
+
+def _mpp_or_none(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ModelError(f"{name} must be a number of µm per pixel or null, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ModelError(f"{name} must be a positive number of µm per pixel, got {value!r}")
-    return float(value)
+    number = _as_float(value)
+    if number is None:
+        raise ModelError(f"{name} must be a number of µm per pixel or null, got {_brief(value)}")
+    low, high = MPP_RANGE
+    if not low <= number <= high:  # NaN too
+        raise ModelError(
+            f"{name} must be a positive number of µm per pixel from {low:g} to {high:g}, "
+            f"got {_brief(value)}"
+        )
+    return number
 
 
 def _str_or_none(name: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise ModelError(f"{name} must be a string or null, got {value!r}")
+        raise ModelError(f"{name} must be a string or null, got {_brief(value)}")
     return value
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelError(f"{name} must be a positive integer, got {value!r}")
+        raise ModelError(f"{name} must be a positive integer, got {_brief(value)}")
     return value
 
 
 def _check_parameters(architecture: str, parameters: Any) -> dict[str, Any]:
     if not isinstance(parameters, dict):
-        raise ModelError(f"parameters must be a mapping of keyword arguments, got {parameters!r}")
+        raise ModelError(
+            f"parameters must be a mapping of keyword arguments, got {_brief(parameters)}"
+        )
     defaults = ARCHITECTURES[architecture]
-    unknown = sorted(set(parameters) - set(defaults))
+    unknown = sorted(set(parameters) - set(defaults), key=repr)
     if unknown:
         raise ModelError(
-            f"unknown {architecture} parameters {unknown}; expected some of {sorted(defaults)}"
+            f"unknown {architecture} parameters {_brief(unknown)}; "
+            f"expected some of {sorted(defaults)}"
         )
     full = {**defaults, **parameters}
-    for key in ("in_channels", "out_channels", "base_width", "depth"):
-        _positive_int(f"parameters[{key!r}]", full[key])
-    if full["norm"] not in NORMS:
-        raise ModelError(f"parameters['norm'] must be one of {NORMS}, got {full['norm']!r}")
+    # Bounds first: everything after (2**depth, the tensor list) trusts them.
+    try:
+        check_unet_config(**full, key="parameters[{!r}]")
+    except InputError as exc:
+        raise ModelError(str(exc)) from None
     return full
 
 
@@ -92,7 +127,7 @@ def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[
         return {"mean": [DEFAULT_MEAN] * n_channels, "std": [DEFAULT_STD] * n_channels}
     if not isinstance(normalization, dict) or set(normalization) != {"mean", "std"}:
         raise ModelError(
-            f"normalization must be {{'mean': [...], 'std': [...]}}, got {normalization!r}"
+            f"normalization must be {{'mean': [...], 'std': [...]}}, got {_brief(normalization)}"
         )
     out: dict[str, list[float]] = {}
     for key in ("mean", "std"):
@@ -100,14 +135,16 @@ def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[
         if not isinstance(values, list | tuple) or len(values) != n_channels:
             raise ModelError(
                 f"normalization[{key!r}] must list one number per input channel "
-                f"({n_channels}), got {values!r}"
+                f"({n_channels}), got {_brief(values)}"
             )
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ModelError(f"normalization[{key!r}] must hold numbers, got {values!r}")
-            if key == "std" and v <= 0:
-                raise ModelError(f"normalization['std'] must be positive, got {values!r}")
-        out[key] = [float(v) for v in values]
+        numbers = [_as_float(v) for v in values]
+        if not all(v is not None and math.isfinite(v) for v in numbers):
+            raise ModelError(
+                f"normalization[{key!r}] must hold finite numbers, got {_brief(values)}"
+            )
+        if key == "std" and not all(v > 0 for v in numbers):
+            raise ModelError(f"normalization['std'] must be positive, got {_brief(values)}")
+        out[key] = numbers
     return out
 
 
@@ -125,6 +162,8 @@ class ModelCard:
         Keyword arguments of the architecture (for the U-Net: ``in_channels``,
         ``out_channels``, ``base_width``, ``depth``, ``norm``). Missing ones are
         filled with the architecture's defaults, so a card always says them all.
+        They are bounded (:func:`slide_unet.core.model.check_unet_config`), so a
+        card cannot ask for a network too large to build.
     channels
         What the input channels are: ``"RGB"`` (3) or ``"gray"`` (1); must agree
         with ``parameters["in_channels"]``.
@@ -139,7 +178,8 @@ class ModelCard:
         Pixel size (µm) assumed for an input when neither the file nor the user
         gives one; ``None`` assumes nothing.
     tile
-        Default tile side at the working scale; a multiple of ``2**depth``.
+        Default tile side at the working scale; a multiple of ``2**depth``, at
+        most :data:`MAX_TILE`.
     threshold
         Probability above which a pixel is foreground.
     trained
@@ -183,42 +223,52 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ModelError(f"name must be a non-empty string, got {self.name!r}")
-        if self.architecture not in ARCHITECTURES:
+            raise ModelError(f"name must be a non-empty string, got {_brief(self.name)}")
+        if len(self.name) > MAX_NAME_LENGTH or not self.name.isprintable():
             raise ModelError(
-                f"unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}"
+                f"name must be at most {MAX_NAME_LENGTH} printable characters, "
+                f"got {_brief(self.name)}"
+            )
+        if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
+            raise ModelError(
+                f"unknown architecture {_brief(self.architecture)}; "
+                f"known: {', '.join(ARCHITECTURES)}"
             )
         self.parameters = _check_parameters(self.architecture, self.parameters)
         in_channels = self.parameters["in_channels"]
-        if self.channels not in CHANNELS:
-            raise ModelError(f"channels must be one of {list(CHANNELS)}, got {self.channels!r}")
+        if not isinstance(self.channels, str) or self.channels not in CHANNELS:
+            raise ModelError(
+                f"channels must be one of {list(CHANNELS)}, got {_brief(self.channels)}"
+            )
         if CHANNELS[self.channels] != in_channels:
             raise ModelError(
                 f"channels {self.channels!r} means {CHANNELS[self.channels]} input channels, "
                 f"but parameters['in_channels'] is {in_channels}"
             )
         self.normalization = _check_normalization(self.normalization, in_channels)
-        self.working_mpp = _positive_or_none("working_mpp", self.working_mpp)
-        self.default_input_mpp = _positive_or_none("default_input_mpp", self.default_input_mpp)
-        multiple = 2 ** self.parameters["depth"]
+        self.working_mpp = _mpp_or_none("working_mpp", self.working_mpp)
+        self.default_input_mpp = _mpp_or_none("default_input_mpp", self.default_input_mpp)
         _positive_int("tile", self.tile)
+        if self.tile > MAX_TILE:
+            raise ModelError(f"tile must be at most {MAX_TILE}, got {_brief(self.tile)}")
+        multiple = 2 ** self.parameters["depth"]
         if self.tile % multiple:
             raise ModelError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
-            raise ModelError(f"threshold must be a probability between 0 and 1, got {t!r}")
+            raise ModelError(f"threshold must be a probability between 0 and 1, got {_brief(t)}")
         self.threshold = float(t)
         if not isinstance(self.trained, bool):
-            raise ModelError(f"trained must be true or false, got {self.trained!r}")
+            raise ModelError(f"trained must be true or false, got {_brief(self.trained)}")
         for key in ("training", "validation"):
             if not isinstance(getattr(self, key), dict):
-                raise ModelError(f"{key} must be a mapping, got {getattr(self, key)!r}")
+                raise ModelError(f"{key} must be a mapping, got {_brief(getattr(self, key))}")
         for key in ("command", "parent", "licence"):
             _str_or_none(key, getattr(self, key))
         if self.sha256 is not None and not (
             isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256)
         ):
-            raise ModelError(f"sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+            raise ModelError(f"sha256 must be 64 lower-case hex digits, got {_brief(self.sha256)}")
 
     @property
     def multiple(self) -> int:
@@ -255,10 +305,17 @@ class ModelCard:
         if missing:
             raise ModelError(f"model card lacks required field(s) {missing}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=repr)
         if unknown:
-            raise ModelError(f"model card has unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**copy.deepcopy(data))
+            raise ModelError(
+                f"model card has unknown field(s) {_brief(unknown)}; known: {sorted(known)}"
+            )
+        try:
+            data = copy.deepcopy(data)
+        except RecursionError:
+            # Free-form fields (training, validation) may nest; a thousand levels is hostile.
+            raise ModelError("model card is nested too deeply") from None
+        return cls(**data)
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the card to ``path`` as indented JSON, atomically; return the path."""
@@ -273,19 +330,29 @@ class ModelCard:
         Raises
         ------
         ModelError
-            When the file is missing, is not JSON, or is not a valid card; the
-            message names the file.
+            When the file is missing, larger than :data:`MAX_CARD_BYTES`, is not
+            JSON, or is not a valid card; the message names the file.
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                # One byte over the limit is enough to refuse, whatever the file claims.
+                raw = f.read(MAX_CARD_BYTES + 1)
+            if len(raw) > MAX_CARD_BYTES:
+                raise ModelError(
+                    f"{path}: a model card is a small JSON file (at most "
+                    f"{MAX_CARD_BYTES // 2**20} MB), but this one is larger"
+                )
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise ModelError(f"{path}: model card not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ModelError(f"{path}: cannot read the model card ({exc})") from None
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            raise ModelError(f"{path}: model card is not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # JSONDecodeError, and integers of thousands of digits
             raise ModelError(f"{path}: model card is not valid JSON ({exc})") from None
         try:
             return cls.from_dict(data)
