@@ -2,16 +2,18 @@
 
 Models are named (``glomeruli`` and ``nuclei`` are bundled with the package; a
 user's fine-tuned models live in a per-user folder) or given as files. Loading
-never unpickles anything: weights are read only from safetensors files, checked
-against the sha256 in the card, and matched tensor by tensor to the card's
-architecture before they are used.
+never unpickles anything: weights are read only from safetensors files. Before
+anything is allocated, the card's architecture is checked against bounds (see
+:func:`slide_unet.core.model.check_unet_config`) and the names, shapes and
+dtypes in the file's header against the tensors that architecture has (computed,
+not built); then the file is checked against the sha256 in the card, and only
+then read and the network built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import warnings
@@ -25,8 +27,14 @@ import torch
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.model import UNet
 from slide_unet.core.model_card import ModelCard, ModelError
+from slide_unet.core.weights_header import (
+    MAX_HEADER_BYTES,
+    check_tensors_fit_card,
+    read_safetensors_header,
+)
 
 __all__ = [
+    "MAX_HEADER_BYTES",
     "MODELS_DIR_ENV",
     "ModelCard",
     "ModelError",
@@ -34,6 +42,7 @@ __all__ = [
     "bundled_models_dir",
     "list_models",
     "load_model",
+    "read_safetensors_header",
     "save_model",
     "user_models_dir",
 ]
@@ -163,31 +172,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_safetensors_header(path: Path) -> None:
-    """Refuse a file that is not safetensors, before anything parses its body."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else 0
-        header = f.read(n) if 2 <= n <= size - 8 else b""
-    problem = ""
-    try:
-        if not isinstance(json.loads(header.decode("utf-8")), dict):
-            problem = "its header is not a JSON object"
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        problem = "it does not start with a safetensors header"
-    if not problem:
-        return
-    if head[:1] == b"\x80":
-        problem += "; it looks like a Python pickle (torch.save)"
-    elif head[:2] == b"PK":
-        problem += "; it looks like a zip archive (torch.save)"
-    raise ModelError(
-        f"{path}: not a safetensors file ({problem}). Weights are only loaded from "
-        "safetensors, never unpickled; convert them with safetensors.torch.save_file"
-    )
-
-
 def _build(card: ModelCard) -> UNet:
     # Building initialises weights from the global RNG; keep the caller's RNG untouched.
     with torch.random.fork_rng(devices=[]):
@@ -214,12 +198,16 @@ def _seeded_placeholder(card: ModelCard) -> UNet:
 
 
 def _load_weights(weights: Path, card: ModelCard, card_path: Path) -> UNet:
-    _check_safetensors_header(weights)
+    # Everything that can be checked from the header and the card is checked
+    # first, so a hostile pair is refused before the file is hashed or read
+    # and before the network is allocated.
+    tensors = read_safetensors_header(weights)
     if card.sha256 is None:
         raise ModelError(
             f"{card_path}: the card records no sha256 for {weights.name}, so the weights "
             "cannot be checked; save the model with save_model to write one"
         )
+    check_tensors_fit_card(weights, tensors, card, card_path)
     actual = _sha256(weights)
     if actual != card.sha256:
         raise ModelError(
@@ -231,29 +219,6 @@ def _load_weights(weights: Path, card: ModelCard, card_path: Path) -> UNet:
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"{weights}: cannot read the safetensors file ({exc})") from None
     model = _build(card)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
-    wrong = [
-        f"{k} {found[k]} (card wants {expected[k]})"
-        for k in sorted(expected.keys() & found.keys())
-        if found[k] != expected[k]
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label} {len(items)}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", wrong),
-            )
-            if items
-        ]
-        raise ModelError(
-            f"{weights}: tensors do not match the card's {card.architecture} "
-            f"{card.parameters} ({card_path.name}); {'; '.join(parts)}"
-        )
     model.load_state_dict(state, strict=True)
     return model
 
@@ -285,8 +250,11 @@ def load_model(
     ------
     ModelError
         For an unknown name (the message lists the available ones), a missing
-        card, a weights file that is not safetensors, whose sha256 differs from
-        the card's, or whose tensors do not fit the card's architecture.
+        or invalid card (one whose architecture is out of bounds included), a
+        weights file that is not safetensors or whose header is hostile, whose
+        tensors (names, shapes, dtypes) do not fit the card's architecture, or
+        whose sha256 differs from the card's. All of these are found before the
+        network is built.
 
     Warns
     -----
