@@ -159,7 +159,24 @@ def check_tensors_fit_card(
     card: ModelCard,
     card_path: Path,
 ) -> None:
-    """Refuse weights whose header does not list exactly the card architecture's tensors."""
+    """Refuse weights whose header does not list exactly the card architecture's tensors.
+
+    Parameters
+    ----------
+    weights
+        The weights file (named in the message).
+    tensors
+        Its tensors, as :func:`read_safetensors_header` gives them.
+    card, card_path
+        The model card (already checked, so its architecture is bounded) and its file.
+
+    Raises
+    ------
+    ModelError
+        One line naming both files and saying which tensors are missing, unexpected,
+        of the wrong shape or of a dtype that is not a float (a count for
+        ``num_batches_tracked``), a few of each.
+    """
     expected = unet_tensor_shapes(**card.parameters)
     found = {k: shape for k, (_, shape) in tensors.items()}
     missing = sorted(expected.keys() - found.keys())
