@@ -26,16 +26,28 @@ def _source(source: str) -> str:
 
 def _print_table(result: Any) -> None:
     width = max(len("image"), *(len(stem) for stem in result.per_image))
-    print(f"{'image':<{width}}  {'Dice':>6}  {'IoU':>6}  pixel size (source)")
+    print(
+        f"{'image':<{width}}  {'Dice':>6}  {'IoU':>6}  {'TP':>4} {'FP':>4} {'FN':>4}"
+        "  pixel size (source)"
+    )
     for stem, value in result.per_image.items():
         size = result.mpp[stem]
         at = "unknown" if size.mpp is None else f"{size.mpp:g} µm"
+        c = result.per_image_counts[stem]
         print(
             f"{stem:<{width}}  {value:>6.4f}  {result.per_image_iou[stem]:>6.4f}"
+            f"  {c.true_positives:>4} {c.false_positives:>4} {c.false_negatives:>4}"
             f"  {at} ({_source(size.source)})"
         )
     n = result.n_images
     print(f"mean Dice {result.mean_dice:.4f} over {n} image{'s' if n != 1 else ''}")
+    pooled = result.pooled
+    print(f"pooled Dice {pooled.dice:.4f} (all pixels of all images together)")
+    print(
+        f"objects: precision {pooled.precision:.3f}  recall {pooled.recall:.3f}  "
+        f"F1 {pooled.f1:.3f} (TP {pooled.true_positives}, FP {pooled.false_positives}, "
+        f"FN {pooled.false_negatives}; matched at IoU >= 0.5)"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -91,7 +103,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="Dice of a model on a folder of images against their expert masks",
         description="Segment every image in IMAGES that has a mask of the same file stem in "
         "MASKS (any mask format; any non-zero pixel is foreground), with the engine of "
-        "`segment`, and print per-image Dice and IoU and the mean Dice. Pixel size: the "
+        "`segment`, and print per-image Dice, IoU and object counts, the mean Dice over images, "
+        "the pooled Dice (all pixels together) and object precision/recall/F1. Pixel size: the "
         "file's, else --mpp, else the model card's default. An image whose mask and "
         "prediction are both empty scores 1.",
     )

@@ -302,7 +302,45 @@ def test_cli_prints_a_table_and_the_mean(
         ]
         assert line.endswith("0.5 µm (--mpp)")
     assert lines[4] == f"mean Dice {result.mean_dice:.4f} over 3 images"
-    assert "1 images without a mask were skipped: d" in lines[5]
+    assert lines[5].startswith(f"pooled Dice {result.pooled_dice:.4f} ")
+    assert lines[6].startswith(f"objects: precision {result.pooled.precision:.3f}  recall ")
+    assert "1 images without a mask were skipped: d" in lines[7]
+
+
+def test_pooled_dice_and_objects_add_up_every_image_as_score_counts_them(
+    folders: tuple[Path, Path], model_path: Path
+) -> None:
+    images, masks = folders
+    result = evaluate(model_path, images, masks, device="cpu")
+    files = {"a": ("a.png", "a.png"), "b": ("b.png", "b.tif"), "c": ("c.tif", "c.png")}
+    totals = np.zeros(6, np.int64)
+    for stem, (image, mask) in files.items():
+        pred = slide_unet.segment(images / image, load_model(model_path), device="cpu")
+        scores = slide_unet.score(pred, slide_unet.read_mask(masks / mask))
+        counts = (scores.intersection, scores.pred_pixels, scores.true_pixels)
+        counts += (scores.true_positives, scores.false_positives, scores.false_negatives)
+        assert dataclasses.astuple(result.per_image_counts[stem]) == counts
+        totals += counts
+    i, p, t, tp, fp, fn = (int(v) for v in totals)
+    assert tp + fp + fn > 0  # objects on both sides, some matched or not
+    assert result.pooled_dice == pytest.approx(2 * i / (p + t))
+    assert result.pooled.precision == pytest.approx(tp / (tp + fp))
+    assert result.pooled.recall == pytest.approx(tp / (tp + fn))
+    assert result.pooled.f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    # Pooled is not the mean: images count by their pixels, not once each.
+    assert result.pooled_dice != pytest.approx(result.mean_dice)
+
+
+def test_pooled_scores_of_images_without_objects() -> None:
+    from slide_unet.core.evaluation import ObjectTotals
+
+    empty = ObjectTotals()
+    assert (empty.dice, empty.precision, empty.recall, empty.f1) == (1.0, 1.0, 1.0, 1.0)
+    only_false = ObjectTotals(0, 50, 0, 0, 2, 0)
+    assert (only_false.dice, only_false.precision, only_false.recall) == (0.0, 0.0, 0.0)
+    assert (ObjectTotals(1, 2, 3, 1, 0, 1) + ObjectTotals(4, 5, 6, 0, 1, 0)) == ObjectTotals(
+        5, 7, 9, 1, 1, 1
+    )
 
 
 def test_cli_json(
@@ -319,6 +357,9 @@ def test_cli_json(
     assert data["mpp"]["a"] == {"mpp": 0.5, "source": "--mpp"}
     assert data["model"] == "tiny"
     assert data["unpaired"] == ["d"]
+    assert data["pooled"]["dice"] == pytest.approx(result.pooled_dice)
+    assert data["pooled"]["f1"] == pytest.approx(result.pooled.f1)
+    assert data["per_image_counts"]["a"] == result.per_image_counts["a"].as_dict()
 
 
 def test_cli_tta_scores_the_augmented_segmentation(

@@ -4,7 +4,10 @@
 (:func:`~slide_unet.core.predict.segment`) on every image of a folder that has
 a mask of the same file stem in another folder
 (:func:`~slide_unet.core.image_pairs.find_pairs`), and scores each prediction
-with :func:`~slide_unet.core.metrics.dice`.
+with :func:`~slide_unet.core.metrics.score`: Dice and IoU per image, and over
+all images together the pooled Dice (every pixel of every image counted once:
+a sliver of an object at an image's edge weighs as little as it is) and
+object precision, recall and F1 (objects matched one to one at IoU >= 0.5).
 
 Conventions
     Any non-zero mask pixel is foreground (RGB, 0/1, 0/255 and instance labels
@@ -28,6 +31,7 @@ magicgui.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -43,7 +47,7 @@ from slide_unet.core.devices import resolve_device
 from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ImagePair, find_pairs, image_stem
 from slide_unet.core.mask_io import check_same_shape, read_mask
-from slide_unet.core.metrics import dice
+from slide_unet.core.metrics import Scores, score
 from slide_unet.core.model_card import ModelCard, ModelError
 from slide_unet.core.predict import MAX_IN_MEMORY_PIXELS, Cancel, cancel_check, segment
 from slide_unet.core.slide import open_slide
@@ -51,6 +55,7 @@ from slide_unet.core.slide import open_slide
 __all__ = [
     "MPP_SOURCES",
     "Evaluation",
+    "ObjectTotals",
     "PixelSize",
     "evaluate",
     "held_out_stems",
@@ -79,6 +84,72 @@ class PixelSize(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ObjectTotals:
+    """Pixel and object counts of predictions against truths, which add up over images.
+
+    ``dice`` comes from the pixel counts, ``precision``, ``recall`` and ``f1``
+    from the object counts (objects matched one to one at IoU >= 0.5; each is
+    1 when neither side has objects, 0 when only one has).
+    """
+
+    intersection: int = 0
+    pred_pixels: int = 0
+    true_pixels: int = 0
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+
+    @classmethod
+    def of(cls, scores: Scores) -> ObjectTotals:
+        """The counts of one image's :class:`~slide_unet.core.metrics.Scores`."""
+        return cls(
+            scores.intersection,
+            scores.pred_pixels,
+            scores.true_pixels,
+            scores.true_positives,
+            scores.false_positives,
+            scores.false_negatives,
+        )
+
+    def __add__(self, other: ObjectTotals) -> ObjectTotals:
+        return ObjectTotals(
+            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+        )
+
+    @property
+    def dice(self) -> float:
+        total = self.pred_pixels + self.true_pixels
+        return 1.0 if total == 0 else 2.0 * self.intersection / total
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.true_positives, self.true_positives + self.false_positives, self)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.true_positives, self.true_positives + self.false_negatives, self)
+
+    @property
+    def f1(self) -> float:
+        both = 2 * self.true_positives + self.false_positives + self.false_negatives
+        return _ratio(2 * self.true_positives, both, self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts and the scores from them, JSON-ready."""
+        out: dict[str, Any] = dataclasses.asdict(self)
+        out.update(dice=self.dice, precision=self.precision, recall=self.recall, f1=self.f1)
+        return out
+
+
+def _ratio(part: int, whole: int, totals: ObjectTotals) -> float:
+    if whole:
+        return part / whole
+    # No object on one side: 1 when there is none on either, else 0.
+    objects = totals.true_positives + totals.false_positives + totals.false_negatives
+    return 1.0 if objects == 0 else 0.0
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The scores of one model on a folder of images.
 
@@ -92,6 +163,11 @@ class Evaluation:
         IoU of each image, by file stem.
     mpp : dict of str to PixelSize
         The pixel size each image was segmented at, and its source.
+    pooled : ObjectTotals
+        Pixel and object counts summed over every image: :attr:`pooled_dice`
+        and the object precision, recall and F1 of the whole set.
+    per_image_counts : dict of str to ObjectTotals
+        The same counts for each image.
     model : str
         The model's name (from its card).
     seconds : float
@@ -108,6 +184,13 @@ class Evaluation:
     seconds: float
     mean_iou: float = 1.0
     unpaired: tuple[str, ...] = field(default=())
+    pooled: ObjectTotals | None = None
+    per_image_counts: dict[str, ObjectTotals] = field(default_factory=dict)
+
+    @property
+    def pooled_dice(self) -> float:
+        """Dice of all images' pixels together (1 when no image has foreground)."""
+        return 1.0 if self.pooled is None else self.pooled.dice
 
     @property
     def n_images(self) -> int:
@@ -126,6 +209,8 @@ class Evaluation:
             "mpp": {s: {"mpp": p.mpp, "source": p.source} for s, p in self.mpp.items()},
             "unpaired": list(self.unpaired),
             "seconds": self.seconds,
+            "pooled": None if self.pooled is None else self.pooled.as_dict(),
+            "per_image_counts": {s: c.as_dict() for s, c in self.per_image_counts.items()},
         }
 
 
@@ -221,7 +306,7 @@ def _score_pair(
     tta: bool,
     min_object_um2: float,
     cancel: Callable[[], bool],
-) -> tuple[float, PixelSize]:
+) -> tuple[Scores, PixelSize]:
     """Segment one image and score it against its mask."""
     with open_slide(pair.image) as slide:
         shape = (int(slide.shape[0]), int(slide.shape[1]))
@@ -237,10 +322,10 @@ def _score_pair(
             "cancel": cancel,
         }
         if shape[0] * shape[1] <= IN_MEMORY_PIXELS:
-            return dice(segment(slide, net, **options), truth), size
+            return score(segment(slide, net, **options), truth), size
         with tempfile.TemporaryDirectory(prefix="slide-unet-evaluate-") as tmp:
             pred = segment(slide, net, out=Path(tmp) / "prediction.zarr", **options)
-            return dice(pred, truth), size
+            return score(pred, truth), size
 
 
 def evaluate(
@@ -327,11 +412,12 @@ def evaluate(
     if progress is not None:
         progress(0, total)
     per_dice: dict[str, float] = {}
+    counts: dict[str, ObjectTotals] = {}
     sizes: dict[str, PixelSize] = {}
     for done, pair in enumerate(pairs, start=1):
         if cancelled():
             raise Cancelled("evaluation cancelled")
-        per_dice[pair.stem], sizes[pair.stem] = _score_pair(
+        scores, sizes[pair.stem] = _score_pair(
             pair,
             net,
             card,
@@ -342,6 +428,7 @@ def evaluate(
             min_object_um2=min_object_um2,
             cancel=cancelled,
         )
+        per_dice[pair.stem], counts[pair.stem] = scores.dice, ObjectTotals.of(scores)
         if progress is not None:
             progress(done, total)
     per_iou = {s: d / (2.0 - d) for s, d in per_dice.items()}
@@ -354,4 +441,6 @@ def evaluate(
         seconds=time.perf_counter() - started,
         mean_iou=sum(per_iou.values()) / total,
         unpaired=tuple(image_stem(p) or p.name for p in unpaired),
+        pooled=sum(counts.values(), ObjectTotals()),
+        per_image_counts=counts,
     )
