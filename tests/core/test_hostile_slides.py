@@ -2,7 +2,7 @@
 out of any microscope's range, pyramids whose levels lie.
 
 Each is segmented through the command line in a child process that must
-finish within 60 s and 1.5 GB (its peak resident memory, measured by the
+finish within 60 s of CPU time and 1.5 GB (both measured by the
 child), with exit 0 and the right result or exit 1 and one line naming the file.
 """
 
@@ -31,14 +31,17 @@ from PIL import Image
 
 import slide_unet
 from slide_unet.core.errors import InputError, LimitError, SlideError
-from slide_unet.core.limits import MEMORY_BUDGET_ENV
+from slide_unet.core.limits import MEMORY_BUDGET_ENV, MPP_RANGE, check_mpp
 from slide_unet.core.planning import plan_segmentation
 from slide_unet.core.slide import open_slide
-from slide_unet.core.slide_files import MPP_RANGE, check_mpp, pyramid_problems
+from slide_unet.core.slide_files import pyramid_problems
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
 SECONDS = 60
 PEAK_MB = 1536
+#: The wall-clock safety net: the bound is on the child's CPU time, which other
+#: work on a shared machine does not stretch (a hang spins, and is caught too).
+WALL_SECONDS = 4 * SECONDS
 
 #: Run in the child: the command line's exit status, and its own peak memory.
 _CHILD = """
@@ -52,13 +55,14 @@ except SystemExit as exc:  # argparse
     status = exc.code
 except MemoryError:
     status = "MemoryError"
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("\\n" + json.dumps({"status": status, "peak_mb": peak_mb}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime
+print("\\n" + json.dumps({"status": status, "peak_mb": usage.ru_maxrss / 1024, "cpu": cpu}))
 """
 
 
 def run_cli(*args: str | Path) -> tuple[object, list[str], float, float]:
-    """``slide-unet ARGS`` in a child: (exit status, error lines, seconds, peak MB)."""
+    """``slide-unet ARGS`` in a child: (exit status, error lines, CPU seconds, peak MB)."""
     src = str(Path(slide_unet.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     env.pop(MEMORY_BUDGET_ENV, None)
@@ -69,18 +73,19 @@ def run_cli(*args: str | Path) -> tuple[object, list[str], float, float]:
             capture_output=True,
             text=True,
             env=env,
-            timeout=SECONDS,
+            timeout=WALL_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"slide-unet {' '.join(map(str, args))} ran past {SECONDS} s")
-    seconds = time.perf_counter() - started
+        pytest.fail(f"slide-unet {' '.join(map(str, args))} ran past {WALL_SECONDS} s")
+    wall = time.perf_counter() - started
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-3000:]
     result = json.loads(lines[-1])
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return result["status"], errors, seconds, result["peak_mb"]
+    assert wall < WALL_SECONDS
+    return result["status"], errors, result["cpu"], result["peak_mb"]
 
 
 def segment_region(slide: Path, out: Path, *extra: str) -> tuple[object, list[str]]:

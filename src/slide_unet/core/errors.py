@@ -17,8 +17,10 @@ __all__ = [
     "InputError",
     "LimitError",
     "MaskError",
+    "ModelError",
     "SlideError",
     "StoreBusyError",
+    "UsageError",
     "UserError",
     "WorkersDiedError",
 ]
@@ -49,6 +51,14 @@ class SlideError(InputError):
 
 class MaskError(InputError):
     """A mask file, array or store that cannot be read or written as asked."""
+
+
+class ModelError(InputError):
+    """A model or model card that cannot be used.
+
+    The message says what was expected and what was found, and names the file
+    when there is one.
+    """
 
 
 class UsageError(InputError):

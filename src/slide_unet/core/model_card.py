@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from slide_unet.core.atomic import write_text_atomic
-from slide_unet.core.errors import InputError
+from slide_unet.core.errors import InputError, ModelError
+from slide_unet.core.limits import MPP_RANGE
 from slide_unet.core.model import _brief, check_unet_config
 
 #: Architectures a card may name, with the default keyword arguments of each.
@@ -44,23 +45,11 @@ MAX_TILE = 8192
 #: of JSON built to make the most Python objects (``[{}, {}, ...]``) take
 #: about 300 MB.
 MAX_CARD_BYTES = 4 * 2**20
-#: Pixel sizes (µm) a card may give: the range a slide's pixel size is trusted
-#: in. Outside it, resampling to the card's working scale would make a slide
-#: millions of times larger or smaller.
-MPP_RANGE = (0.01, 100.0)
 #: The longest model name: it names files and appears in messages.
 MAX_NAME_LENGTH = 200
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = ("name", "parameters", "normalization", "working_mpp", "default_input_mpp")
-
-
-class ModelError(InputError):
-    """A model or model card that cannot be used.
-
-    The message says what was expected and what was found, and names the file
-    when there is one.
-    """
 
 
 def _as_float(value: Any) -> float | None:

@@ -10,7 +10,7 @@ Pixel size
     card's ``default_input_mpp``, else the image is taken at the model's own
     scale. The scale factor is the card's working pixel size over the
     input's (1 when either is unknown). A pixel size from a caller outside
-    :data:`~slide_unet.core.slide_files.MPP_RANGE` is refused (tiling at
+    :data:`~slide_unet.core.limits.MPP_RANGE` is refused (tiling at
     1e-6 µm would never end); a file's was already dropped when it was opened.
 Level
     Tiles are read from the pyramid level with the largest downsample not
@@ -40,8 +40,9 @@ import torch
 
 from slide_unet.core.devices import resolve_device
 from slide_unet.core.errors import InputError
+from slide_unet.core.limits import MPP_RANGE, check_mpp, plausible_mpp
 from slide_unet.core.model_card import DEFAULT_MEAN, DEFAULT_STD, ModelError
-from slide_unet.core.slide_files import MPP_RANGE, check_mpp, consistent_levels, plausible_mpp
+from slide_unet.core.slide_files import consistent_levels
 from slide_unet.core.tiling import Block, TileGrid, make_grid, tissue_mask
 
 __all__ = [
@@ -490,7 +491,7 @@ def plan_segmentation(
     ------
     InputError
         A bad region, tile or channel count, or an ``mpp`` outside
-        :data:`~slide_unet.core.slide_files.MPP_RANGE` (the message names the
+        :data:`~slide_unet.core.limits.MPP_RANGE` (the message names the
         value and the range); an unreadable file is a
         :class:`~slide_unet.core.errors.SlideError`, a bad model card a
         :class:`~slide_unet.core.model_card.ModelError`.

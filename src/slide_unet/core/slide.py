@@ -30,14 +30,8 @@ import numpy as np
 
 from slide_unet.core import overviews
 from slide_unet.core.errors import SlideError
-from slide_unet.core.slide_files import (
-    MAX_SIDE,
-    MPP_RANGE,
-    PlainImage,
-    TiffSlideFile,
-    check_mpp,
-    open_slide_file,
-)
+from slide_unet.core.limits import MPP_RANGE, check_mpp
+from slide_unet.core.slide_files import MAX_SIDE, PlainImage, TiffSlideFile, open_slide_file
 
 #: Single-level slides wider or taller than this get cached overview levels.
 OVERVIEW_THRESHOLD = 4096

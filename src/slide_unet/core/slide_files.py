@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import re
 import threading
 import warnings
@@ -31,15 +30,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from slide_unet.core.errors import InputError, LimitError, SlideError
-from slide_unet.core.limits import check_decode
+from slide_unet.core.errors import LimitError, SlideError
+from slide_unet.core.limits import MPP_RANGE, check_decode, plausible_mpp
 from slide_unet.core.tiff_level import TiffLevelReader, level_as_dask
-
-#: Pixel sizes (µm) this program works with. Below 10 nm is finer than any light
-#: microscope resolves (a header saying 1e-6 µm would have tiling make billions
-#: of tiles); above 100 µm is a screen or print resolution (72 dpi is 353 µm),
-#: not a microscope's (and a model would see a few pixels).
-MPP_RANGE = (0.01, 100.0)
 
 #: Where a file records a print or screen resolution (in dots per inch, most
 #: often): one coarser than :data:`MPP_RANGE` is a default, ignored without a word.
@@ -123,47 +116,6 @@ def open_slide_file(path: Path) -> TiffSlideFile | PlainImage:
 
 
 # -- pixel size and pyramid rules -------------------------------------------------
-
-
-def plausible_mpp(mpp: object) -> bool:
-    """Whether ``mpp`` is a number of µm per pixel within :data:`MPP_RANGE`."""
-    low, high = MPP_RANGE
-    return (
-        isinstance(mpp, numbers.Real)
-        and not isinstance(mpp, bool)
-        and low <= float(mpp) <= high  # False for nan
-    )
-
-
-def check_mpp(mpp: float | None, name: str = "mpp") -> float | None:
-    """A pixel size given by a caller, as a float; None stays None.
-
-    Parameters
-    ----------
-    mpp : float or None
-        Microns per pixel.
-    name : str
-        What the caller called it, for the message.
-
-    Returns
-    -------
-    float or None
-
-    Raises
-    ------
-    InputError
-        Not a number within :data:`MPP_RANGE` (negative, zero, nan, inf,
-        1e-6 or 1e9 included): the message names the value and the range.
-    """
-    if mpp is None:
-        return None
-    if not plausible_mpp(mpp):
-        low, high = MPP_RANGE
-        raise InputError(
-            f"{name}={mpp!r} is not a usable pixel size: expected a number of µm per pixel "
-            f"from {low:g} to {high:g}"
-        )
-    return float(mpp)
 
 
 def _file_mpp(path: Path, mpp: float | None, where: str) -> float | None:

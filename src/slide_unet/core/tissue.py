@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from slide_unet.core.slide_files import check_mpp
+from slide_unet.core.limits import check_mpp
 
 __all__ = ["TissueMask", "tissue_mask"]
 
@@ -136,7 +136,7 @@ def tissue_mask(
     Raises
     ------
     InputError
-        ``mpp`` outside :data:`~slide_unet.core.slide_files.MPP_RANGE`.
+        ``mpp`` outside :data:`~slide_unet.core.limits.MPP_RANGE`.
     """
     from scipy import ndimage
 
