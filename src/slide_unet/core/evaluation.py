@@ -113,7 +113,10 @@ class ObjectTotals:
 
     def __add__(self, other: ObjectTotals) -> ObjectTotals:
         return ObjectTotals(
-            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+            *(
+                a + b
+                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+            )
         )
 
     @property
