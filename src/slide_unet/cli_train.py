@@ -72,6 +72,8 @@ def _config(args: argparse.Namespace) -> Any:
             scale=args.scale_jitter,
             rotate=args.rotate,
             elastic=args.elastic,
+            acquisition=args.acquisition,
+            acquisition_factor=args.acquisition_factor,
         ),
         device=args.device,
         precision=args.precision,
@@ -198,6 +200,22 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument("--rotate", type=float, default=0.0, help="any-angle rotation probability")
     run.add_argument("--elastic", type=float, default=0.0, help="elastic warp probability")
+    run.add_argument(
+        "--acquisition",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of a coarser acquisition: the patch shrunk by up to "
+        "--acquisition-factor (area), sometimes JPEG-compressed, and brought back; "
+        "default 0: off",
+    )
+    run.add_argument(
+        "--acquisition-factor",
+        type=float,
+        default=4.0,
+        metavar="F",
+        help="largest shrink of --acquisition (default 4: 8 µm/px scans for a 2 µm/px model)",
+    )
     run.add_argument(
         "--norm-batches",
         type=int,

@@ -7,6 +7,7 @@ each training run takes seconds on a 2-core CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -151,6 +152,35 @@ def test_rotation_and_elastic_warp_move_masks_with_images() -> None:
         assert (dark != (wm > 0.5)).float().mean() < 0.005
         # a rotation or a gentle warp keeps the disks' area
         assert abs(wm.sum() / m.sum() - 1) < 0.05
+
+
+def test_a_coarser_acquisition_loses_detail_keeps_the_masks_and_is_off_by_default() -> None:
+    from slide_unet.core.augment import coarser_acquisition
+    from slide_unet.core.errors import InputError
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((6, 3, 64, 64), dtype=np.float32))  # all fine detail
+    m = (x[:, :1] > 0.5).float()
+    default = Augmentation(stain=0, brightness=0, contrast=0, gamma=0, blur=0, noise=0)
+    assert default.acquisition == 0  # off unless asked: the cards' commands still reproduce
+
+    settings = Augmentation(acquisition=1.0, acquisition_factor=4.0)
+    coarse = coarser_acquisition(x, settings, torch.Generator().manual_seed(1))
+    assert coarse.shape == x.shape
+    assert coarse.min() >= 0
+    assert coarse.max() <= 1
+    # Shrunk and brought back: the pixel-to-pixel noise is smoothed away, the mean kept.
+    changed = [(c - i).abs().mean() > 0.05 for c, i in zip(coarse, x, strict=True)]
+    assert sum(changed) >= 5  # factors below 1.05 leave an image as it was
+    detail = (coarse[:, :, :, 1:] - coarse[:, :, :, :-1]).abs().mean()
+    assert detail < 0.5 * (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
+    assert abs(float(coarse.mean() - x.mean())) < 0.02
+    gen = torch.Generator().manual_seed(2)
+    _, am = augment(x, m, dataclasses.replace(default, acquisition=1.0, dihedral=False), gen)
+    assert torch.equal(am, m)  # the truth at the working scale is kept
+    for bad in ({"acquisition": 1.5}, {"acquisition_factor": 0.5}):
+        with pytest.raises(InputError):
+            Augmentation(**bad)
 
 
 def test_training_learns_the_disks_and_saves_a_loadable_card(

@@ -16,7 +16,13 @@ masks ``N x 1 x H x W``, draws its parameters per image from a
 - brightness, contrast and gamma;
 - Gaussian blur (focus) and noise (sensor);
 - optionally inverted intensities (dark nuclei on bright brightfield versus
-  bright nuclei on dark fluorescence).
+  bright nuclei on dark fluorescence);
+- optionally a coarser acquisition: the patch shrunk by a random factor up to
+  ``acquisition_factor`` (area averaging, as a scanner's larger pixels
+  integrate light), sometimes JPEG-compressed at that size, and brought back
+  to the working scale as the engine upsamples a coarser slide, so a slide
+  scanned at 2-8 µm/px looks like something the model has seen. The mask is
+  the truth at the working scale and stays as it is.
 
 Scale jitter is done where patches are cut (:mod:`slide_unet.core.training`),
 by cutting a larger or smaller window and resizing it.
@@ -26,14 +32,18 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Augmentation", "augment", "warp"]
+from slide_unet.core.errors import InputError
+
+__all__ = ["Augmentation", "augment", "coarser_acquisition", "warp"]
 
 #: Colour deconvolution matrix of Ruifrok and Johnston (2001), rows H, E, DAB in
 #: RGB optical density, as scikit-image's ``rgb_from_hed``.
@@ -78,6 +88,12 @@ class Augmentation:
         by a Gaussian of ``elastic_sigma`` pixels, scaled so its largest
         displacement is ``elastic_alpha`` pixels.
     elastic_alpha, elastic_sigma : float
+    acquisition : float
+        Probability of a coarser acquisition: the image shrunk by a factor
+        ``exp(U(0, log(acquisition_factor)))`` (area averaging), JPEG-compressed
+        at quality ``U(40, 90)`` half the time, and resized back (bilinear).
+    acquisition_factor : float
+        The largest shrink factor (4: a 2 µm/px working scale from an 8 µm/px scan).
     """
 
     dihedral: bool = True
@@ -95,6 +111,16 @@ class Augmentation:
     elastic: float = 0.0
     elastic_alpha: float = 8.0
     elastic_sigma: float = 12.0
+    acquisition: float = 0.0
+    acquisition_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.acquisition <= 1:
+            raise InputError(f"acquisition must be a probability, got {self.acquisition!r}")
+        if not 1 <= self.acquisition_factor <= 64:
+            raise InputError(
+                f"acquisition_factor must be from 1 to 64, got {self.acquisition_factor!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (for a model card)."""
@@ -207,6 +233,44 @@ def blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0]
 
 
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """One ``3 x H x W`` image in 0..1 through JPEG at ``quality`` and back."""
+    from PIL import Image
+
+    array = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255
+
+
+def coarser_acquisition(
+    images: torch.Tensor, settings: Augmentation, gen: torch.Generator
+) -> torch.Tensor:
+    """Images as a coarser scanner would give them, brought back to their size.
+
+    See :attr:`Augmentation.acquisition`. Masks are not changed: the truth at
+    the working scale is what the model must still find.
+    """
+    n, _, h, w = images.shape
+    chosen = _chance(n, settings.acquisition, gen).tolist()
+    factors = torch.exp(_uniform(n, 0.0, math.log(settings.acquisition_factor), gen)).tolist()
+    jpeg = _chance(n, 0.5, gen).tolist()
+    qualities = _uniform(n, 40, 90, gen).round().int().tolist()
+    out = []
+    for image, use, factor, compress, quality in zip(
+        images, chosen, factors, jpeg, qualities, strict=True
+    ):
+        if use and factor > 1.05:
+            size = (max(1, round(h / factor)), max(1, round(w / factor)))
+            small = F.interpolate(image[None], size=size, mode="area")[0].clamp(0, 1)
+            if compress and image.shape[0] == 3 and min(size) >= 8:
+                small = _jpeg(small, quality)
+            image = F.interpolate(small[None], size=(h, w), mode="bilinear")[0]
+        out.append(image)
+    return torch.stack(out).clamp(0, 1)
+
+
 def augment(
     images: torch.Tensor, masks: torch.Tensor, settings: Augmentation, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +283,8 @@ def augment(
         images, masks = dihedral(images, masks, gen)
     if settings.rotate > 0 or settings.elastic > 0:
         images, masks = warp(images, masks, settings, gen)
+    if settings.acquisition > 0:
+        images = coarser_acquisition(images, settings, gen)
     if settings.stain > 0:
         images = stain_jitter(images, settings.stain, gen)
     if settings.grayscale > 0:
