@@ -81,15 +81,53 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def _print_epoch(record: dict[str, Any], total: int | None) -> None:
+def _print_epoch(record: dict[str, Any], total: int | None, prefix: str = "") -> None:
     minutes, seconds = divmod(int(record["seconds"]), 60)
     of = f"/{total}" if total else ""
-    print(
-        f"epoch {record['epoch']}{of}  loss {record['loss']:.4f}  "
+    validation = (
         f"validation Dice {record['val_dice']:.4f} (best {record['best_dice']:.4f})  "
+        if record.get("val_dice") is not None
+        else ""
+    )
+    print(
+        f"{prefix}epoch {record['epoch']}{of}  loss {record['loss']:.4f}  {validation}"
         f"lr {record['lr']:.2e}  {minutes}m{seconds:02d}s",
         flush=True,
     )
+
+
+def _train_cross_validated(
+    args: argparse.Namespace, pairs: list[Any], config: Any, **card: Any
+) -> int:
+    from slide_unet.core.cross_validation import train_cross_validated
+
+    quiet = args.json
+    k = args.folds
+
+    def show(fold: int, record: dict[str, Any]) -> None:
+        name = f"fold {fold + 1}/{k}" if fold < k else "all images"
+        _print_epoch(record, config.epochs, f"[{name}] ")
+
+    result, found = train_cross_validated(
+        pairs,
+        config,
+        args.output,
+        k,
+        say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
+        progress=None if quiet else show,
+        **card,
+    )
+    validation = found.card_validation()
+    if args.json:
+        summary = {"output": str(args.output), "seconds": round(result.seconds, 1)}
+        print(json.dumps({**summary, "cross_validation": validation}, indent=2))
+    else:
+        print(
+            f"saved {args.output}: cross-validated Dice {validation['mean_dice']:.4f} "
+            f"(sd {validation['sd_over_folds']:.4f} over {k} folds), trained on all "
+            f"{len(pairs)} images, {result.seconds / 60:.1f} min for the last training"
+        )
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -110,6 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         data["attribution"] = args.attribution
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = shlex.join(["slide-unet", *argv])
+    if args.folds:
+        card = {"command": command, "data": data, "licence": args.licence}
+        return _train_cross_validated(args, pairs, config, **card)
     quiet = args.json
     result = train(
         pairs,
@@ -223,6 +264,14 @@ def add_parser(commands: Any) -> None:
         metavar="N",
         help="batches over which batch-norm statistics are re-estimated before each "
         "validation; default 8",
+    )
+    run.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="cross-validate over whole images in K folds with the fixed schedule (the last "
+        "epoch of each), then train on every image and record the cross-validated Dice in "
+        "the card (K + 1 trainings)",
     )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")

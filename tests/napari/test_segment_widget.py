@@ -254,3 +254,14 @@ def test_hand_edits_are_autosaved_and_come_back_when_the_slide_is_reopened(
     assert len(restored) == 1
     np.testing.assert_array_equal(_mask(restored[0]), edited)
     assert restored[0].scale[-1] == pytest.approx(layers[0].scale[-1])
+
+
+def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() -> None:
+    from types import SimpleNamespace
+
+    from slide_unet._widgets.segment import model_summary
+
+    cv = SimpleNamespace(working_mpp=2.0, validation={"mean_dice": 0.9123, "sd_over_folds": 0.031})
+    assert model_summary(cv) == "works at 2 µm/px, cross-validated Dice 0.912 ± 0.031"
+    one_split = SimpleNamespace(working_mpp=None, validation={"mean_dice": 0.9311})
+    assert model_summary(one_split) == "validation Dice 0.931"

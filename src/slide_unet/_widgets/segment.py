@@ -140,12 +140,16 @@ def device_summary(choice: str) -> str:
 
 
 def model_summary(card: Any) -> str:
-    """A model's pixel size and validation Dice, for the picker."""
+    """A model's pixel size and validation Dice, for the picker: the cross-validated
+    mean and its spread over folds when the card has them (the honest figure)."""
     parts = []
     if card.working_mpp:
         parts.append(f"works at {card.working_mpp:g} µm/px")
-    dice = (card.validation or {}).get("mean_dice")
-    if dice is not None:
+    validation = card.validation or {}
+    dice, spread = validation.get("mean_dice"), validation.get("sd_over_folds")
+    if dice is not None and spread is not None:
+        parts.append(f"cross-validated Dice {dice:.3f} ± {spread:.3f}")
+    elif dice is not None:
         parts.append(f"validation Dice {dice:.3f}")
     return ", ".join(parts) or "no card figures"
 

@@ -117,6 +117,13 @@ class TrainingConfig:
         on CPUs with native bf16).
     tile : int
         The card's default inference tile.
+    validation_images : tuple of str or None
+        The stems to hold out for validation, instead of a ``val_fraction``
+        split; ``()`` holds none out (no validation: the last epoch is kept).
+    keep : {"best", "last"}
+        Which weights to save: the epoch with the best validation Dice, or
+        the last (a fixed schedule, chosen beforehand: what cross-validation
+        measures, and so what its figure is honest for).
     """
 
     name: str
@@ -141,6 +148,8 @@ class TrainingConfig:
     device: str = "auto"
     precision: str = "auto"
     tile: int = 512
+    validation_images: tuple[str, ...] | None = None
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         multiple = 2**self.depth
@@ -164,6 +173,10 @@ class TrainingConfig:
             raise InputError(f"ema must be at least 0 and below 1, got {self.ema}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.keep not in ("best", "last"):
+            raise InputError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        if self.validation_images is not None:
+            object.__setattr__(self, "validation_images", tuple(self.validation_images))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (for the card and the resume state)."""
@@ -183,6 +196,11 @@ class TrainingResult:
     best_epoch: int
     seconds: float
     stopped: str
+
+
+def _rounded(dice: float) -> float | None:
+    """A Dice for a record: 4 decimals, None when nothing was validated."""
+    return None if math.isnan(dice) else round(dice, 4)
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -418,6 +436,7 @@ def train(
     say: Callable[[str], None] | None = None,
     cancel: Cancel | None = None,
     started: float | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) a U-Net and save the best weights with their card.
 
@@ -457,6 +476,10 @@ def train(
     started : float, optional
         :func:`time.perf_counter` when the time budget began (default: now);
         fine-tuning passes its own start, so loading the base model counts.
+    validation : dict, optional
+        The card's validation figures, when they come from elsewhere (a
+        cross-validation, :mod:`slide_unet.core.cross_validation`); default:
+        this run's held-out images.
 
     Returns
     -------
@@ -519,7 +542,7 @@ def train(
         spent,
         norm_batches=config.norm_batches,
     )
-    if not resume and initial is not None:
+    if not resume and initial is not None and held:
         begun = time.perf_counter()
         best_scores = validate(model, held, device)
         clock.note_validation(time.perf_counter() - begun)
@@ -593,9 +616,9 @@ def train(
             norm_std,
             batches=config.norm_batches,
         )
-        scores = validate(kept, held, device)
-        mean_dice = float(np.mean(list(scores.values())))
-        if mean_dice > best_dice:
+        scores = validate(kept, held, device) if held else {}
+        mean_dice = float(np.mean(list(scores.values()))) if scores else math.nan
+        if config.keep == "last" or mean_dice > best_dice:
             best_dice, best_epoch, best_scores = mean_dice, epoch, scores
             best = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
         seconds = clock.elapsed()
@@ -603,8 +626,8 @@ def train(
             "epoch": epoch,
             "step": step,
             "loss": round(float(np.mean(epoch_losses)), 4),
-            "val_dice": round(mean_dice, 4),
-            "best_dice": round(best_dice, 4),
+            "val_dice": _rounded(mean_dice),
+            "best_dice": _rounded(best_dice),
             "lr": lr,
             "seconds": round(seconds, 1),
         }
@@ -654,8 +677,9 @@ def train(
             "torch": torch.__version__,
             "history": history,
         },
-        validation={
-            "mean_dice": round(best_dice, 4),
+        validation=validation
+        or {
+            "mean_dice": _rounded(best_dice),
             "per_image": best_scores,
             "n_images": len(held),
             "precision": "fp32",

@@ -373,9 +373,18 @@ def load_images(
     stems = [p.stem for p in pairs]
     if len(set(stems)) != len(stems):
         raise InputError("two training images share a name: stems must be unique")
-    if len(pairs) == 1:
+    chosen = getattr(config, "validation_images", None)
+    if chosen is not None:
+        unknown = sorted(set(chosen) - set(stems))
+        if unknown:
+            raise InputError(f"validation images {unknown} are not among the training pairs")
+        if len(set(chosen)) == len(stems):
+            raise InputError("every image is held out for validation: none is left to train on")
+        val_stems = sorted(set(chosen))
+    elif len(pairs) == 1:
         return _load_one(pairs[0], config, say)
-    _train_stems, val_stems = split_by_image(stems, config.val_fraction, config.seed)
+    else:
+        _train_stems, val_stems = split_by_image(stems, config.val_fraction, config.seed)
     held_out = set(val_stems)
     images: list[TrainingImage] = []
     held: list[HeldOutImage] = []
