@@ -1,5 +1,5 @@
-"""Pyramidal masks: OME-TIFF and OME-Zarr writers streamed band by band, and
-an OME-Zarr reader.
+"""Pyramidal masks: OME-TIFF and OME-Zarr writers streamed band by band (the
+reader of OME-Zarr masks is :mod:`slide_unet.core.mask_ome_zarr`).
 
 The mask is read in bands of whole rows (the next band is read while this one
 is written); each band is written at full resolution and halved, level after
@@ -47,11 +47,16 @@ import zarr
 from numcodecs import Blosc
 
 from slide_unet.core.atomic import atomic_path
+from slide_unet.core.errors import InputError
+from slide_unet.core.limits import check_decode
+from slide_unet.core.mask_bounds import check_mask_shape, check_mpp
+from slide_unet.core.mask_ome_zarr import read_ome_zarr
 
 __all__ = [
     "SMALLEST_SIDE",
     "TIFF_TILE",
     "ZARR_CHUNK",
+    "check_pyramid",
     "halve_max",
     "level_count",
     "level_shapes",
@@ -101,9 +106,74 @@ def halve_max(block: np.ndarray) -> np.ndarray:
 def _check_levels(shape: tuple[int, int], levels: int | None) -> int:
     if levels is None:
         return level_count(shape)
-    if int(levels) != levels or levels < 1:
-        raise ValueError(f"levels must be a whole number >= 1 (or None: automatic), got {levels}")
+    try:
+        whole = int(levels) == levels
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    # More levels than halvings to one pixel are empty: refuse them.
+    if not whole or not 1 <= levels <= 1 + max(1, max(shape)).bit_length():
+        raise InputError(
+            f"levels must be a whole number from 1 to {1 + max(1, max(shape)).bit_length()} "
+            f"(or None: automatic), got {levels!r}"
+        )
     return int(levels)
+
+
+def _check_bands(
+    shape: tuple[int, int],
+    shapes: list[tuple[int, int]],
+    chunk_rows: int,
+    dtype: np.dtype,
+    what: str,
+) -> None:
+    """Refuse a write whose bands of rows would not fit the memory budget.
+
+    A band is whole rows: for a very wide mask, or one whose smallest level
+    needs many rows per pixel, it is big. At once: the band written, the next
+    one read, and the halved copies (half, a quarter...): about 3 bands.
+    """
+    rows = min(_band_rows(shapes, chunk_rows)[0], shape[0])
+    band = rows * shape[1] * dtype.itemsize
+    check_decode(3 * band, f"{what}: bands of {rows:,} x {shape[1]:,} pixels")
+
+
+def check_pyramid(
+    shape: tuple[int, int],
+    dtype: np.dtype,
+    levels: int | None,
+    *,
+    zarr_store: bool,
+    what: str,
+) -> list[tuple[int, int]]:
+    """The shapes of the levels of a pyramid to write, refusing one that cannot be.
+
+    Lets a caller refuse a write before it decodes the mask for it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` of the mask.
+    dtype : numpy.dtype
+        Pixel type to store.
+    levels : int or None
+        Levels asked for (None: automatic).
+    zarr_store : bool
+        OME-Zarr (bands of whole 1024-row chunks) rather than OME-TIFF (512).
+    what : str
+        What is written, for messages.
+
+    Raises
+    ------
+    InputError
+        A shape no mask can have (:func:`check_mask_shape`), or a level count
+        out of range.
+    LimitError
+        Bands of rows over the memory budget: a very wide mask.
+    """
+    shape = check_mask_shape(shape, what)
+    shapes = level_shapes(shape, _check_levels(shape, levels))
+    _check_bands(shape, shapes, ZARR_CHUNK if zarr_store else TIFF_TILE, np.dtype(dtype), what)
+    return shapes
 
 
 def _bands(mask: Any, rows: int, dtype: np.dtype) -> Iterator[np.ndarray]:
@@ -235,11 +305,20 @@ def write_ome_tiff(
     -------
     pathlib.Path
         The file written.
+
+    Raises
+    ------
+    InputError
+        A pixel size or level count out of range, or a shape no mask can have
+        (:func:`check_mask_shape`).
+    LimitError
+        Bands of rows over the memory budget (a very wide mask).
     """
     path = Path(path)
     dtype = np.dtype(dtype)
+    mpp = check_mpp(mpp)
     shape = (int(mask.shape[0]), int(mask.shape[1]))
-    shapes = level_shapes(shape, _check_levels(shape, levels))
+    shapes = check_pyramid(shape, dtype, levels, zarr_store=False, what=f"writing {path}")
     # Overviews wait in memory, compressed, until full resolution is written:
     # TIFF stores levels one after the other.
     store = zarr.storage.MemoryStore()
@@ -340,11 +419,17 @@ def write_ome_zarr(
     -------
     pathlib.Path
         The store written.
+
+    Raises
+    ------
+    InputError, LimitError
+        As :func:`write_ome_tiff`.
     """
     path = Path(path)
     dtype = np.dtype(dtype)
+    mpp = check_mpp(mpp)
     shape = (int(mask.shape[0]), int(mask.shape[1]))
-    shapes = level_shapes(shape, _check_levels(shape, levels))
+    shapes = check_pyramid(shape, dtype, levels, zarr_store=True, what=f"writing {path}")
     compressor = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
     with atomic_path(path) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=2)
@@ -399,124 +484,3 @@ def _ngff_metadata(name: str, levels: int, mpp: float | None, binary: bool) -> d
         ],
         "image-label": image_label,
     }
-
-
-# -- reading OME-Zarr ----------------------------------------------------------------
-
-_MICRONS = {
-    "angstrom": 1e-4,
-    "nanometer": 1e-3,
-    "micrometer": 1.0,
-    "micron": 1.0,
-    "millimeter": 1e3,
-    "centimeter": 1e4,
-    "meter": 1e6,
-}
-
-
-def _ome(group: Any) -> dict[str, Any]:
-    attrs = group.attrs.asdict()
-    return attrs.get("ome", attrs)  # NGFF 0.5 nests its metadata under "ome"
-
-
-def _find_multiscale(group: Any, path: Path, depth: int = 0) -> tuple[Any, dict[str, Any] | None]:
-    """The group (or array) holding the mask, and its ``multiscales`` entry."""
-    meta = _ome(group)
-    labels = meta.get("labels")
-    if labels and "multiscales" not in meta:  # a labels/ group: its first label
-        return _find_multiscale(group[labels[0]], path, depth + 1)
-    if "multiscales" in meta:
-        if "image-label" not in meta and "labels" in group and depth < 3:
-            inner = _ome(group["labels"]).get("labels")
-            if inner:  # an image with labels: the mask is the first label
-                return _find_multiscale(group["labels"][inner[0]], path, depth + 1)
-        return group, meta["multiscales"][0]
-    if "0" in group:
-        child = group["0"]
-        if isinstance(child, zarr.Array):
-            return child, None
-        if depth < 3:  # bioformats2raw layout: the image is group "0"
-            return _find_multiscale(child, path, depth + 1)
-    raise ValueError(f"{path}: not an OME-Zarr mask: no multiscales, labels or array '0'")
-
-
-def _axis_names(multiscale: dict[str, Any] | None, ndim: int) -> list[str]:
-    axes = (multiscale or {}).get("axes")
-    if axes:
-        return [(a["name"] if isinstance(a, dict) else str(a)).lower() for a in axes]
-    if ndim == 2:
-        return ["y", "x"]
-    return [*"tczyx"[5 - ndim :]] if ndim <= 5 else []
-
-
-def _mpp(multiscale: dict[str, Any] | None, names: list[str]) -> float | None:
-    if not multiscale or "x" not in names:
-        return None
-    x = names.index("x")
-    axis = multiscale["axes"][x]
-    factor = _MICRONS.get(axis.get("unit", "") if isinstance(axis, dict) else "")
-    if factor is None:
-        return None
-    scale = 1.0
-    transforms = [
-        *multiscale["datasets"][0].get("coordinateTransformations", []),
-        *multiscale.get("coordinateTransformations", []),
-    ]
-    for transform in transforms:
-        if transform.get("type") == "scale":
-            scale *= float(transform["scale"][x])
-    return scale * factor
-
-
-def read_ome_zarr(path: str | os.PathLike[str]) -> tuple[Any, float | None]:
-    """Open the full-resolution mask of an OME-Zarr store, lazily.
-
-    Handles a label image, a ``labels/`` group (its first label), an image
-    with labels (its first label), a plain multiscale image (NGFF 0.1-0.5,
-    its first dataset), a bioformats2raw layout, or a plain zarr array.
-
-    Returns
-    -------
-    dask.array.Array
-        ``YX``, or ``YXC`` when the store has a channel axis of several.
-    float or None
-        Microns per pixel, when the axes have a unit.
-
-    Raises
-    ------
-    ValueError
-        Not a zarr store, or an image with several z planes or time points.
-    """
-    import dask.array as da
-
-    path = Path(path)
-    try:
-        node = zarr.open(path, mode="r")
-    except Exception as exc:  # zarr raises several kinds for a folder that is not zarr
-        raise ValueError(f"{path}: not a zarr store ({exc})") from exc
-    multiscale: dict[str, Any] | None = None
-    if isinstance(node, zarr.Array):
-        array = node
-    else:
-        group, multiscale = _find_multiscale(node, path)
-        array = group if multiscale is None else group[multiscale["datasets"][0]["path"]]
-    names = _axis_names(multiscale, array.ndim)
-    if len(names) != array.ndim or "y" not in names or "x" not in names:
-        raise ValueError(f"{path}: cannot tell the y and x axes of shape {array.shape}")
-    data = da.from_zarr(array)
-    index: list[Any] = []
-    kept: list[str] = []
-    for name, size in zip(names, array.shape, strict=True):
-        if name in ("y", "x") or (name == "c" and size > 1):
-            index.append(slice(None))
-            kept.append(name)
-        elif size == 1:
-            index.append(0)
-        else:
-            raise ValueError(
-                f"{path}: a mask is one 2-D plane, but axis {name!r} has {size} "
-                f"(axes {names}, shape {array.shape})"
-            )
-    data = data[tuple(index)]
-    order = [kept.index("y"), kept.index("x")] + ([kept.index("c")] if "c" in kept else [])
-    return data.transpose(order), _mpp(multiscale, names)
