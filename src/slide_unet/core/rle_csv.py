@@ -1,18 +1,22 @@
 """Kaggle RLE CSV files: ``id,predicted`` submissions and ``id,encoding`` training sets.
 
 Ids and RLE strings never hold commas or quotes, so rows are split on commas
-without a CSV dialect; writes are atomic.
+without a CSV dialect; writes are atomic. A line is read whole only within
+the memory budget (:mod:`slide_unet.core.limits`): a file of one endless line
+is refused as it is read, not after.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from slide_unet.core.atomic import atomic_path
-from slide_unet.core.rle import rle_encode, rle_encode_steps
+from slide_unet.core.errors import InputError, MaskError
+from slide_unet.core.limits import check_decode, memory_budget
+from slide_unet.core.rle import _PARSE_BYTES_PER_CHAR, rle_encode, rle_encode_steps
 
 __all__ = ["RLE_COLUMNS", "read_rle_csv", "rle_csv_ids", "write_rle_csv"]
 
@@ -26,7 +30,7 @@ def _check_id(image_id: str) -> str:
     image_id = str(image_id)
     if not image_id or any(c in image_id for c in ',"\r\n'):
         msg = f"CSV id must be non-empty, without commas, quotes or newlines: {image_id!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return image_id
 
 
@@ -67,13 +71,13 @@ def write_rle_csv(
 
     Raises
     ------
-    ValueError
+    InputError
         If an id is empty or holds a comma, quote or newline, if an RLE string
         holds a comma or newline, or if `column` is not an accepted name.
     """
     if column not in RLE_COLUMNS:
         msg = f"column must be one of {RLE_COLUMNS}, got {column!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     path = Path(path)
     for image_id in masks:  # before encoding a whole slide for nothing
         _check_id(image_id)
@@ -94,7 +98,7 @@ def write_rle_csv(
             before += steps[image_id]
         if any(c in rle for c in ',"\r\n'):
             msg = f"RLE for {image_id!r} must not hold commas, quotes or newlines"
-            raise ValueError(msg)
+            raise InputError(msg)
         rows.append((_check_id(image_id), " ".join(rle.split())))
 
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as fh:
@@ -111,18 +115,70 @@ def _split_row(line: str) -> list[str]:
     return [field.strip().strip('"') for field in line.rstrip("\r\n").split(",")]
 
 
+def _lines(fh: IO[str], path: Path, start: int = 1) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a text file from line `start`, each line read
+    only as far as the RLE parser could take it within the memory budget.
+
+    Raises
+    ------
+    LimitError
+        A line too long for that, found as it is read.
+    """
+    limit = memory_budget() // _PARSE_BYTES_PER_CHAR
+    lineno = start
+    while line := fh.readline(limit + 1):
+        if len(line) > limit:
+            check_decode(
+                len(line) * _PARSE_BYTES_PER_CHAR,
+                f"{path}, line {lineno}: an RLE of more than {limit:,} characters",
+            )
+        yield lineno, line
+        lineno += 1
+
+
+def _header(fh: IO[str], path: Path) -> list[str]:
+    lines = _lines(fh, path)
+    first = next(lines, None)
+    if first is None:
+        raise MaskError(f"{path}: not an RLE CSV: the file is empty")
+    return _split_row(first[1])
+
+
+def _open(path: Path) -> IO[str]:
+    """The CSV as text; its bytes must be UTF-8 (ids and RLE are ASCII)."""
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+def _decoding(path: Path) -> MaskError:
+    return MaskError(f"{path}: not an RLE CSV: not UTF-8 text")
+
+
 def rle_csv_ids(path: str | os.PathLike[str]) -> list[str]:
-    """The ids of an RLE CSV's rows, in order (reading each row only up to its id)."""
+    """The ids of an RLE CSV's rows, in order.
+
+    Raises
+    ------
+    MaskError
+        The file is not text or has no ``id`` column.
+    LimitError
+        A line over the memory budget.
+    """
     path = Path(path)
     ids = []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = [h.strip().strip('"').lower() for h in fh.readline().split(",")]
-        if "id" not in header:
-            raise ValueError(f"{path}: not an RLE CSV: its header has no 'id' column ({header})")
-        column = header.index("id")
-        for line in fh:
-            if line.strip():
-                ids.append(line.split(",", column + 1)[column].strip().strip('"'))
+    try:
+        with _open(path) as fh:
+            header = [h.lower() for h in _header(fh, path)]
+            if "id" not in header:
+                raise MaskError(
+                    f"{path}: not an RLE CSV: its header has no 'id' column ({header})"
+                )
+            column = header.index("id")
+            for _, line in _lines(fh, path, start=2):
+                if line.strip():
+                    fields = _split_row(line)
+                    ids.append(fields[column] if column < len(fields) else "")
+    except UnicodeDecodeError:
+        raise _decoding(path) from None
     return ids
 
 
@@ -145,30 +201,41 @@ def read_rle_csv(path: str | os.PathLike[str], image_id: str) -> str:
 
     Raises
     ------
-    ValueError
-        If the header lacks ``id`` or an RLE column, a row is malformed, or
-        `image_id` is not in the file (the message lists the ids found).
+    MaskError
+        If the file is not text, the header lacks ``id`` or an RLE column, or
+        a row is malformed.
+    InputError
+        If `image_id` is not in the file (the message lists the ids found).
+    LimitError
+        A line over the memory budget.
     """
     path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = _split_row(fh.readline())
-        names = [name.lower() for name in header]
-        rle_col = next((names.index(c) for c in RLE_COLUMNS if c in names), None)
-        if "id" not in names or rle_col is None:
-            msg = f"{path}: header must have 'id' and one of {RLE_COLUMNS} columns, got {header}"
-            raise ValueError(msg)
-        id_col = names.index("id")
-        seen: list[str] = []
-        for lineno, line in enumerate(fh, start=2):
-            if not line.strip():
-                continue
-            fields = _split_row(line)
-            if len(fields) != len(header):
-                msg = f"{path}, line {lineno}: expected {len(header)} fields, got {len(fields)}"
-                raise ValueError(msg)
-            if fields[id_col] == image_id:
-                return fields[rle_col]
-            seen.append(fields[id_col])
+    try:
+        with _open(path) as fh:
+            header = _header(fh, path)
+            names = [name.lower() for name in header]
+            rle_col = next((names.index(c) for c in RLE_COLUMNS if c in names), None)
+            if "id" not in names or rle_col is None:
+                msg = (
+                    f"{path}: header must have 'id' and one of {RLE_COLUMNS} columns, got {header}"
+                )
+                raise MaskError(msg)
+            id_col = names.index("id")
+            seen: list[str] = []
+            for lineno, line in _lines(fh, path, start=2):
+                if not line.strip():
+                    continue
+                fields = _split_row(line)
+                if len(fields) != len(header):
+                    msg = (
+                        f"{path}, line {lineno}: expected {len(header)} fields, got {len(fields)}"
+                    )
+                    raise MaskError(msg)
+                if fields[id_col] == image_id:
+                    return fields[rle_col]
+                seen.append(fields[id_col])
+    except UnicodeDecodeError:
+        raise _decoding(path) from None
     shown = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "")
     msg = f"id {image_id!r} not found in {path} (ids there: {shown or 'none'})"
-    raise ValueError(msg)
+    raise InputError(msg)
