@@ -28,6 +28,13 @@ Winding
 
 Big masks are streamed in bands of rows: only a band (plus the height of any
 object cut by the band's lower edge) is in memory at a time.
+
+Reading refuses, with a :class:`~slide_unet.core.errors.MaskError` that names
+the feature (its index, and its id or name when it has one), what cannot be
+drawn: a vertex that is not a finite number (JSON parsers take ``NaN`` and
+``Infinity``) or lies beyond :data:`MAX_COORDINATE`, and structures that are
+not GeoJSON. A file too big to parse within the memory budget is refused before
+it is parsed (:mod:`slide_unet.core.limits`).
 """
 
 from __future__ import annotations
@@ -44,9 +51,14 @@ import dask.array as da
 import numpy as np
 
 from slide_unet.core.atomic import atomic_path
+from slide_unet.core.errors import InputError, MaskError
+from slide_unet.core.limits import check_decode
+from slide_unet.core.mask_bounds import check_mask_shape
 from slide_unet.core.outlines import Objects, Polygon, object_outlines, polygon_boxes, rasterise
 
 __all__ = [
+    "MAX_COORDINATE",
+    "check_band",
     "geojson_polygons",
     "geojson_to_dask",
     "geojson_to_mask",
@@ -64,6 +76,17 @@ COLUMN_GAP = 64
 
 #: QuPath's default colour for the class (an RGB list in its GeoJSON).
 DEFAULT_COLOR = (255, 0, 0)
+
+#: Vertices farther than this from the origin (pixels) are refused: no image is
+#: that big, and beyond it the rasteriser's row numbers would overflow.
+MAX_COORDINATE = 2.0**32
+
+#: Memory of a parsed JSON file, per byte of it, at most: coordinates take 8-16
+#: (a float object in a list per number), nested empty lists up to about 30.
+_JSON_BYTES_PER_BYTE = 24
+
+#: GeometryCollections nested deeper than this are refused (not recursed into).
+_MAX_NESTING = 16
 
 
 # -- features --------------------------------------------------------------------
@@ -92,16 +115,45 @@ def _properties(
 def _as_2d(mask: Any) -> Any:
     if len(getattr(mask, "shape", ())) != 2:
         shape = getattr(mask, "shape", None)
-        raise ValueError(f"a mask must be 2-D (height, width), got shape {shape}")
+        raise InputError(f"a mask must be 2-D (height, width), got shape {shape}")
     return mask
 
 
+def check_band(shape: tuple[int, int], dtype: Any, what: str, rows: int = BAND_ROWS) -> None:
+    """Refuse to trace a mask whose bands of rows would not fit the memory budget.
+
+    Tracing holds a band, and arrays of its size (the any-foreground test, the
+    column groups' copies): about twice the band.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` of the mask.
+    dtype : numpy.dtype
+        Its pixel type.
+    what : str
+        What is traced, for the message.
+    rows : int
+        Rows of the band (more when objects are carried over).
+
+    Raises
+    ------
+    LimitError
+        Over the budget.
+    """
+    rows = min(int(rows), int(shape[0]))
+    band = rows * int(shape[1]) * np.dtype(dtype).itemsize
+    check_decode(2 * band, f"{what}: bands of {rows:,} x {int(shape[1]):,} pixels")
+
+
 def _read_band(mask: Any, y0: int, y1: int) -> np.ndarray:
+    dtype = np.dtype(getattr(mask, "dtype", np.uint8))
+    check_band((y1 - y0, int(mask.shape[1])), dtype, "tracing the mask's outlines", y1 - y0)
     band = np.asarray(mask[y0:y1])
     if band.dtype == np.bool_:
         return band.view(np.uint8)
     if band.dtype.kind not in "ui":
-        raise ValueError(f"a mask must hold integers or booleans, got {band.dtype}")
+        raise InputError(f"a mask must hold integers or booleans, got {band.dtype}")
     return band
 
 
@@ -145,8 +197,11 @@ def iter_mask_features(
 
     Raises
     ------
-    ValueError
+    InputError
         If `mask` is not 2-D or not integer/boolean.
+    LimitError
+        A band of rows over the memory budget (:func:`check_band`): a very
+        wide mask, or an object as tall as most of it.
     """
     mask = _as_2d(mask)
     height = int(mask.shape[0])
@@ -232,7 +287,7 @@ def mask_to_geojson(
 
     Raises
     ------
-    ValueError
+    InputError
         If `mask` is not a 2-D integer or boolean array.
 
     Examples
@@ -296,25 +351,75 @@ def read_geojson(path: str | os.PathLike[str]) -> Any:
 
     Raises
     ------
-    ValueError
-        If the file is not valid JSON.
+    MaskError
+        If the file is not valid JSON in UTF-8 (nested too deep for the
+        parser included).
+    LimitError
+        If parsing it would take more memory than the budget: Python's JSON
+        objects take up to :data:`_JSON_BYTES_PER_BYTE` times the file.
     """
     path = Path(path)
+    size = path.stat().st_size
+    check_decode(
+        size * _JSON_BYTES_PER_BYTE, f"{path}: a GeoJSON file of {size / 2**20:,.1f} MB parsed"
+    )
     try:
         with path.open(encoding="utf-8-sig") as fh:
             return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid GeoJSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MaskError(f"{path}: not valid GeoJSON ({exc})") from None
+    except RecursionError:
+        raise MaskError(f"{path}: not valid GeoJSON (nested too deep to parse)") from None
 
 
-def _geometry_polygons(geometry: Any, where: str) -> list[list[np.ndarray]]:
+def _overflows(point: Any) -> bool:
+    try:
+        np.asarray(point, dtype=np.float64)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        pass
+    return False
+
+
+def _ring(ring: Any, where: str, kind: str) -> np.ndarray | None:
+    """A ring as an ``(n, 2)`` float array (None when it has fewer than 3
+    positions, and so no area)."""
+    far = f"is beyond {MAX_COORDINATE:,.0f} pixels from the origin"
+    try:
+        points = np.asarray(ring, dtype=np.float64)
+    except OverflowError:  # an integer too big for a float: which one?
+        i = next(i for i, point in enumerate(ring) if _overflows(point))
+        raise MaskError(f"GeoJSON {where}: vertex {i} {far}") from None
+    except (TypeError, ValueError):
+        points = np.zeros((0, 0))  # ragged, or not numbers: refused below
+    if points.ndim != 2 or points.shape[1] < 2:
+        raise MaskError(f"GeoJSON {where}: {kind} coordinates must be lists of [x, y] positions")
+    points = points[:, :2]
+    bad = ~(np.abs(points) <= MAX_COORDINATE)  # also nan
+    if bad.any():
+        i = int(np.flatnonzero(bad.any(axis=1))[0])
+        x, y = (float(v) for v in points[i])
+        problem = "is not a finite number" if not np.isfinite(points[i]).all() else far
+        raise MaskError(f"GeoJSON {where}: vertex {i} at ({x!r}, {y!r}) {problem}")
+    return points if len(points) >= 3 else None
+
+
+def _geometry_polygons(geometry: Any, where: str, depth: int = 0) -> list[list[np.ndarray]]:
     if not isinstance(geometry, dict) or "type" not in geometry:
-        raise ValueError(f"GeoJSON {where}: expected a geometry object, got {geometry!r:.80}")
+        raise MaskError(f"GeoJSON {where}: expected a geometry object, got {geometry!r:.80}")
     kind = geometry["type"]
     if kind == "GeometryCollection":
+        parts = geometry.get("geometries", [])
+        if not isinstance(parts, list):
+            raise MaskError(f"GeoJSON {where}: a GeometryCollection's 'geometries' is not a list")
+        if depth >= _MAX_NESTING:
+            raise MaskError(
+                f"GeoJSON {where}: GeometryCollections nested over {_MAX_NESTING} deep"
+            )
         out = []
-        for i, part in enumerate(geometry.get("geometries", [])):
-            out += _geometry_polygons(part, f"{where}, geometry {i}")
+        for i, part in enumerate(parts):
+            out += _geometry_polygons(part, f"{where}, geometry {i}", depth + 1)
         return out
     coords = geometry.get("coordinates")
     if kind == "Polygon":
@@ -322,26 +427,18 @@ def _geometry_polygons(geometry: Any, where: str) -> list[list[np.ndarray]]:
     elif kind == "MultiPolygon":
         polygons = coords
     else:
-        raise ValueError(
-            f"GeoJSON {where}: a {kind} has no area; only Polygon and MultiPolygon "
+        raise MaskError(
+            f"GeoJSON {where}: a {kind!s:.40} has no area; only Polygon and MultiPolygon "
             "geometries can be made into a mask"
         )
+    if not isinstance(polygons, list) or not all(isinstance(p, list) for p in polygons):
+        raise MaskError(f"GeoJSON {where}: {kind} coordinates must be lists of [x, y] positions")
     out = []
-    try:
-        for polygon in polygons:
-            rings = []
-            for ring in polygon:
-                points = np.asarray(ring, dtype=np.float64)
-                if points.ndim != 2 or points.shape[1] < 2:
-                    raise ValueError
-                if len(points) >= 3:
-                    rings.append(points[:, :2])
-            if rings:
-                out.append(rings)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"GeoJSON {where}: {kind} coordinates must be lists of [x, y] positions"
-        ) from None
+    for polygon in polygons:
+        rings = [_ring(ring, where, kind) for ring in polygon]
+        rings = [ring for ring in rings if ring is not None]
+        if rings:
+            out.append(rings)
     return out
 
 
@@ -349,14 +446,14 @@ def _feature_list(geojson: Any) -> list[Any]:
     if isinstance(geojson, list):  # QuPath before 0.3 exported a bare list of features
         return geojson
     if not isinstance(geojson, dict) or "type" not in geojson:
-        raise ValueError(
+        raise MaskError(
             "GeoJSON must be a FeatureCollection, a Feature or a Polygon/MultiPolygon "
             f"geometry; got {type(geojson).__name__}"
         )
     if geojson["type"] == "FeatureCollection":
         features = geojson.get("features")
         if not isinstance(features, list):
-            raise ValueError("GeoJSON FeatureCollection has no 'features' list")
+            raise MaskError("GeoJSON FeatureCollection has no 'features' list")
         return features
     if geojson["type"] == "Feature":
         return [geojson]
@@ -365,10 +462,22 @@ def _feature_list(geojson: Any) -> list[Any]:
 
 def _class_name(feature: dict[str, Any]) -> str | None:
     props = feature.get("properties") or {}
-    cls = props.get("classification")
+    cls = props.get("classification") if isinstance(props, dict) else None
     if isinstance(cls, dict):
-        return cls.get("name")
+        name = cls.get("name")
+        return name if isinstance(name, str) else None
     return cls if isinstance(cls, str) else None
+
+
+def _feature_label(i: int, feature: dict[str, Any]) -> str:
+    """``feature 3 (id 'abc', name 'glom 2')``: how a user finds it in QuPath."""
+    props = feature.get("properties")
+    names = [
+        ("id", feature.get("id")),
+        ("name", props.get("name") if isinstance(props, dict) else None),
+    ]
+    shown = [f"{key} {value!r:.60}" for key, value in names if isinstance(value, (str, int))]
+    return f"feature {i}" + (f" ({', '.join(shown)})" if shown else "")
 
 
 def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list[list[np.ndarray]]:
@@ -384,19 +493,21 @@ def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list
 
     Raises
     ------
-    ValueError
-        If it is none of those, or holds points or lines.
+    MaskError
+        If it is none of those, holds points or lines, or a vertex that is
+        not a finite number or lies beyond :data:`MAX_COORDINATE`: the
+        message names the feature (index, and id or name when it has one).
     """
     polygons: list[list[np.ndarray]] = []
     for i, feature in enumerate(_feature_list(geojson)):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise ValueError(f"GeoJSON feature {i}: expected a Feature, got {feature!r:.80}")
+            raise MaskError(f"GeoJSON feature {i}: expected a Feature, got {feature!r:.80}")
         if classification is not None and _class_name(feature) != classification:
             continue
         geometry = feature.get("geometry")
         if geometry is None:
             continue
-        polygons += _geometry_polygons(geometry, f"feature {i}")
+        polygons += _geometry_polygons(geometry, _feature_label(i, feature))
     return polygons
 
 
@@ -426,11 +537,17 @@ def geojson_to_mask(
 
     Raises
     ------
-    ValueError
+    MaskError
         If `geojson` is not a FeatureCollection, Feature or polygon geometry,
-        or holds points or lines.
+        holds points or lines, or a vertex that cannot be drawn (see
+        :func:`geojson_polygons`).
+    InputError
+        If `shape` is not two positive integers, or more than any mask has.
+    LimitError
+        If the mask is over the memory budget (use :func:`geojson_to_dask`).
     """
     height, width = _check_shape(shape)
+    check_decode(height * width, f"a {height} x {width} mask drawn from GeoJSON")
     polygons = geojson_polygons(geojson, classification=classification)
     boxes = polygon_boxes(polygons)
     out = np.zeros((height, width), dtype=np.uint8)
@@ -456,8 +573,15 @@ def geojson_to_dask(
     -------
     dask.array.Array
         ``uint8`` 0/1 mask of `shape`, in ``chunk`` x ``chunk`` chunks.
+
+    Raises
+    ------
+    MaskError, InputError
+        As :func:`geojson_to_mask`.
     """
     height, width = _check_shape(shape)
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise InputError(f"chunk must be a positive integer, got {chunk!r}")
     polygons = geojson_polygons(geojson, classification=classification)
     boxes = polygon_boxes(polygons)
     rows = tuple(min(chunk, height - y) for y in range(0, height, chunk))
@@ -480,11 +604,11 @@ def geojson_to_dask(
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be (height, width), got {shape!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"shape must be (height, width), got {shape!r}") from None
     if height < 1 or width < 1:
-        raise ValueError(f"shape must be positive (height, width), got {shape!r}")
-    return height, width
+        raise InputError(f"shape must be positive (height, width), got {shape!r}")
+    return check_mask_shape((height, width), "a mask drawn from GeoJSON")
 
 
 def _overlapping(boxes: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -336,6 +336,15 @@ def _edges(polygons: Sequence[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray
     return edges[keep], owner[keep]
 
 
+#: Crossings of an edge with a pixel row's centre line handled in one pass, at
+#: most (about 100 bytes each). A polygon that zigzags across many rows crosses
+#: them many times: a 2 MB file of 100,000 edges over 1,024 rows would need
+#: 10 GB at once.
+_CROSSINGS_PER_PASS = 2**20
+#: Pixels of a pass's running sums (int32, 16 MB), at most: a row at least.
+_PIXELS_PER_PASS = 2**22
+
+
 def rasterise(
     polygons: Sequence[list[np.ndarray]],
     region: tuple[int, int, int, int],
@@ -347,10 +356,16 @@ def rasterise(
     edge counts as inside, one on a right or bottom edge as outside, so
     polygons along pixel edges fill exactly the pixels they outline.
 
+    The rows are filled in passes of at most about a million edge crossings
+    and four million pixels, so memory stays bounded whatever the polygons
+    (a pass needs at least one row: a single row crossed by millions of edges
+    takes them all, which the file had to hold anyway).
+
     Parameters
     ----------
     polygons : sequence of list of numpy.ndarray
-        Each polygon a list of rings, each an ``(n, 2)`` array of ``(x, y)``.
+        Each polygon a list of rings, each an ``(n, 2)`` array of ``(x, y)``,
+        finite.
     region : tuple of int
         ``(y0, y1, x0, x1)``: the window of the mask to fill.
 
@@ -370,11 +385,44 @@ def rasterise(
     # vertex shared by two edges is crossed once.
     first = np.maximum(np.ceil(lo - 0.5), y0).astype(np.int64)
     stop = np.minimum(np.ceil(hi - 0.5), y1).astype(np.int64)
+    keep = stop > first
+    edges, owner, first, stop = edges[keep], owner[keep], first[keep], stop[keep]
+    if not len(edges):
+        return out
+    # Crossings per row, then passes of whole rows with at most so many.
+    change = np.zeros(y1 - y0 + 1, dtype=np.int64)
+    np.add.at(change, first - y0, 1)
+    np.add.at(change, stop - y0, -1)
+    crossings = np.cumsum(np.cumsum(change[:-1]))
+    most_rows = max(1, _PIXELS_PER_PASS // (x1 - x0 + 1))
+    row = 0
+    while row < y1 - y0:
+        done = crossings[row - 1] if row else 0
+        end = int(np.searchsorted(crossings, done + _CROSSINGS_PER_PASS, side="right"))
+        end = min(max(end, row + 1), row + most_rows)
+        _fill_rows(out, edges, owner, first, stop, (y0 + row, y0 + end, x0, x1), y0)
+        row = end
+    return out
+
+
+def _fill_rows(
+    out: np.ndarray,
+    edges: np.ndarray,
+    owner: np.ndarray,
+    first: np.ndarray,
+    stop: np.ndarray,
+    window: tuple[int, int, int, int],
+    top: int,
+) -> None:
+    """Fill the rows ``window[0]:window[1]`` of `out` (whose first row is `top`)
+    from the edges crossing them (rows ``first:stop`` each)."""
+    r0, r1, x0, x1 = window
+    first, stop = np.maximum(first, r0), np.minimum(stop, r1)
     counts = np.maximum(stop - first, 0)
     keep = counts > 0
     edges, owner, first, counts = edges[keep], owner[keep], first[keep], counts[keep]
     if not len(edges):
-        return out
+        return
     which = np.repeat(np.arange(len(edges)), counts)
     rows = first[which] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     e = edges[which]
@@ -385,14 +433,13 @@ def rasterise(
     # Each polygon crosses each row an even number of times: pair them up.
     begin = np.clip(np.ceil(xs[0::2] - 0.5), x0, x1).astype(np.int64) - x0
     end = np.clip(np.ceil(xs[1::2] - 0.5), x0, x1).astype(np.int64) - x0
-    row = rows[0::2] - y0
+    row = rows[0::2] - r0
     span = end > begin
-    delta = np.zeros((out.shape[0], out.shape[1] + 1), dtype=np.int32)
+    delta = np.zeros((r1 - r0, out.shape[1] + 1), dtype=np.int32)
     np.add.at(delta, (row[span], begin[span]), 1)
     np.add.at(delta, (row[span], end[span]), -1)
     np.cumsum(delta[:, :-1], axis=1, out=delta[:, :-1])
-    out[delta[:, :-1] > 0] = 1
-    return out
+    out[r0 - top : r1 - top][delta[:, :-1] > 0] = 1
 
 
 def polygon_boxes(polygons: Sequence[list[np.ndarray]]) -> np.ndarray:
