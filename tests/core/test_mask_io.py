@@ -17,7 +17,7 @@ import zarr
 from PIL import Image
 
 from slide_unet import open_slide
-from slide_unet.core import mask_io
+from slide_unet.core import mask_io, rle_csv
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.mask_io import (
     MASK_SUFFIXES,
@@ -582,7 +582,7 @@ def test_hubmap_rle_reads_lazily_and_exports(shared_data: Path, tmp_path: Path) 
     csv = shared_data / "glomeruli/hubmap_rle/train.csv"
     mask = read_mask(csv, image_id="2f6ecfcdf", shape=(31278, 25794))
     assert isinstance(mask, da.Array)
-    lengths = mask_io.read_rle_csv(csv, "2f6ecfcdf").split()[1::2]
+    lengths = rle_csv.read_rle_csv(csv, "2f6ecfcdf").split()[1::2]
     assert int(mask.sum().compute()) == sum(map(int, lengths))
     tile = read_mask(shared_data / "glomeruli/hubmap_red16/masks/2f6ecfcdf_10red16.png")
     assert tile.shape == (256, 256)

@@ -18,8 +18,17 @@ What :func:`read_mask` returns
     ``uint8`` 0/1, whatever they were stored as: 0/1, 0/255 (or 0/65535), or
     RGB(A) colours on black (any colour channel non-zero is foreground; alpha
     is ignored). Instance label images (``uint16``/``uint32``, several ids)
-    keep their ids. An RGB image with more than :data:`MAX_MASK_COLOURS`
-    colours is a picture, not a mask: :class:`ValueError`.
+    keep their ids, and so do palette PNGs, read by index, not colour (index
+    0 is background, whatever colour the palette gives it). An RGB image
+    with more than :data:`MAX_MASK_COLOURS` colours is a picture, not a mask:
+    :class:`~slide_unet.core.errors.MaskError`.
+Hostile files
+    A file can declare much more than it holds. What is decoded whole (a
+    small mask read into numpy, a PNG, a GeoJSON file) is checked first
+    against the memory budget of :mod:`slide_unet.core.limits`
+    (:class:`~slide_unet.core.errors.LimitError`); a shape no mask can have
+    (:func:`~slide_unet.core.mask_bounds.check_mask_shape`) is refused
+    before any work, even where the work would stream.
 What :func:`write_mask` writes
     OME-TIFF and OME-Zarr: the values as given (0/1 or label ids), with
     overview levels and the pixel size (:mod:`slide_unet.core.mask_pyramids`).
@@ -50,16 +59,26 @@ import numpy as np
 from PIL import Image
 
 from slide_unet.core import geojson as _geojson
-from slide_unet.core import mask_pyramids
+from slide_unet.core import mask_bounds, mask_pyramids
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.blocks import Cancelled
-from slide_unet.core.rle import rle_decode
-from slide_unet.core.rle_csv import read_rle_csv, rle_csv_ids, write_rle_csv
+from slide_unet.core.errors import InputError
+from slide_unet.core.limits import check_decode
+from slide_unet.core.mask_ome_zarr import read_ome_zarr
+from slide_unet.core.mask_sizeless import declared_shape, read_geojson_mask, read_rle_mask
+from slide_unet.core.mask_values import (
+    MAX_MASK_COLOURS,
+    check_channels,
+    pixels_to_mask,
+    png_palette_indices,
+)
+from slide_unet.core.rle_csv import rle_csv_ids, write_rle_csv
 from slide_unet.core.slide import open_slide
 
 __all__ = [
     "IN_MEMORY_PIXELS",
     "MASK_SUFFIXES",
+    "MAX_MASK_COLOURS",
     "MAX_PNG_PIXELS",
     "Cancel",
     "Progress",
@@ -75,10 +94,6 @@ __all__ = [
 IN_MEMORY_PIXELS = 2**26
 #: PNG holds the whole mask in memory: refuse to write bigger ones.
 MAX_PNG_PIXELS = 2**28
-#: An RGB "mask" with more colours than this (in a sample) is a picture.
-MAX_MASK_COLOURS = 16
-#: Pixels looked at to tell a mask from a picture and 0/255 from labels.
-_SAMPLE_PIXELS = 2**22
 #: Rows of a PNG mask gathered at a time (a progress step each).
 _PNG_BAND_ROWS = 1024
 
@@ -101,6 +116,8 @@ _FORMATS: dict[str, str] = {
 }
 #: File extensions :func:`write_mask` and :func:`read_mask` understand.
 MASK_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
+#: Formats that do not record the mask's size (the caller gives it).
+_SIZELESS = (".csv", ".geojson", ".json")
 
 
 def mask_suffix(path: str | os.PathLike[str]) -> str | None:
@@ -116,8 +133,8 @@ def mask_stem(path: str | os.PathLike[str]) -> str:
     return path.name[: -len(suffix)] if suffix else path.stem
 
 
-def _unknown(path: Path) -> ValueError:
-    return ValueError(
+def _unknown(path: Path) -> InputError:
+    return InputError(
         f"{path}: unknown mask format {path.suffix!r}; supported: {', '.join(MASK_SUFFIXES)}"
     )
 
@@ -177,7 +194,7 @@ def check_same_shape(a: Any, b: Any, names: Sequence[str] = ("mask", "image")) -
 
     Raises
     ------
-    ValueError
+    InputError
         ``"mask shape (h, w) does not match image (H, W)"``, with a hint when
         one is the other transposed (a width and height swapped).
     """
@@ -185,132 +202,25 @@ def check_same_shape(a: Any, b: Any, names: Sequence[str] = ("mask", "image")) -
     if sa == sb:
         return
     hint = " (height and width swapped?)" if sa == sb[::-1] else ""
-    raise ValueError(f"{names[0]} shape {sa} does not match {names[1]} {sb}{hint}")
-
-
-def _sample(array: Any) -> np.ndarray:
-    """Up to about :data:`_SAMPLE_PIXELS` pixels: chunks spread over a dask
-    array (whole chunks: masks are smooth), or a strided view of numpy."""
-    if isinstance(array, da.Array):
-        rows, cols = array.numblocks[:2]
-        per_block = max(1, int(np.prod(array.chunksize[:2])))
-        n = max(1, min(rows * cols, _SAMPLE_PIXELS // per_block))
-        picks = np.unique(np.linspace(0, rows * cols - 1, n).round().astype(int))
-        blocks = [array.blocks[int(k // cols), int(k % cols)] for k in picks]
-        computed = da.compute(*blocks)
-        channels = array.shape[2:]
-        return np.concatenate([b.reshape(-1, *channels) for b in computed])
-    step = max(1, int(np.sqrt(array.shape[0] * array.shape[1] / _SAMPLE_PIXELS)))
-    return np.asarray(array[::step, ::step]).reshape(-1, *array.shape[2:])
-
-
-def _colours(pixels: np.ndarray) -> int:
-    """Distinct colours among ``(n, channels)`` pixels."""
-    if pixels.dtype == np.uint8 and pixels.shape[1] <= 4:
-        packed = np.zeros(len(pixels), dtype=np.uint32)
-        for c in range(pixels.shape[1]):
-            packed |= pixels[:, c].astype(np.uint32) << (8 * c)
-        return len(np.unique(packed))
-    return len(np.unique(pixels, axis=0))
-
-
-def _to_mask(array: Any, where: str) -> Any:
-    """A 2-D mask from what a mask file holds (see the module docstring)."""
-    if array.ndim == 3:
-        channels = array.shape[2]
-        if channels > 4:
-            raise ValueError(f"{where}: not a mask: it has {channels} channels")
-        colour = array[..., : 3 if channels >= 3 else 1]  # alpha (2nd or 4th) ignored
-        found = _colours(_sample(colour).reshape(-1, colour.shape[2]))
-        if found > MAX_MASK_COLOURS:
-            raise ValueError(
-                f"{where}: not a mask: found {found} distinct colours in a sample; a mask "
-                f"has a few (e.g. red on black), at most {MAX_MASK_COLOURS}"
-            )
-        return (colour != 0).any(axis=2).astype(np.uint8)
-    if array.ndim != 2:
-        raise ValueError(f"{where}: a mask must be 2-D, got shape {tuple(array.shape)}")
-    dtype = np.dtype(array.dtype)
-    if dtype == np.bool_:
-        return array.astype(np.uint8)
-    if dtype.kind == "f":
-        values = np.unique(_sample(array))
-        if not np.all(np.mod(values[np.isfinite(values)], 1) == 0) or np.isnan(values).any():
-            fraction = values[np.mod(values, 1) != 0][:1]
-            raise ValueError(
-                f"{where}: not a mask: it holds fractional values such as {fraction} "
-                "(a probability map? threshold it first)"
-            )
-        return (array != 0).astype(np.uint8) if values.max() <= 1 else array.astype(np.uint32)
-    if dtype.kind not in "ui":
-        raise ValueError(f"{where}: a mask must hold integers, got {dtype}")
-    if dtype.kind == "i" or dtype.itemsize == 8:
-        array = array.astype(np.dtype(f"u{min(dtype.itemsize, 4)}"))
-        dtype = np.dtype(array.dtype)
-    exact = isinstance(array, np.ndarray)  # else only a sample can be looked at
-    if exact and array.size and array.max() <= 1:
-        return array.astype(np.uint8, copy=False)
-    if dtype.itemsize <= 2:
-        # A single "on" value of 255 (or 65535) is a binary mask, not label 255.
-        counts = np.bincount(np.asarray(array if exact else _sample(array)).ravel())
-        present = np.flatnonzero(counts[1:]) + 1
-        if len(present) == 1 and present[0] in (255, 65535):
-            return (array != 0).astype(np.uint8)
-    return array
+    raise InputError(f"{names[0]} shape {sa} does not match {names[1]} {sb}{hint}")
 
 
 def _small(array: Any) -> bool:
     return int(np.prod(array.shape[:2])) <= IN_MEMORY_PIXELS
 
 
-def _finish(array: Any) -> Any:
-    """numpy for small masks, else the (lazy) array as it is."""
+def _finish(array: Any, where: str) -> Any:
+    """numpy for small masks (within the memory budget), else the (lazy) array as it is."""
     if _small(array):
+        check_channels(array, where)
+        shape = " x ".join(str(int(n)) for n in array.shape)
+        nbytes = int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
+        check_decode(nbytes, f"{where}: a {shape} {np.dtype(array.dtype)} mask")
         return np.ascontiguousarray(np.asarray(array))
     return array
 
 
 # -- reading -------------------------------------------------------------------------
-
-
-def _read_csv(
-    path: Path,
-    image_id: str | None,
-    shape: Sequence[int] | None,
-    progress: Progress | None = None,
-) -> Any:
-    if image_id is None:
-        ids = rle_csv_ids(path)
-        if len(ids) != 1:
-            shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
-            raise ValueError(
-                f"{path} holds {len(ids)} masks: choose one with image_id= (on the "
-                "command line: --id) "
-                f"(ids: {shown or 'none'})"
-            )
-        image_id = ids[0]
-    if shape is None:
-        raise ValueError(
-            f"{path}: an RLE mask does not record its size: pass shape=(height, width), "
-            "e.g. from the image"
-        )
-    rle = read_rle_csv(path, image_id)
-    height, width = (int(v) for v in shape)
-    if height * width <= IN_MEMORY_PIXELS:
-        return np.ascontiguousarray(rle_decode(rle, (height, width)))
-    import zarr
-
-    # Compressed chunks in memory: a slide's mask is a few MB this way.
-    chunk = mask_pyramids.ZARR_CHUNK
-    out = zarr.create_array(
-        zarr.storage.MemoryStore(),
-        shape=(height, width),
-        chunks=(chunk, chunk),
-        dtype=np.uint8,
-        fill_value=0,
-    )
-    rle_decode(rle, (height, width), out=out, progress=progress)
-    return da.from_zarr(out)
 
 
 def _read(
@@ -327,26 +237,25 @@ def _read(
         raise FileNotFoundError(f"{path}: no such mask file")
     kind = _FORMATS.get(mask_suffix(path) or "", "zarr" if path.is_dir() else "image")
     if kind == "csv":
-        return _to_mask(_read_csv(path, image_id, shape, progress), str(path)), None
+        return pixels_to_mask(
+            read_rle_mask(path, image_id, shape, progress, IN_MEMORY_PIXELS), str(path)
+        ), None
     if kind == "geojson":
-        if shape is None:
-            raise ValueError(
-                f"{path}: GeoJSON does not record the image size: pass shape=(height, width)"
-            )
-        data = _geojson.read_geojson(path)
-        if int(np.prod(shape)) <= IN_MEMORY_PIXELS:
-            return _geojson.geojson_to_mask(data, tuple(shape)), None
-        return _geojson.geojson_to_dask(data, tuple(shape)), None
+        return read_geojson_mask(path, shape, IN_MEMORY_PIXELS), None
     if kind == "zarr":
-        array, mpp = mask_pyramids.read_ome_zarr(path)
-        return _to_mask(_finish(array), str(path)), mpp
+        array, mpp = read_ome_zarr(path)
+        return pixels_to_mask(_finish(array, str(path)), str(path)), mpp
+    if kind != "tiff" and not path.is_dir():
+        palette = png_palette_indices(path)
+        if palette is not None:
+            return pixels_to_mask(palette[0], str(path)), palette[1]
     # TIFF, PNG, JPEG: by content. A big TIFF stays open while its array lives.
     slide = open_slide(path)
     if _small(slide.levels[0]):
         with slide:
-            return _to_mask(_finish(slide.levels[0]), str(path)), slide.mpp
+            return pixels_to_mask(_finish(slide.levels[0], str(path)), str(path)), slide.mpp
     try:
-        return _to_mask(slide.levels[0], str(path)), slide.mpp
+        return pixels_to_mask(slide.levels[0], str(path)), slide.mpp
     except BaseException:
         slide.close()
         raise
@@ -384,10 +293,20 @@ def read_mask(
     ------
     FileNotFoundError
         No such file.
-    ValueError
-        An unreadable file (:class:`~slide_unet.core.errors.SlideError`), a
-        picture rather than a mask, an RLE CSV without `shape` or the id asked
-        for, or GeoJSON that is not a FeatureCollection of polygons.
+    MaskError
+        A file that is not a mask or not a readable one (the message names
+        it and says what is wrong): a picture rather than a mask, malformed
+        OME-Zarr metadata, an RLE that does not decode, GeoJSON that is not
+        a FeatureCollection of polygons or has a vertex that is not a finite
+        pixel position.
+    SlideError
+        A TIFF, PNG or JPEG that cannot be read.
+    InputError
+        An RLE CSV or GeoJSON without `shape`, or with one no mask can have;
+        an RLE CSV without the id asked for.
+    LimitError
+        More to decode at once than the memory budget
+        (:mod:`slide_unet.core.limits`).
     """
     return _read(path, image_id, shape)[0]
 
@@ -400,26 +319,54 @@ def _writable(mask: Any) -> tuple[Any, np.dtype]:
     if not (hasattr(mask, "shape") and hasattr(mask, "dtype") and hasattr(mask, "__getitem__")):
         mask = np.asarray(mask)
     if len(mask.shape) != 2:
-        raise ValueError(f"a mask must be 2-D (height, width), got shape {tuple(mask.shape)}")
+        raise InputError(f"a mask must be 2-D (height, width), got shape {tuple(mask.shape)}")
     if min(mask.shape) < 1:
-        raise ValueError(f"the mask is empty (shape {tuple(mask.shape)})")
+        raise InputError(f"the mask is empty (shape {tuple(mask.shape)})")
     dtype = np.dtype(mask.dtype)
     if dtype == np.bool_:
         return mask, np.dtype(np.uint8)
     if dtype.kind not in "ui":
-        raise ValueError(f"a mask must hold integers or booleans, got {dtype}")
+        raise InputError(f"a mask must hold integers or booleans, got {dtype}")
     return mask, dtype
+
+
+def _check_write(
+    kind: str, shape: tuple[int, int], dtype: np.dtype, path: Path, levels: int | None
+) -> None:
+    """Refuse a write that cannot be done, before anything is read for it.
+
+    Raises
+    ------
+    InputError
+        A shape no mask can have, a level count out of range, a mask too big
+        for PNG.
+    LimitError
+        What the writer holds at once (PNG: the whole mask; OME-TIFF and
+        OME-Zarr: bands of rows) over the memory budget.
+    """
+    height, width = mask_bounds.check_mask_shape(shape, f"writing {path}")
+    if kind in ("tiff", "zarr"):
+        mask_pyramids.check_pyramid(
+            shape, dtype, levels, zarr_store=kind == "zarr", what=f"writing {path}"
+        )
+    elif kind == "png":
+        if height * width > MAX_PNG_PIXELS:
+            raise InputError(
+                f"a {height} x {width} mask is too big for PNG (at most "
+                f"{MAX_PNG_PIXELS} pixels); write .ome.tif or .zarr instead"
+            )
+        # The whole mask gathered, and a copy converted for Pillow (8 or 16 bits).
+        check_decode(
+            height * width * (dtype.itemsize + 2), f"writing {path}: a {height} x {width} PNG"
+        )
+    elif kind == "geojson":
+        _geojson.check_band(shape, dtype, f"writing {path}")
 
 
 def _write_png(
     mask: Any, path: Path, dtype: np.dtype, mpp: float | None, progress: Progress | None
 ) -> Path:
     height, width = int(mask.shape[0]), int(mask.shape[1])
-    if height * width > MAX_PNG_PIXELS:
-        raise ValueError(
-            f"a {height} x {width} mask is too big for PNG (at most "
-            f"{MAX_PNG_PIXELS} pixels); write .ome.tif or .zarr instead"
-        )
     # PNG needs the whole image: gather it band by band (a step each, for a
     # lazy mask the reading), then encode it (the last step).
     array = np.empty((height, width), dtype=dtype)
@@ -441,7 +388,7 @@ def _write_png(
     elif largest < 2**16:
         image = Image.fromarray(array.astype(np.uint16))
     else:
-        raise ValueError(f"PNG holds label ids up to 65535; this mask has {largest}")
+        raise InputError(f"PNG holds label ids up to 65535; this mask has {largest}")
     del array
     options: dict[str, Any] = {"format": "PNG", "optimize": False}
     if mpp:
@@ -501,9 +448,14 @@ def write_mask(
 
     Raises
     ------
-    ValueError
+    InputError
         An unknown extension (the message lists the supported ones), a mask
-        that is not 2-D integer/boolean, or one too big for PNG.
+        that is not 2-D integer/boolean, one too big for PNG or with more
+        pixels than any mask (:func:`~slide_unet.core.mask_bounds.check_mask_shape`),
+        or a pixel size that is not a positive number.
+    LimitError
+        What the writer holds at once over the memory budget (see
+        :mod:`slide_unet.core.limits`).
     slide_unet.core.blocks.Cancelled
         `cancel` asked to stop.
     """
@@ -512,6 +464,8 @@ def write_mask(
     if kind is None:
         raise _unknown(path)
     mask, dtype = _writable(mask)
+    mpp = mask_bounds.check_mpp(mpp)
+    _check_write(kind, (int(mask.shape[0]), int(mask.shape[1])), dtype, path, levels)
     name = mask_stem(path)
     step = _steps(progress, cancel)
     if kind == "tiff":
@@ -574,12 +528,22 @@ def export_mask(
 
     Raises
     ------
+    MaskError, SlideError, InputError, LimitError
+        As :func:`read_mask` and :func:`write_mask`. What can be known before
+        reading (an RLE or GeoJSON `src` with its `shape`) is checked before
+        reading: a write that would be refused is refused at once.
     slide_unet.core.blocks.Cancelled
         `cancel` asked to stop; nothing was written.
     """
     src, dst = Path(src), Path(dst)
-    if mask_suffix(dst) is None:
+    kind = _FORMATS.get(mask_suffix(dst) or "")
+    if kind is None:
         raise _unknown(dst)  # before reading a big mask for nothing
+    mpp = mask_bounds.check_mpp(mpp)
+    if mask_suffix(src) in _SIZELESS and src.is_file():
+        what = "an RLE mask" if mask_suffix(src) == ".csv" else "GeoJSON"
+        # RLE and GeoJSON decode to uint8 0/1.
+        _check_write(kind, declared_shape(src, shape, what), np.dtype(np.uint8), dst, levels)
     mask, src_mpp = _read(src, image_id, shape, _steps(progress, cancel))
     if image_id is None:
         ids = rle_csv_ids(src) if mask_suffix(src) == ".csv" else []
@@ -587,7 +551,7 @@ def export_mask(
     return write_mask(
         mask,
         dst,
-        mpp=mpp or src_mpp,
+        mpp=src_mpp if mpp is None else mpp,
         image_id=image_id,
         levels=levels,
         classification=classification,
