@@ -29,7 +29,7 @@ Winding
 Big masks are streamed in bands of rows: only a band (plus the height of any
 object cut by the band's lower edge) is in memory at a time.
 
-Reading refuses, with a :class:`~slide_unet.core.errors.MaskError` that names
+Reading (:mod:`slide_unet.core.geojson_read`) refuses, with a MaskError that names
 the feature (its index, and its id or name when it has one), what cannot be
 drawn: a vertex that is not a finite number (JSON parsers take ``NaN`` and
 ``Infinity``) or lies beyond :data:`MAX_COORDINATE`, and structures that are
@@ -51,7 +51,8 @@ import dask.array as da
 import numpy as np
 
 from slide_unet.core.atomic import atomic_path
-from slide_unet.core.errors import InputError, MaskError
+from slide_unet.core.errors import InputError
+from slide_unet.core.geojson_read import MAX_COORDINATE, geojson_polygons, read_geojson
 from slide_unet.core.limits import check_decode
 from slide_unet.core.mask_bounds import check_mask_shape
 from slide_unet.core.outlines import Objects, Polygon, object_outlines, polygon_boxes, rasterise
@@ -76,18 +77,6 @@ COLUMN_GAP = 64
 
 #: QuPath's default colour for the class (an RGB list in its GeoJSON).
 DEFAULT_COLOR = (255, 0, 0)
-
-#: Vertices farther than this from the origin (pixels) are refused: no image is
-#: that big, and beyond it the rasteriser's row numbers would overflow.
-MAX_COORDINATE = 2.0**32
-
-#: Memory of a parsed JSON file, per byte of it, at most: coordinates take 8-16
-#: (a float object in a list per number), nested empty lists up to about 30.
-_JSON_BYTES_PER_BYTE = 24
-
-#: GeometryCollections nested deeper than this are refused (not recursed into).
-_MAX_NESTING = 16
-
 
 # -- features --------------------------------------------------------------------
 
@@ -344,171 +333,6 @@ def write_geojson(
 
 
 # -- reading and rasterising ---------------------------------------------------------
-
-
-def read_geojson(path: str | os.PathLike[str]) -> Any:
-    """Load a GeoJSON file (QuPath's export or any FeatureCollection).
-
-    Raises
-    ------
-    MaskError
-        If the file is not valid JSON in UTF-8 (nested too deep for the
-        parser included).
-    LimitError
-        If parsing it would take more memory than the budget: Python's JSON
-        objects take up to :data:`_JSON_BYTES_PER_BYTE` times the file.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    check_decode(
-        size * _JSON_BYTES_PER_BYTE, f"{path}: a GeoJSON file of {size / 2**20:,.1f} MB parsed"
-    )
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MaskError(f"{path}: not valid GeoJSON ({exc})") from None
-    except RecursionError:
-        raise MaskError(f"{path}: not valid GeoJSON (nested too deep to parse)") from None
-
-
-def _overflows(point: Any) -> bool:
-    try:
-        np.asarray(point, dtype=np.float64)
-    except OverflowError:
-        return True
-    except (TypeError, ValueError):
-        pass
-    return False
-
-
-def _ring(ring: Any, where: str, kind: str) -> np.ndarray | None:
-    """A ring as an ``(n, 2)`` float array (None when it has fewer than 3
-    positions, and so no area)."""
-    far = f"is beyond {MAX_COORDINATE:,.0f} pixels from the origin"
-    try:
-        points = np.asarray(ring, dtype=np.float64)
-    except OverflowError:  # an integer too big for a float: which one?
-        i = next(i for i, point in enumerate(ring) if _overflows(point))
-        raise MaskError(f"GeoJSON {where}: vertex {i} {far}") from None
-    except (TypeError, ValueError):
-        points = np.zeros((0, 0))  # ragged, or not numbers: refused below
-    if points.ndim != 2 or points.shape[1] < 2:
-        raise MaskError(f"GeoJSON {where}: {kind} coordinates must be lists of [x, y] positions")
-    points = points[:, :2]
-    bad = ~(np.abs(points) <= MAX_COORDINATE)  # also nan
-    if bad.any():
-        i = int(np.flatnonzero(bad.any(axis=1))[0])
-        x, y = (float(v) for v in points[i])
-        problem = "is not a finite number" if not np.isfinite(points[i]).all() else far
-        raise MaskError(f"GeoJSON {where}: vertex {i} at ({x!r}, {y!r}) {problem}")
-    return points if len(points) >= 3 else None
-
-
-def _geometry_polygons(geometry: Any, where: str, depth: int = 0) -> list[list[np.ndarray]]:
-    if not isinstance(geometry, dict) or "type" not in geometry:
-        raise MaskError(f"GeoJSON {where}: expected a geometry object, got {geometry!r:.80}")
-    kind = geometry["type"]
-    if kind == "GeometryCollection":
-        parts = geometry.get("geometries", [])
-        if not isinstance(parts, list):
-            raise MaskError(f"GeoJSON {where}: a GeometryCollection's 'geometries' is not a list")
-        if depth >= _MAX_NESTING:
-            raise MaskError(
-                f"GeoJSON {where}: GeometryCollections nested over {_MAX_NESTING} deep"
-            )
-        out = []
-        for i, part in enumerate(parts):
-            out += _geometry_polygons(part, f"{where}, geometry {i}", depth + 1)
-        return out
-    coords = geometry.get("coordinates")
-    if kind == "Polygon":
-        polygons = [coords]
-    elif kind == "MultiPolygon":
-        polygons = coords
-    else:
-        raise MaskError(
-            f"GeoJSON {where}: a {kind!s:.40} has no area; only Polygon and MultiPolygon "
-            "geometries can be made into a mask"
-        )
-    if not isinstance(polygons, list) or not all(isinstance(p, list) for p in polygons):
-        raise MaskError(f"GeoJSON {where}: {kind} coordinates must be lists of [x, y] positions")
-    out = []
-    for polygon in polygons:
-        rings = [_ring(ring, where, kind) for ring in polygon]
-        rings = [ring for ring in rings if ring is not None]
-        if rings:
-            out.append(rings)
-    return out
-
-
-def _feature_list(geojson: Any) -> list[Any]:
-    if isinstance(geojson, list):  # QuPath before 0.3 exported a bare list of features
-        return geojson
-    if not isinstance(geojson, dict) or "type" not in geojson:
-        raise MaskError(
-            "GeoJSON must be a FeatureCollection, a Feature or a Polygon/MultiPolygon "
-            f"geometry; got {type(geojson).__name__}"
-        )
-    if geojson["type"] == "FeatureCollection":
-        features = geojson.get("features")
-        if not isinstance(features, list):
-            raise MaskError("GeoJSON FeatureCollection has no 'features' list")
-        return features
-    if geojson["type"] == "Feature":
-        return [geojson]
-    return [{"type": "Feature", "geometry": geojson, "properties": {}}]
-
-
-def _class_name(feature: dict[str, Any]) -> str | None:
-    props = feature.get("properties") or {}
-    cls = props.get("classification") if isinstance(props, dict) else None
-    if isinstance(cls, dict):
-        name = cls.get("name")
-        return name if isinstance(name, str) else None
-    return cls if isinstance(cls, str) else None
-
-
-def _feature_label(i: int, feature: dict[str, Any]) -> str:
-    """``feature 3 (id 'abc', name 'glom 2')``: how a user finds it in QuPath."""
-    props = feature.get("properties")
-    names = [
-        ("id", feature.get("id")),
-        ("name", props.get("name") if isinstance(props, dict) else None),
-    ]
-    shown = [f"{key} {value!r:.60}" for key, value in names if isinstance(value, (str, int))]
-    return f"feature {i}" + (f" ({', '.join(shown)})" if shown else "")
-
-
-def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list[list[np.ndarray]]:
-    """The polygons of a GeoJSON object, each a list of rings as ``(n, 2)`` arrays.
-
-    Parameters
-    ----------
-    geojson : dict or list
-        A ``FeatureCollection``, a ``Feature``, a list of features, or a bare
-        ``Polygon``/``MultiPolygon``/``GeometryCollection``.
-    classification : str or None
-        Keep only features of this QuPath class.
-
-    Raises
-    ------
-    MaskError
-        If it is none of those, holds points or lines, or a vertex that is
-        not a finite number or lies beyond :data:`MAX_COORDINATE`: the
-        message names the feature (index, and id or name when it has one).
-    """
-    polygons: list[list[np.ndarray]] = []
-    for i, feature in enumerate(_feature_list(geojson)):
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise MaskError(f"GeoJSON feature {i}: expected a Feature, got {feature!r:.80}")
-        if classification is not None and _class_name(feature) != classification:
-            continue
-        geometry = feature.get("geometry")
-        if geometry is None:
-            continue
-        polygons += _geometry_polygons(geometry, _feature_label(i, feature))
-    return polygons
 
 
 def geojson_to_mask(

@@ -16,7 +16,8 @@ from typing import IO, Any
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError, MaskError
 from slide_unet.core.limits import check_decode, memory_budget
-from slide_unet.core.rle import _PARSE_BYTES_PER_CHAR, rle_encode, rle_encode_steps
+from slide_unet.core.rle import rle_encode, rle_encode_steps
+from slide_unet.core.rle_parse import PARSE_BYTES_PER_CHAR
 
 __all__ = ["RLE_COLUMNS", "read_rle_csv", "rle_csv_ids", "write_rle_csv"]
 
@@ -124,12 +125,12 @@ def _lines(fh: IO[str], path: Path, start: int = 1) -> Iterator[tuple[int, str]]
     LimitError
         A line too long for that, found as it is read.
     """
-    limit = memory_budget() // _PARSE_BYTES_PER_CHAR
+    limit = memory_budget() // PARSE_BYTES_PER_CHAR
     lineno = start
     while line := fh.readline(limit + 1):
         if len(line) > limit:
             check_decode(
-                len(line) * _PARSE_BYTES_PER_CHAR,
+                len(line) * PARSE_BYTES_PER_CHAR,
                 f"{path}, line {lineno}: an RLE of more than {limit:,} characters",
             )
         yield lineno, line
