@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from PIL import Image
 
 import slide_unet
@@ -387,6 +388,15 @@ def test_a_zarr_array_declaring_what_no_mask_is_refused(tmp_path, zarray, proble
         read_mask(store)
     assert problem in str(caught.value)
     _refused(_cli("export", store, "-o", "out.ome.tif", cwd=tmp_path), "m.ome.zarr", problem)
+
+
+def test_a_zarr_mask_of_strings_is_refused_before_any_chunk_is_read(tmp_path) -> None:
+    store = tmp_path / "words.zarr"
+    array = zarr.create_array(store, shape=(4, 4), chunks=(4, 4), dtype=str, zarr_format=2)
+    array[:] = np.full((4, 4), "glom")
+    with pytest.raises(MaskError, match=r"words\.zarr: not a readable OME-Zarr mask: .*not numbers"):
+        read_mask(store)
+    _refused(_cli("export", store, "-o", "out.png", cwd=tmp_path), "words.zarr", "not numbers")
 
 
 def test_a_corrupt_zarr_chunk_is_one_mask_error_naming_the_store(tmp_path) -> None:

@@ -208,8 +208,14 @@ def _mpp(multiscale: dict[str, Any] | None, names: list[str], path: Path) -> flo
 
 
 def _check_array(array: Any, names: list[str], path: Path) -> tuple[int, ...]:
-    """Refuse an array too big for a mask, or chunked too finely or coarsely to
-    read; return the chunks to read it in."""
+    """Refuse an array that is not numbers, too big for a mask, or chunked too
+    finely or coarsely to read; return the chunks to read it in."""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biuf":
+        # Checked before any chunk is read: strings and objects are no mask, and
+        # their codecs (pickle, where a zarr version takes it) are not for
+        # files from anyone.
+        raise _bad(path, f"its values are {dtype}, not numbers")
     shape, chunks = tuple(int(n) for n in array.shape), tuple(int(c) for c in array.chunks)
     if len(names) != len(shape) or "y" not in names or "x" not in names:
         raise _bad(path, f"cannot tell the y and x axes of shape {shape} (axes {names})")
