@@ -394,7 +394,7 @@ def test_a_zarr_mask_of_strings_is_refused_before_any_chunk_is_read(tmp_path) ->
     store = tmp_path / "words.zarr"
     array = zarr.create_array(store, shape=(4, 4), chunks=(4, 4), dtype=str, zarr_format=2)
     array[:] = np.full((4, 4), "glom")
-    with pytest.raises(MaskError, match=r"words\.zarr: not a readable OME-Zarr mask: .*not numbers"):
+    with pytest.raises(MaskError, match=r"words\.zarr: not a readable OME-Zarr mask: .*numbers"):
         read_mask(store)
     _refused(_cli("export", store, "-o", "out.png", cwd=tmp_path), "words.zarr", "not numbers")
 
