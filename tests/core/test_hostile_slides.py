@@ -57,7 +57,11 @@ except MemoryError:
     status = "MemoryError"
 usage = resource.getrusage(resource.RUSAGE_SELF)
 cpu = usage.ru_utime + usage.ru_stime
-print("\\n" + json.dumps({"status": status, "peak_mb": usage.ru_maxrss / 1024, "cpu": cpu}))
+# VmHWM, not ru_maxrss: that one survives exec, so it counts the forking parent too.
+with open("/proc/self/status") as status_file:
+    hwm = next(line for line in status_file if line.startswith("VmHWM:"))
+peak_mb = int(hwm.split()[1]) / 1024
+print("\\n" + json.dumps({"status": status, "peak_mb": peak_mb, "cpu": cpu}))
 """
 
 

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slide_unet import cli
@@ -94,3 +95,16 @@ def test_a_killed_runs_temporaries_are_cleaned_by_the_next_run(tmp_path: Path) -
         ["m.ome.tif", mine.name, keep.name]
     )
     assert clean_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_export_mask_in_python_refuses_to_write_over_its_source(tmp_path: Path) -> None:
+    from slide_unet.core.mask_io import export_mask, write_mask
+
+    source = tmp_path / "mask.ome.tif"
+    write_mask(np.eye(64, dtype=np.uint8), source)
+    before = source.read_bytes()
+    os.link(source, tmp_path / "link.ome.tif")
+    for dst in (source, tmp_path / "link.ome.tif", tmp_path / "." / "mask.ome.tif"):
+        with pytest.raises(InputError, match="write over the input"):
+            export_mask(source, dst)
+    assert source.read_bytes() == before

@@ -14,8 +14,8 @@ import math
 from typing import Any
 
 from slide_unet.core.errors import InputError
+from slide_unet.core.limits import MPP_RANGE
 from slide_unet.core.slide import MAX_SIDE
-from slide_unet.core.slide_files import MAX_PLAUSIBLE_MPP as _SLIDE_MAX_MPP
 
 __all__ = [
     "MAX_MASK_PIXELS",
@@ -23,7 +23,7 @@ __all__ = [
     "MAX_MPP",
     "MAX_PLAUSIBLE_MPP",
     "check_mask_shape",
-    "check_mpp",
+    "check_written_mpp",
     "mask_shape_problem",
 ]
 
@@ -40,7 +40,7 @@ MAX_MASK_PIXELS = 2**40
 MAX_MPP = 1e6
 #: Coarsest pixel size read from a file as one (µm), as for slides: 72 dpi is
 #: 353 µm, a screen's, not a microscope's.
-MAX_PLAUSIBLE_MPP = _SLIDE_MAX_MPP
+MAX_PLAUSIBLE_MPP = MPP_RANGE[1]
 
 
 def mask_shape_problem(shape: tuple[int, ...]) -> str | None:
@@ -89,8 +89,11 @@ def check_mask_shape(shape: tuple[int, int], what: str) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def check_mpp(mpp: Any) -> float | None:
-    """The pixel size to write: None (unknown) or a number in ``(0, MAX_MPP]`` µm.
+def check_written_mpp(mpp: Any) -> float | None:
+    """The pixel size a writer records: None (unknown) or a number in ``(0, MAX_MPP]`` µm.
+
+    A user's pixel size is held to :func:`~slide_unet.core.limits.check_mpp`
+    first; this bounds what the writers themselves record (overview scales).
 
     Raises
     ------

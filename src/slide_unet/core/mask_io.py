@@ -60,10 +60,10 @@ from PIL import Image
 
 from slide_unet.core import geojson as _geojson
 from slide_unet.core import mask_bounds, mask_pyramids
-from slide_unet.core.atomic import atomic_path
+from slide_unet.core.atomic import atomic_path, check_not_overwriting
 from slide_unet.core.blocks import Cancelled
 from slide_unet.core.errors import InputError
-from slide_unet.core.limits import check_decode
+from slide_unet.core.limits import check_decode, check_mpp
 from slide_unet.core.mask_ome_zarr import read_ome_zarr
 from slide_unet.core.mask_sizeless import declared_shape, read_geojson_mask, read_rle_mask
 from slide_unet.core.mask_values import (
@@ -464,7 +464,7 @@ def write_mask(
     if kind is None:
         raise _unknown(path)
     mask, dtype = _writable(mask)
-    mpp = mask_bounds.check_mpp(mpp)
+    mpp = check_mpp(mpp)  # a user's: within the range a microscope has
     _check_write(kind, (int(mask.shape[0]), int(mask.shape[1])), dtype, path, levels)
     name = mask_stem(path)
     step = _steps(progress, cancel)
@@ -539,7 +539,8 @@ def export_mask(
     kind = _FORMATS.get(mask_suffix(dst) or "")
     if kind is None:
         raise _unknown(dst)  # before reading a big mask for nothing
-    mpp = mask_bounds.check_mpp(mpp)
+    check_not_overwriting([dst], [src])
+    mpp = check_mpp(mpp)  # a user's: within the range a microscope has
     if mask_suffix(src) in _SIZELESS and src.is_file():
         what = "an RLE mask" if mask_suffix(src) == ".csv" else "GeoJSON"
         # RLE and GeoJSON decode to uint8 0/1.

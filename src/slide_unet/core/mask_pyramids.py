@@ -49,7 +49,7 @@ from numcodecs import Blosc
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError
 from slide_unet.core.limits import check_decode
-from slide_unet.core.mask_bounds import check_mask_shape, check_mpp
+from slide_unet.core.mask_bounds import check_mask_shape, check_written_mpp
 from slide_unet.core.mask_ome_zarr import read_ome_zarr
 
 __all__ = [
@@ -316,7 +316,7 @@ def write_ome_tiff(
     """
     path = Path(path)
     dtype = np.dtype(dtype)
-    mpp = check_mpp(mpp)
+    mpp = check_written_mpp(mpp)
     shape = (int(mask.shape[0]), int(mask.shape[1]))
     shapes = check_pyramid(shape, dtype, levels, zarr_store=False, what=f"writing {path}")
     # Overviews wait in memory, compressed, until full resolution is written:
@@ -427,7 +427,7 @@ def write_ome_zarr(
     """
     path = Path(path)
     dtype = np.dtype(dtype)
-    mpp = check_mpp(mpp)
+    mpp = check_written_mpp(mpp)
     shape = (int(mask.shape[0]), int(mask.shape[1]))
     shapes = check_pyramid(shape, dtype, levels, zarr_store=True, what=f"writing {path}")
     compressor = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
