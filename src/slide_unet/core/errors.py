@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "LimitError",
     "MaskError",
+    "MaskStoreError",
     "ModelError",
     "SlideError",
     "StoreBusyError",
@@ -51,6 +52,10 @@ class SlideError(InputError):
 
 class MaskError(InputError):
     """A mask file, array or store that cannot be read or written as asked."""
+
+
+class MaskStoreError(MaskError):
+    """A mask store that is damaged, of another version, or not what was asked for."""
 
 
 class ModelError(InputError):

@@ -13,8 +13,9 @@ is lost must be said:
   full-resolution chunks that were deleted (an overview still shows a mask
   where the full resolution has none: zarr does not store empty chunks, so a
   deleted chunk is otherwise invisible);
-- a store whose metadata (its ``zarr.json`` files) is gone but whose chunks
-  are there is rebuilt by :meth:`MaskStore.existing` and :meth:`MaskStore.for_slide`.
+- :func:`rebuild_metadata` writes back the metadata (the ``zarr.json``
+  files) of a store whose chunks are there; :meth:`MaskStore.existing` and
+  :meth:`MaskStore.for_slide` call it rather than start empty.
 
 :class:`TolerantLevel` wraps a level for a viewer: reads never fail.
 
@@ -23,13 +24,19 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zarr
+
+from slide_unet.core.atomic import temporary_name
+from slide_unet.core.errors import MaskStoreError
 
 if TYPE_CHECKING:
     from slide_unet.core.mask_store import MaskStore
@@ -38,6 +45,7 @@ __all__ = [
     "TolerantLevel",
     "damaged_folder",
     "read_region",
+    "rebuild_metadata",
     "salvage",
 ]
 
@@ -220,3 +228,97 @@ class TolerantLevel:
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         array = self[:, :]
         return array if dtype is None else array.astype(dtype)
+
+
+# -- lost metadata ---------------------------------------------------------------------
+
+
+def rebuild_metadata(
+    folder: Path,
+    shape: tuple[int, int],
+    mpp: float | None,
+    dtype: np.dtype,
+    slide: str | None,
+    key: str | None,
+) -> None:
+    """Write back the lost metadata of a store whose chunks are there.
+
+    The store as found is copied to ``<store>.damaged-<time>`` first. Each
+    level's array metadata that is missing or wrong is rewritten for the
+    layout this version makes (level 0's chunk side read off its chunk
+    files), and the store's attributes too: it is marked edited (it may hold
+    hand edits; a new segmentation backs it up first).
+
+    Raises
+    ------
+    MaskStoreError
+        There is nothing to recover (no chunks), or it still cannot be read.
+    """
+    from slide_unet.core.mask_store import (
+        _ATTRS,
+        MaskStoreWarning,
+        _build,
+        _problem,
+        level_count,
+        level_shapes,
+    )
+
+    problem = _problem(folder)
+    if not (folder / "0" / "c").is_dir():
+        raise MaskStoreError(
+            f"{folder}: damaged mask store ({problem}), with no chunks to recover"
+        )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
+    shutil.copytree(folder, aside)
+    shapes = level_shapes(shape, level_count(shape))
+    scratch = folder.with_name(temporary_name(folder.name))
+    try:
+        side = _level0_chunk_side(folder, dtype)
+        _build(scratch, shape, mpp, dtype, side, slide, key, "recovered")
+        for k in range(len(shapes)):
+            meta = folder / str(k) / "zarr.json"
+            if _array_problem(folder, k, shapes[k], dtype):
+                meta.parent.mkdir(exist_ok=True)
+                shutil.copy(scratch / str(k) / "zarr.json", meta)
+        group = zarr.open_group(folder, mode="a", zarr_format=3)
+        info = zarr.open_group(scratch, mode="r", zarr_format=3).attrs.asdict()
+        info[_ATTRS]["edited"] = True
+        group.attrs.update(info)
+    except Exception as exc:
+        raise MaskStoreError(f"{folder}: damaged mask store ({problem}): {exc}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if _problem(folder) is not None:
+        raise MaskStoreError(f"{folder}: damaged mask store ({_problem(folder)})")
+    chunks = sum(1 for _ in (folder / "0" / "c").rglob("*") if _.is_file())
+    warnings.warn(
+        f"{folder}: the mask store's metadata was lost ({problem}); it was rebuilt and its "
+        f"{chunks} full-resolution chunks recovered; the store as found is kept in {aside.name}",
+        MaskStoreWarning,
+        stacklevel=4,
+    )
+
+
+def _level0_chunk_side(folder: Path, dtype: np.dtype) -> int:
+    """The chunk side of a store's full resolution, read off a chunk file: the Blosc
+    header records a chunk's decoded size (edge chunks are stored whole)."""
+    for path in (folder / "0" / "c").rglob("*"):
+        if path.is_file():
+            with path.open("rb") as chunk:
+                header = chunk.read(16)
+            if len(header) == 16:
+                side = math.isqrt(int.from_bytes(header[4:8], "little") // dtype.itemsize)
+                if side >= 16:
+                    return side
+    from slide_unet.core.mask_store import CHUNK_SIDE
+
+    return 2 * CHUNK_SIDE
+
+
+def _array_problem(folder: Path, k: int, shape: tuple[int, int], dtype: np.dtype) -> bool:
+    try:
+        array = zarr.open_array(folder / str(k), mode="r", zarr_format=3)
+    except Exception:
+        return True
+    return tuple(array.shape) != shape or array.dtype != dtype

@@ -45,7 +45,6 @@ import contextlib
 import glob
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -66,7 +65,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
-from slide_unet.core.errors import MaskError, StoreBusyError
+from slide_unet.core.errors import MaskStoreError, StoreBusyError
 from slide_unet.core.mask_overviews import rebuild, rebuild_stale
 from slide_unet.core.mask_pyramids import level_shapes
 
@@ -114,12 +113,8 @@ _STALE: dict[str, list[Any]] = {}
 DEFER_SECONDS = 1.0
 
 
-class MaskStoreError(MaskError):
-    """A mask store that is damaged, of another version, or not what was asked for."""
-
-
 class MaskStoreWarning(UserWarning):
-    """A damaged mask store was moved aside and a new one started."""
+    """A damaged mask store: what was recovered, set aside or lost."""
 
 
 def masks_dir() -> Path:
@@ -283,86 +278,6 @@ def _build(
     )
 
 
-def _repair(
-    folder: Path,
-    shape: tuple[int, int],
-    mpp: float | None,
-    dtype: np.dtype,
-    slide: str | None,
-    key: str | None,
-) -> None:
-    """Write back the lost metadata of a store whose chunks are there.
-
-    The store as found is copied to ``<store>.damaged-<time>`` first. Each
-    level's array metadata that is missing or wrong is rewritten for the
-    layout this version makes (level 0's chunk side read off its chunk
-    files), and the store's attributes too: it is marked edited (it may hold
-    hand edits; a new segmentation backs it up first).
-
-    Raises
-    ------
-    MaskStoreError
-        There is nothing to recover (no chunks), or it still cannot be read.
-    """
-    problem = _problem(folder)
-    if not (folder / "0" / "c").is_dir():
-        raise MaskStoreError(
-            f"{folder}: damaged mask store ({problem}), with no chunks to recover"
-        )
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
-    shutil.copytree(folder, aside)
-    shapes = level_shapes(shape, level_count(shape))
-    scratch = folder.with_name(temporary_name(folder.name))
-    try:
-        side = _level0_chunk_side(folder, dtype)
-        _build(scratch, shape, mpp, dtype, side, slide, key, "recovered")
-        for k in range(len(shapes)):
-            meta = folder / str(k) / "zarr.json"
-            if _array_problem(folder, k, shapes[k], dtype):
-                meta.parent.mkdir(exist_ok=True)
-                shutil.copy(scratch / str(k) / "zarr.json", meta)
-        group = zarr.open_group(folder, mode="a", zarr_format=3)
-        info = zarr.open_group(scratch, mode="r", zarr_format=3).attrs.asdict()
-        info[_ATTRS]["edited"] = True
-        group.attrs.update(info)
-    except Exception as exc:
-        raise MaskStoreError(f"{folder}: damaged mask store ({problem}): {exc}") from exc
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if _problem(folder) is not None:
-        raise MaskStoreError(f"{folder}: damaged mask store ({_problem(folder)})")
-    chunks = sum(1 for _ in (folder / "0" / "c").rglob("*") if _.is_file())
-    warnings.warn(
-        f"{folder}: the mask store's metadata was lost ({problem}); it was rebuilt and its "
-        f"{chunks} full-resolution chunks recovered; the store as found is kept in {aside.name}",
-        MaskStoreWarning,
-        stacklevel=4,
-    )
-
-
-def _level0_chunk_side(folder: Path, dtype: np.dtype) -> int:
-    """The chunk side of a store's full resolution, read off a chunk file: the Blosc
-    header records a chunk's decoded size (edge chunks are stored whole)."""
-    for path in (folder / "0" / "c").rglob("*"):
-        if path.is_file():
-            with path.open("rb") as chunk:
-                header = chunk.read(16)
-            if len(header) == 16:
-                side = math.isqrt(int.from_bytes(header[4:8], "little") // dtype.itemsize)
-                if side >= 16:
-                    return side
-    return 2 * CHUNK_SIDE
-
-
-def _array_problem(folder: Path, k: int, shape: tuple[int, int], dtype: np.dtype) -> bool:
-    try:
-        array = zarr.open_array(folder / str(k), mode="r", zarr_format=3)
-    except Exception:
-        return True
-    return tuple(array.shape) != shape or array.dtype != dtype
-
-
 def _problem(folder: Path) -> str | None:
     """Why the store at ``folder`` cannot be used, or None when it can."""
     try:
@@ -516,7 +431,11 @@ class MaskStore:
         if not folder.is_dir():
             return None
         if _problem(folder) is not None:
-            _repair(folder, shape, mpp, np.dtype(np.uint8), str(Path(path).resolve()), None)
+            from slide_unet.core.mask_salvage import rebuild_metadata
+
+            rebuild_metadata(
+                folder, shape, mpp, np.dtype(np.uint8), str(Path(path).resolve()), None
+            )
         return cls(folder)
 
     @classmethod
@@ -547,7 +466,9 @@ class MaskStore:
         with _lock_for(folder):
             if folder.is_dir() and create and _problem(folder) is not None:
                 with contextlib.suppress(MaskStoreError):  # then moved aside, below
-                    _repair(folder, shape, mpp, dtype, slide, key)
+                    from slide_unet.core.mask_salvage import rebuild_metadata
+
+                    rebuild_metadata(folder, shape, mpp, dtype, slide, key)
             if folder.is_dir() and create and _problem(folder) is not None:
                 aside = folder.with_name(f"{folder.name}.damaged-{uuid.uuid4().hex[:8]}")
                 warnings.warn(
