@@ -36,3 +36,27 @@ def _private_masks_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     from slide_unet.core.mask_store import MASKS_DIR_ENV
 
     os.environ[MASKS_DIR_ENV] = str(tmp_path_factory.mktemp("mask-stores"))
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private user models folder, and no unpickling anywhere in the test.
+
+    Model tests use it for every test (``pytestmark = usefixtures("user_dir")``):
+    weights are safetensors, and nothing may fall back to ``torch.load``.
+    """
+    import pickle
+
+    import torch
+
+    from slide_unet.core.model_store import MODELS_DIR_ENV
+
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("something tried to unpickle")
+
+    for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
+        monkeypatch.setattr(module, name, refuse)
+    return folder

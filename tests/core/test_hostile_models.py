@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +33,6 @@ from slide_unet.core.model import UNet, unet_tensor_shapes
 from slide_unet.core.model_card import MAX_CARD_BYTES, MAX_TILE, ModelCard, ModelError
 from slide_unet.core.model_store import (
     MAX_HEADER_BYTES,
-    MODELS_DIR_ENV,
     PlaceholderModelWarning,
     load_model,
     read_safetensors_header,
@@ -47,18 +45,8 @@ class Allocated(BaseException):
     """Raised by the guard; a BaseException so no ``except Exception`` turns it into a refusal."""
 
 
-@pytest.fixture(autouse=True)
-def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private user models folder, and no unpickling anywhere in these tests."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("something tried to unpickle")
-
-    for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
-        monkeypatch.setattr(module, name, refuse)
-    return folder
+#: A private user models folder and no unpickling, for every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("user_dir")
 
 
 @contextlib.contextmanager

@@ -17,21 +17,10 @@ import torch
 from slide_unet.core.finetune import ArrayPair, finetune
 from slide_unet.core.model import UNet
 from slide_unet.core.model_card import ModelCard, ModelError
-from slide_unet.core.model_store import MODELS_DIR_ENV, load_model, save_model
+from slide_unet.core.model_store import load_model, save_model
 
-
-@pytest.fixture(autouse=True)
-def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private user models folder, and no unpickling anywhere in these tests."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("something tried to unpickle")
-
-    for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
-        monkeypatch.setattr(module, name, refuse)
-    return folder
+#: A private user models folder and no unpickling, for every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("user_dir")
 
 
 def _saved(folder: Path, name: str, seed: int = 0) -> Path:

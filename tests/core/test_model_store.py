@@ -29,18 +29,8 @@ from slide_unet.core.model_store import (
 _REAL_PICKLE_LOADS = pickle.loads
 
 
-@pytest.fixture(autouse=True)
-def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private user models folder, and no unpickling anywhere in these tests."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("something tried to unpickle")
-
-    for module, name in [(torch, "load"), (pickle, "load"), (pickle, "loads")]:
-        monkeypatch.setattr(module, name, refuse)
-    return folder
+#: A private user models folder and no unpickling, for every test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("user_dir")
 
 
 def _tiny(seed: int = 0, **kwargs: object) -> UNet:
