@@ -76,9 +76,10 @@ def _set_aside(store: MaskStore, level: int, index: tuple[int, int]) -> Path | N
 def _warn(store: MaskStore, found: list[str]) -> None:
     from slide_unet.core.mask_store import MaskStoreWarning
 
+    # What happened first: a notification shows its first words.
     warnings.warn(
-        f"{store.path}: {'; '.join(found)}. The intact chunks are shown; damaged ones are "
-        f"kept in {damaged_folder(store).name}",
+        f"Part of a saved mask is damaged: {'; '.join(found)}. The intact chunks are shown; "
+        f"the damaged ones are kept in {damaged_folder(store)}",
         MaskStoreWarning,
         stacklevel=3,
     )
@@ -122,7 +123,8 @@ def _damaged(store: MaskStore, k: int, index: tuple[int, int], error: Exception)
         _set_aside(store, k, index)
     if seen:
         return []
-    return [f"chunk {index[0]}/{index[1]} of level {k} is damaged ({error}) and reads as empty"]
+    where = f"chunk {index[0]}/{index[1]} of level {k}"
+    return [f"{where} does not decode ({error}) and reads as empty"]
 
 
 def salvage(store: MaskStore) -> list[str]:
@@ -293,8 +295,8 @@ def rebuild_metadata(
         raise MaskStoreError(f"{folder}: damaged mask store ({_problem(folder)})")
     chunks = sum(1 for _ in (folder / "0" / "c").rglob("*") if _.is_file())
     warnings.warn(
-        f"{folder}: the mask store's metadata was lost ({problem}); it was rebuilt and its "
-        f"{chunks} full-resolution chunks recovered; the store as found is kept in {aside.name}",
+        f"A saved mask's metadata was lost ({problem}): it was rebuilt and its {chunks} "
+        f"full-resolution chunks recovered; the store as found is kept in {aside}",
         MaskStoreWarning,
         stacklevel=4,
     )
