@@ -563,8 +563,8 @@ class MaskStore:
         except filelock.Timeout:
             holder, pid = _describe_owner(self.path)
             raise StoreBusyError(
-                f"{self.path.name}: the mask store is in use by {holder}; try again when "
-                "it is done",
+                f"The mask is in use by {holder}; try again when it is done (store "
+                f"{self.path.name})",
                 pid,
             ) from None
         try:
