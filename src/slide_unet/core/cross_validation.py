@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.blocks import Cancelled
 from slide_unet.core.errors import InputError
 from slide_unet.core.image_pairs import ImagePair
 from slide_unet.core.predict import Cancel
@@ -151,8 +152,6 @@ def cross_validate(
                 cancel=cancel,
             )
         if result.stopped != "finished":
-            from slide_unet.core.blocks import Cancelled
-
             raise Cancelled("cross-validation cancelled")
         scores = result.card.validation["per_image"]
         per_image.update(scores)
