@@ -9,7 +9,6 @@ allocation error that did not name the model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from test_hostile_models import _edit_card, _sha
 
 from slide_unet.core.model import UNet, check_unet_config, unet_tensor_shapes
 from slide_unet.core.model_card import MAX_CARD_BYTES, ModelCard
@@ -67,14 +67,6 @@ def _load_in_a_fresh_process(path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _tiny(folder: Path) -> Path:
     torch.manual_seed(0)
     model = UNet(base_width=4, depth=2)
@@ -83,15 +75,7 @@ def _tiny(folder: Path) -> Path:
 
 def _with_card(weights: Path, **changes: object) -> Path:
     """Change the card beside ``weights``; its sha256 still vouches for the weights."""
-    card = weights.with_suffix(".json")
-    data = json.loads(card.read_text())
-    for key, value in changes.items():
-        if key in ("depth", "base_width", "in_channels", "out_channels", "norm"):
-            data["parameters"][key] = value
-        else:
-            data[key] = value
-    data["sha256"] = _sha(weights)
-    card.write_text(json.dumps(data))
+    _edit_card(weights, **changes)
     return weights
 
 

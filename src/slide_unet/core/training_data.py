@@ -373,7 +373,7 @@ def load_images(
     stems = [p.stem for p in pairs]
     if len(set(stems)) != len(stems):
         raise InputError("two training images share a name: stems must be unique")
-    chosen = getattr(config, "validation_images", None)
+    chosen = config.validation_images
     if chosen is not None:
         unknown = sorted(set(chosen) - set(stems))
         if unknown:
