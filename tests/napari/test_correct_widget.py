@@ -337,14 +337,22 @@ def _assert_store_holds(path: Path, expected: np.ndarray, *, edited: bool = True
     """A fresh store from disk has ``expected`` and overviews that match it, at the
     latest a little after the autosave delay (edits reach the disk in the background)."""
     store = MaskStore(path)
+    wanted = [expected]
+    for _ in range(1, len(store.levels)):
+        wanted.append(halve_max(wanted[-1]))
+
+    def on_disk() -> list[np.ndarray]:
+        return [np.asarray(level[:]) for level in store.levels]
+
+    # The writer lands level 0 before the overviews: wait for all of them, not
+    # only level 0 (waiting on level 0 alone failed once in a fresh-clone CI run).
     deadline = time.monotonic() + AUTOSAVE_SECONDS + 2.0
-    while time.monotonic() < deadline and not np.array_equal(store.level0[:], expected):
+    while time.monotonic() < deadline and not all(
+        np.array_equal(got, want) for got, want in zip(on_disk(), wanted, strict=True)
+    ):
         time.sleep(0.05)
-    level = np.asarray(store.level0[:])
-    np.testing.assert_array_equal(level, expected)
-    for k in range(1, len(store.levels)):
-        level = halve_max(level)
-        np.testing.assert_array_equal(np.asarray(store.levels[k][:]), level)
+    for got, want in zip(on_disk(), wanted, strict=True):
+        np.testing.assert_array_equal(got, want)
     assert store.edited == edited
 
 
