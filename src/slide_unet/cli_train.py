@@ -74,6 +74,9 @@ def _config(args: argparse.Namespace) -> Any:
             elastic=args.elastic,
             acquisition=args.acquisition,
             acquisition_factor=args.acquisition_factor,
+            stain=args.stain,
+            channel_gamma=args.channel_gamma,
+            render_he=args.render_he,
         ),
         device=args.device,
         precision=args.precision,
@@ -256,6 +259,29 @@ def add_parser(commands: Any) -> None:
         default=4.0,
         metavar="F",
         help="largest shrink of --acquisition (default 4: 8 µm/px scans for a 2 µm/px model)",
+    )
+    run.add_argument(
+        "--stain",
+        type=float,
+        default=0.05,
+        metavar="S",
+        help="stain jitter: each H, E and DAB optical density scaled by 1 + U(-S, S) "
+        "and shifted by U(-S, S) (default 0.05)",
+    )
+    run.add_argument(
+        "--channel-gamma",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="each colour channel raised to its own gamma exp(U(-G, G)); default 0: off",
+    )
+    run.add_argument(
+        "--render-he",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of rendering a patch of any modality (fluorescence, "
+        "brightfield) as H&E, so nuclei of one teach the other; default 0: off",
     )
     run.add_argument(
         "--norm-batches",

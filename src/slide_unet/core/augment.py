@@ -13,10 +13,14 @@ masks ``N x 1 x H x W``, draws its parameters per image from a
   stain augmentation improves generalization of convolutional networks for
   histopathological mitosis detection"): each stain's optical density scaled
   and shifted a little, which is how stains and scanners differ;
-- brightness, contrast and gamma;
+- brightness, contrast and gamma, and optionally a gamma per colour channel
+  (scanners' colour responses differ channel by channel);
 - Gaussian blur (focus) and noise (sensor);
 - optionally inverted intensities (dark nuclei on bright brightfield versus
   bright nuclei on dark fluorescence);
+- optionally any modality rendered as H&E brightfield
+  (:func:`slide_unet.core.augment_he.render_he`), so fluorescence nuclei teach
+  H&E nuclei;
 - optionally a coarser acquisition: the patch shrunk by a random factor up to
   ``acquisition_factor`` (area averaging, as a scanner's larger pixels
   integrate light), sometimes JPEG-compressed at that size, and brought back
@@ -41,16 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slide_unet.core.augment_he import HED_FROM_RGB, RGB_FROM_HED, render_he
 from slide_unet.core.errors import InputError
 
 __all__ = ["Augmentation", "augment", "coarser_acquisition", "warp"]
-
-#: Colour deconvolution matrix of Ruifrok and Johnston (2001), rows H, E, DAB in
-#: RGB optical density, as scikit-image's ``rgb_from_hed``.
-RGB_FROM_HED = torch.tensor(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
-)
-HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
 
 
 @dataclass(frozen=True)
@@ -94,6 +92,11 @@ class Augmentation:
         at quality ``U(40, 90)`` half the time, and resized back (bilinear).
     acquisition_factor : float
         The largest shrink factor (4: a 2 µm/px working scale from an 8 µm/px scan).
+    channel_gamma : float
+        Each colour channel raised to its own gamma ``exp(U(-g, g))``; 0: off.
+    render_he : float
+        Probability of rendering the image as H&E brightfield
+        (:func:`~slide_unet.core.augment_he.render_he`); 0: off.
     """
 
     dihedral: bool = True
@@ -113,10 +116,16 @@ class Augmentation:
     elastic_sigma: float = 12.0
     acquisition: float = 0.0
     acquisition_factor: float = 4.0
+    channel_gamma: float = 0.0
+    render_he: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.acquisition <= 1:
-            raise InputError(f"acquisition must be a probability, got {self.acquisition!r}")
+        for name in ("acquisition", "render_he"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise InputError(f"{name} must be a probability, got {value!r}")
+        if not 0 <= self.channel_gamma <= 2:
+            raise InputError(f"channel_gamma must be from 0 to 2, got {self.channel_gamma!r}")
         if not 1 <= self.acquisition_factor <= 64:
             raise InputError(
                 f"acquisition_factor must be from 1 to 64, got {self.acquisition_factor!r}"
@@ -283,6 +292,11 @@ def augment(
         images, masks = dihedral(images, masks, gen)
     if settings.rotate > 0 or settings.elastic > 0:
         images, masks = warp(images, masks, settings, gen)
+    if settings.render_he > 0:
+        chosen = _chance(n, settings.render_he, gen)
+        if chosen.any():
+            rendered = render_he(images, gen)
+            images = torch.where(chosen.view(n, 1, 1, 1), rendered, images)
     if settings.acquisition > 0:
         images = coarser_acquisition(images, settings, gen)
     if settings.stain > 0:
@@ -303,6 +317,9 @@ def augment(
     if settings.gamma > 0:
         g = torch.exp(_uniform(n, -settings.gamma, settings.gamma, gen)).view(n, 1, 1, 1)
         images = images.clamp_min(1e-6) ** g
+    if settings.channel_gamma > 0:
+        g = settings.channel_gamma
+        images = images.clamp_min(1e-6) ** torch.exp(_uniform(n * 3, -g, g, gen)).view(n, 3, 1, 1)
     if settings.blur > 0:
         chosen = _chance(n, settings.blur, gen).tolist()
         sigmas = _uniform(n, 0.3, settings.blur_sigma, gen).tolist()
