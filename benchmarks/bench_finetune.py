@@ -19,7 +19,7 @@ Fine-tuning is :func:`slide_unet.finetune` with its defaults (learning rate 3e-4
 batch 8, the patch the base model trained at, 20 steps an epoch, the best of the
 epochs kept by the Dice on 20 % of the fine-tuning images, held out by image) and a
 time budget (``--minutes``, default 10), on the CPU. Before and after are scored by
-:func:`slide_unet.core.evaluation.evaluate` (the engine of ``slide-unet segment``,
+:func:`slide_unet.core.training.evaluation.evaluate` (the engine of ``slide-unet segment``,
 default precision) on the evaluation half. The fine-tuned models go to a temporary
 models folder, never the user's.
 
@@ -70,7 +70,7 @@ def _nuclei_split(stems: list[str]) -> tuple[list[str], list[str]]:
 def _glomeruli_split(pairs: list[Any]) -> tuple[list[str], list[str]]:
     """Sorted by glomerulus area, largest first, dealt alternately: both halves hold
     glomeruli."""
-    from slide_unet.core.image_pairs import read_pair
+    from slide_unet.core.training.image_pairs import read_pair
 
     area = {p.stem: int(read_pair(p)[1].sum()) for p in pairs}
     order = sorted(area, key=lambda s: (-area[s], s))
@@ -87,8 +87,8 @@ def experiment(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on one half of ``folder`` and evaluate both models on the other."""
     import slide_unet
-    from slide_unet.core.evaluation import evaluate
-    from slide_unet.core.image_pairs import find_pairs
+    from slide_unet.core.training.evaluation import evaluate
+    from slide_unet.core.training.image_pairs import find_pairs
 
     pairs, _ = find_pairs(folder / "images", folder / "masks")
     stems = [p.stem for p in pairs]
@@ -120,7 +120,7 @@ def experiment(
     options = {"mpp": mpp, "device": "cpu", "stems": test}
     before = evaluate(model, folder / "images", folder / "masks", **options)
     after = evaluate(result.path, folder / "images", folder / "masks", **options)
-    from slide_unet.core.image_pairs import read_pair
+    from slide_unet.core.training.image_pairs import read_pair
 
     foreground = {p.stem: float(read_pair(p)[1].mean()) for p in pairs if p.stem in set(test)}
     return {
@@ -180,7 +180,7 @@ def main() -> None:
         raise SystemExit(f"shared data not found at {DATA}")
     import torch
 
-    from slide_unet.core.model_store import MODELS_DIR_ENV
+    from slide_unet.core.model.store import MODELS_DIR_ENV
 
     print(f"# bench_finetune: {_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"load average before: {_load()}")

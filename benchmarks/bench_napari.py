@@ -148,7 +148,7 @@ def _foreground(mask: Any) -> int:
     """Non-zero pixels of a mask file or array, counted block by block."""
     import dask.array as da
 
-    from slide_unet.core.mask_io import read_mask
+    from slide_unet.core.masks.io import read_mask
 
     array = read_mask(mask) if isinstance(mask, str | Path) else mask
     return int(da.count_nonzero(da.asarray(array, chunks=(4096, 4096))).compute())
@@ -322,7 +322,7 @@ def child_napari(slide: str, region: list[int], png: str) -> dict[str, Any]:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from slide_unet.core.mask_store import MaskStore
+    from slide_unet.core.masks.store import MaskStore
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
@@ -460,7 +460,7 @@ def child_napari_whole(slide: str) -> dict[str, Any]:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from slide_unet.core.mask_store import MaskStore
+    from slide_unet.core.masks.store import MaskStore
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()

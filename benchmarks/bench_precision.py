@@ -38,7 +38,7 @@ SETS = [
 
 def run(model_name: str, folder: str, mpp: float | None, held_out: bool, limit: int) -> dict:
     import slide_unet
-    from slide_unet.core.image_pairs import find_pairs, read_pair
+    from slide_unet.core.training.image_pairs import find_pairs, read_pair
 
     model = slide_unet.load_model(model_name, device="cpu")
     pairs, _ = find_pairs(DATA / folder / "images", DATA / folder / "masks")

@@ -107,7 +107,7 @@ def _mask_in_memory(rle: str) -> Any:
     """The decoded mask as a C-ordered numpy array (input of the in-memory encoders)."""
     import numpy as np
 
-    from slide_unet.core.rle import rle_decode
+    from slide_unet.core.masks.rle import rle_decode
 
     return rle_decode(rle, SHAPE, out=np.zeros(SHAPE, np.uint8))
 
@@ -122,8 +122,8 @@ def child(operation: str, method: str, store: Path) -> dict[str, Any]:
         peak = _peak_rss_mb()
         return {"seconds": 0.0, "peak_rss_mb": peak, "rss_before_mb": peak, "ok": True}
 
-    from slide_unet.core.rle import rle_decode, rle_decode_to_zarr, rle_encode
-    from slide_unet.core.rle_csv import read_rle_csv
+    from slide_unet.core.masks.rle import rle_decode, rle_decode_to_zarr, rle_encode
+    from slide_unet.core.masks.rle_csv import read_rle_csv
 
     rle = read_rle_csv(TRAIN_CSV, SLIDE_ID)
     foreground = int(np.array(rle.split()[1::2], dtype=np.int64).sum())

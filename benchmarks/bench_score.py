@@ -4,8 +4,9 @@ The masks are 31,299 x 44,066 (1.38 gigapixels, HuBMAP slide ``8242609fa``), sto
 (``uint8`` 0/1, 1024 x 1024 chunks, zstd) and built once, cached in ``benchmarks/.cache/``:
 
 - ``truth``: the slide's expert glomerulus mask, decoded from the competition's RLE in
-  ``../shared/data/glomeruli/hubmap_rle/train.csv`` (with ``slide_unet.core.rle.rle_decode(...,
-  out=zarr_array)`` when it streams, else band by band here);
+  ``../shared/data/glomeruli/hubmap_rle/train.csv`` (with
+  ``slide_unet.core.masks.rle.rle_decode(..., out=zarr_array)`` when it streams,
+  else band by band here);
 - ``pred``: a perturbed copy (fixed seed): every glomerulus moved by up to 12 px, a quarter
   dilated and a fifth eroded by a few pixels, 8 % removed, 3 % moved by half their size
   (so they miss), 3 % cut in two, and 5 % extra false blobs.
@@ -14,8 +15,8 @@ Measured, each in a fresh Python process (nothing else in it, so its peak reside
 its own: ``VmHWM`` of ``/proc/self/status``, which is what ``ru_maxrss`` reports in a process
 that was not forked from a big parent; both are recorded, with the RSS after imports):
 
-- **ours, dice**: ``slide_unet.core.metrics.dice`` on the two zarr arrays (streams blocks);
-- **ours, score**: ``slide_unet.core.metrics.score``: Dice, IoU, per-tile Dice and object
+- **ours, dice**: ``slide_unet.core.scoring.metrics.dice`` on the two zarr arrays (streams blocks);
+- **ours, score**: ``slide_unet.core.scoring.metrics.score``: Dice, IoU, per-tile Dice and object
   precision/recall/F1 in one streaming pass;
 - **naive, dice**: both masks loaded whole (``z[:]``), ``2 * np.sum(p & t) / (np.sum(p) +
   np.sum(t))``;
@@ -94,7 +95,7 @@ def _new_zarr(path: Path, shape: tuple[int, int]) -> Any:
 
 def _decode_truth(path: Path, shape: tuple[int, int]) -> None:
     """Decode the slide's RLE into a zarr store, streaming (column bands of one chunk)."""
-    from slide_unet.core import rle as rle_module
+    from slide_unet.core.masks import rle as rle_module
 
     rle = rle_module.read_rle_csv(TRAIN_CSV, SLIDE_ID)
     out = _new_zarr(path, FULL_SHAPE)
@@ -131,7 +132,7 @@ def _perturb(truth_path: Path, pred_path: Path, shape: tuple[int, int]) -> dict[
     import zarr
     from scipy import ndimage
 
-    from slide_unet.core.components import label_chunked
+    from slide_unet.core.objects.components import label_chunked
 
     truth = zarr.open_array(str(truth_path), mode="r")
     objects = label_chunked(truth)
@@ -235,7 +236,7 @@ def child(mode: str, pred_path: str, truth_path: str) -> dict[str, Any]:
     """One measurement in this fresh process; returns a JSON-able result."""
     import zarr
 
-    from slide_unet.core import metrics
+    from slide_unet.core.scoring import metrics
 
     pred = zarr.open_array(pred_path, mode="r")
     truth = zarr.open_array(truth_path, mode="r")

@@ -104,7 +104,7 @@ def _bench_open() -> Any:
 
 def _quiet() -> None:
     """Silence the placeholder model's warning (timings do not depend on the weights)."""
-    from slide_unet.core.model_store import PlaceholderModelWarning
+    from slide_unet.core.model.store import PlaceholderModelWarning
 
     warnings.simplefilter("ignore", PlaceholderModelWarning)
 
@@ -250,7 +250,7 @@ def _warm_up(model: Any, device: str, side: int, autocast: str | None) -> None:
 def _engine_settings(path: str, region: Any, device: str) -> dict[str, Any]:
     """The tile, halo, batch and autocast the engine will use (from its own planner)."""
     from slide_unet.core.devices import default_batch_size, resolve_device, resolve_precision
-    from slide_unet.core.predict import plan_segmentation
+    from slide_unet.core.inference.planning import plan_segmentation
 
     dev = resolve_device(device)
     plan = plan_segmentation(path, MODEL, region=region, device=dev)
@@ -287,7 +287,7 @@ def child_baseline(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def child_whole(cfg: dict[str, Any]) -> dict[str, Any]:
     """The whole slide, streamed to a zarr store."""
-    from slide_unet.core.predict import segment
+    from slide_unet.core.inference.segment import segment
 
     device = cfg["device"]
     baseline = _rss_mb()
@@ -324,7 +324,7 @@ def child_whole(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def child_region(cfg: dict[str, Any]) -> dict[str, Any]:
     """``segment(slide, model, region=...)`` into numpy, after a one-tile warm-up."""
-    from slide_unet.core.predict import segment
+    from slide_unet.core.inference.segment import segment
 
     device = cfg["device"]
     model = _load(device)
@@ -349,7 +349,7 @@ def child_region(cfg: dict[str, Any]) -> dict[str, Any]:
 def child_array(cfg: dict[str, Any]) -> dict[str, Any]:
     """``segment(array, model, mpp=working)`` on the region MONAI gets, held in memory at
     working scale (uint8, as read): the like-for-like comparison, output at working scale."""
-    from slide_unet.core.predict import segment
+    from slide_unet.core.inference.segment import segment
 
     device = cfg["device"]
     model = _load(device)
@@ -484,7 +484,7 @@ def child_monai(cfg: dict[str, Any]) -> dict[str, Any]:
 def child_viewport(cfg: dict[str, Any]) -> dict[str, Any]:
     """A cold first call, then warm calls with the slide open and the model loaded once."""
     from slide_unet import open_slide
-    from slide_unet.core.predict import segment
+    from slide_unet.core.inference.segment import segment
 
     device = cfg["device"]
     t0 = time.perf_counter()
@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         t_import = time.perf_counter()
         import torch  # noqa: F401
 
-        import slide_unet.core.predict  # noqa: F401
+        import slide_unet.core.inference.segment  # noqa: F401
 
         import_s = time.perf_counter() - t_import
         _quiet()

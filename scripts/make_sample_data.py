@@ -29,10 +29,10 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 try:
-    from slide_unet.core.masks import write_rle_csv
+    from slide_unet.core.masks.rle_csv import write_rle_csv
 except ImportError:  # not installed: use the source tree
     sys.path.insert(0, str(REPO_ROOT / "src"))
-    from slide_unet.core.masks import write_rle_csv
+    from slide_unet.core.masks.rle_csv import write_rle_csv
 
 #: Stems of the bueno_pas tiles in the mosaic, row-major (top-left, top-right,
 #: bottom-left, bottom-right). Held out of every bundled model's training data.

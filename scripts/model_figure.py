@@ -48,7 +48,7 @@ def panel(
 
 def rows_for(model_name: str, count: int) -> list[tuple[str, list[Image.Image]]]:
     import slide_unet
-    from slide_unet.core.image_pairs import find_pairs, read_pair
+    from slide_unet.core.training.image_pairs import find_pairs, read_pair
 
     images, masks, mpp = SOURCES[model_name]
     model = slide_unet.load_model(model_name)

@@ -16,27 +16,27 @@ __version__ = "0.1.0"
 
 #: Each public name and the module that defines it.
 _PUBLIC = {
-    "ArrayPair": "slide_unet.core.finetune",
-    "FinetuneResult": "slide_unet.core.finetune",
-    "finetune": "slide_unet.core.finetune",
+    "ArrayPair": "slide_unet.core.training.finetune",
+    "FinetuneResult": "slide_unet.core.training.finetune",
+    "finetune": "slide_unet.core.training.finetune",
     "SlideError": "slide_unet.core.errors",
-    "export_mask": "slide_unet.core.mask_io",
-    "read_mask": "slide_unet.core.mask_io",
-    "write_mask": "slide_unet.core.mask_io",
-    "dice": "slide_unet.core.metrics",
-    "iou": "slide_unet.core.metrics",
-    "match_objects": "slide_unet.core.metrics",
-    "score": "slide_unet.core.metrics",
-    "ModelCard": "slide_unet.core.model_card",
-    "ModelError": "slide_unet.core.model_card",
-    "list_models": "slide_unet.core.model_store",
-    "load_model": "slide_unet.core.model_store",
-    "save_model": "slide_unet.core.model_store",
-    "segment": "slide_unet.core.predict",
-    "rle_decode": "slide_unet.core.rle",
-    "rle_encode": "slide_unet.core.rle",
-    "Slide": "slide_unet.core.slide",
-    "open_slide": "slide_unet.core.slide",
+    "export_mask": "slide_unet.core.masks.io",
+    "read_mask": "slide_unet.core.masks.io",
+    "write_mask": "slide_unet.core.masks.io",
+    "dice": "slide_unet.core.scoring.metrics",
+    "iou": "slide_unet.core.scoring.metrics",
+    "match_objects": "slide_unet.core.scoring.metrics",
+    "score": "slide_unet.core.scoring.metrics",
+    "ModelCard": "slide_unet.core.model.card",
+    "ModelError": "slide_unet.core.model.card",
+    "list_models": "slide_unet.core.model.store",
+    "load_model": "slide_unet.core.model.store",
+    "save_model": "slide_unet.core.model.store",
+    "segment": "slide_unet.core.inference.segment",
+    "rle_decode": "slide_unet.core.masks.rle",
+    "rle_encode": "slide_unet.core.masks.rle",
+    "Slide": "slide_unet.core.slide.slide",
+    "open_slide": "slide_unet.core.slide.slide",
 }
 
 __all__ = [
@@ -66,14 +66,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from slide_unet.core.errors import SlideError
-    from slide_unet.core.finetune import ArrayPair, FinetuneResult, finetune
-    from slide_unet.core.mask_io import export_mask, read_mask, write_mask
-    from slide_unet.core.metrics import dice, iou, match_objects, score
-    from slide_unet.core.model_card import ModelCard, ModelError
-    from slide_unet.core.model_store import list_models, load_model, save_model
-    from slide_unet.core.predict import segment
-    from slide_unet.core.rle import rle_decode, rle_encode
-    from slide_unet.core.slide import Slide, open_slide
+    from slide_unet.core.inference.segment import segment
+    from slide_unet.core.masks.io import export_mask, read_mask, write_mask
+    from slide_unet.core.masks.rle import rle_decode, rle_encode
+    from slide_unet.core.model.card import ModelCard, ModelError
+    from slide_unet.core.model.store import list_models, load_model, save_model
+    from slide_unet.core.scoring.metrics import dice, iou, match_objects, score
+    from slide_unet.core.slide.slide import Slide, open_slide
+    from slide_unet.core.training.finetune import ArrayPair, FinetuneResult, finetune
 
 
 def __getattr__(name: str) -> Any:

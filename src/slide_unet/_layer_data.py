@@ -1,11 +1,11 @@
 """napari layer data for a slide's mask store, without importing napari or Qt.
 
 The reader (opening a slide brings its mask back) and the widgets (Segment
-makes the layer) both show a :class:`~slide_unet.core.mask_store.MaskStore`
+makes the layer) both show a :class:`~slide_unet.core.masks.store.MaskStore`
 the same way:
 
 - an image up to :data:`EDITABLE_PIXELS` as an ordinary Labels layer whose data
-  is an :class:`~slide_unet.core.mask_windows.AutosavedWindow` over the whole
+  is an :class:`~slide_unet.core.masks.windows.AutosavedWindow` over the whole
   store: napari's brush, fill, eraser, undo and redo, and the Correct tools,
   change memory at once and reach the store within a second;
 - a larger slide as a multiscale Labels layer over the store's levels (napari
@@ -21,9 +21,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from slide_unet.core.mask_salvage import TolerantLevel
-from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
-from slide_unet.core.mask_windows import AutosavedWindow
+from slide_unet.core.masks.salvage import TolerantLevel
+from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
+from slide_unet.core.masks.windows import AutosavedWindow
 
 __all__ = [
     "EDITABLE_PIXELS",

@@ -1,6 +1,6 @@
 """npe2 reader: a slide of any size as a lazy multiscale image layer.
 
-Thin over :func:`slide_unet.core.slide.open_slide`. A flat, large slide opens
+Thin over :func:`slide_unet.core.slide.slide.open_slide`. A flat, large slide opens
 at once at full resolution; its overview levels are built in the background
 (once: they are cached) and the layer fills in band by band as they are
 computed. A file that holds a mask (an integer image of one foreground value,
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from slide_unet.core.slide import Slide, open_slide
+from slide_unet.core.slide.slide import Slide, open_slide
 
 SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg")
 
@@ -166,9 +166,9 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     ``(autosaved)`` once a person edited it.
     """
     from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
-    from slide_unet.core.mask_salvage import salvage
-    from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
-    from slide_unet.core.mask_windows import flush_windows
+    from slide_unet.core.masks.salvage import salvage
+    from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
+    from slide_unet.core.masks.windows import flush_windows
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
     try:

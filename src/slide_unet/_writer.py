@@ -1,4 +1,4 @@
-"""npe2 writers: save a Labels layer as a mask file, thin over :mod:`slide_unet.core.mask_io`.
+"""npe2 writers: save a Labels layer as a mask file, thin over :mod:`slide_unet.core.masks.io`.
 
 One writer per format the manifest declares (pyramidal OME-TIFF, Kaggle RLE
 CSV, GeoJSON polygons, OME-Zarr labels); the Export widget writes through
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from slide_unet.core.errors import InputError
-from slide_unet.core.mask_io import Cancel, Progress, mask_suffix, write_mask
+from slide_unet.core.errors import Cancel, InputError
+from slide_unet.core.masks.io import Progress, mask_suffix, write_mask
 
 __all__ = [
     "MASK_FORMATS",
@@ -208,10 +208,10 @@ def save_mask(
         writer never writes a format it was not chosen for).
     progress : callable, optional
         ``progress(done, total)`` as the file is written (see
-        :func:`~slide_unet.core.mask_io.write_mask`).
+        :func:`~slide_unet.core.masks.io.write_mask`).
     cancel : threading.Event or callable, optional
         Stops the write, leaving nothing, with
-        :class:`~slide_unet.core.blocks.Cancelled`.
+        :class:`~slide_unet.core.masks.blocks.Cancelled`.
 
     Returns
     -------

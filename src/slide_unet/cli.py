@@ -18,7 +18,7 @@ from typing import Any
 
 from slide_unet import __version__
 from slide_unet.core.errors import UsageError, UserError
-from slide_unet.core.slide import Slide, open_slide
+from slide_unet.core.slide.slide import Slide, open_slide
 
 #: Exit status of a run that met a bug (sysexits' EX_SOFTWARE); bad input exits 1.
 BUG_EXIT_STATUS = 70
@@ -104,7 +104,7 @@ def _is_zarr_store(path: Path) -> bool:
     """Whether ``path`` is a zarr store folder (one mask), not a folder of masks:
     named ``.zarr``/``.ome.zarr``, or holding zarr's metadata (a mask store, a
     plain zarr array)."""
-    from slide_unet.core.mask_io import mask_suffix
+    from slide_unet.core.masks.io import mask_suffix
 
     if not path.is_dir():
         return False
@@ -119,7 +119,7 @@ def _is_mask(path: Path) -> bool:
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:
-    from slide_unet.core.mask_io import mask_stem, mask_suffix
+    from slide_unet.core.masks.io import mask_stem, mask_suffix
 
     files = sorted(
         p
@@ -151,7 +151,7 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
     side's stems (or ids). A zarr store (OME-Zarr, a plain zarr array, a mask
     store) is one mask, like a file, though it is a folder.
     """
-    from slide_unet.core.mask_io import mask_stem
+    from slide_unet.core.masks.io import mask_stem
 
     pred, truth = Path(args.pred), Path(args.truth)
     for path in (pred, truth):
@@ -164,7 +164,7 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
         if path.is_dir() and not _is_zarr_store(path):
             return {stem: (file, None) for stem, file in _mask_files(path).items()}
         if _is_csv(path):
-            from slide_unet.core.rle_csv import rle_csv_ids
+            from slide_unet.core.masks.rle_csv import rle_csv_ids
 
             return {i: (path, i) for i in rle_csv_ids(path)}
         return {mask_stem(path): (path, None)}
@@ -187,7 +187,7 @@ def _read_pair(
 ) -> tuple[Any, Any]:
     """Read both masks; a side that does not record its size (RLE, GeoJSON) takes
     the other side's, else ``--shape``."""
-    from slide_unet.core.mask_io import mask_suffix, read_mask
+    from slide_unet.core.masks.io import mask_suffix, read_mask
 
     def sizeless(path: Path) -> bool:
         return mask_suffix(path) in (".csv", ".geojson", ".json")
@@ -226,8 +226,8 @@ def _print_tiles(scores: Any) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score predicted masks against expert masks: Dice, IoU, object F1."""
-    from slide_unet.core.mask_io import check_same_shape
-    from slide_unet.core.metrics import score
+    from slide_unet.core.masks.io import check_same_shape
+    from slide_unet.core.scoring.metrics import score
 
     results = []
     for name, pred, pred_id, truth, truth_id in _score_pairs(args):
@@ -261,7 +261,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Convert a mask between formats (by the output's extension)."""
-    from slide_unet.core.mask_io import check_same_shape, export_mask, mask_suffix, read_mask
+    from slide_unet.core.masks.io import check_same_shape, export_mask, mask_suffix, read_mask
 
     shape, mpp = args.shape, args.mpp
     sizeless = mask_suffix(args.mask) in (".csv", ".geojson", ".json")
@@ -305,7 +305,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import time
     import warnings
 
-    from slide_unet.core.model_store import PlaceholderModelWarning
+    from slide_unet.core.model.store import PlaceholderModelWarning
 
     output = Path(args.output)
     options: dict[str, Any] = {
@@ -324,7 +324,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if args.json:  # the placeholder warning still goes to stderr otherwise
             warnings.simplefilter("ignore", PlaceholderModelWarning)
         if args.workers or args.scheduler:
-            from slide_unet.core.distributed import segment_distributed
+            from slide_unet.core.inference.distributed import segment_distributed
 
             segment_distributed(
                 args.slide,
@@ -335,12 +335,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 **options,
             )
         else:
-            from slide_unet.core.predict import segment
+            from slide_unet.core.inference.segment import segment
 
             segment(args.slide, args.model, out=output, **options)
     seconds = time.perf_counter() - started
     if args.rle:
-        from slide_unet.core.mask_io import export_mask
+        from slide_unet.core.masks.io import export_mask
 
         export_mask(output, args.rle, image_id=Path(args.slide).name.split(".")[0])
     result = {"slide": args.slide, "output": str(output), "rle": args.rle, "seconds": seconds}

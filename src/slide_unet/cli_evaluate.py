@@ -1,6 +1,6 @@
 """``slide-unet evaluate``: score a model on a folder of images with expert masks.
 
-Thin over :func:`slide_unet.core.evaluation.evaluate`; registered by
+Thin over :func:`slide_unet.core.training.evaluation.evaluate`; registered by
 :func:`slide_unet.cli.build_parser` through :func:`add_parser`.
 """
 
@@ -53,8 +53,8 @@ def _print_table(result: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Segment every image of a folder that has a mask of the same stem, and print its Dice."""
     from slide_unet.core.devices import resolve_device
-    from slide_unet.core.evaluation import evaluate, held_out_stems
-    from slide_unet.core.model_store import PlaceholderModelWarning, load_model
+    from slide_unet.core.model.store import PlaceholderModelWarning, load_model
+    from slide_unet.core.training.evaluation import evaluate, held_out_stems
 
     if args.mpp is not None and not args.mpp > 0:
         raise UsageError(f"--mpp must be a positive number of µm per pixel, got {args.mpp:g}")

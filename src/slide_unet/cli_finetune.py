@@ -1,6 +1,6 @@
 """``slide-unet finetune``: adapt a model to a lab's own images and corrected masks.
 
-Thin over :func:`slide_unet.core.finetune.finetune`; registered by
+Thin over :func:`slide_unet.core.training.finetune.finetune`; registered by
 :func:`slide_unet.cli.build_parser` through :func:`add_parser`.
 """
 
@@ -47,7 +47,7 @@ def _print_trained(record: dict[str, Any], total: int | None) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a model on folders of images and masks, and save it as a new model."""
-    from slide_unet.core.finetune import finetune
+    from slide_unet.core.training.finetune import finetune
 
     for option, value in (("--minutes", args.minutes), ("--mpp", args.mpp)):
         if value is not None and not value > 0:

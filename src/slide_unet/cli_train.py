@@ -19,7 +19,7 @@ def _stems(text: str) -> list[str]:
 
 
 def _pairs(args: argparse.Namespace) -> list[Any]:
-    from slide_unet.core.image_pairs import find_pairs
+    from slide_unet.core.training.image_pairs import find_pairs
 
     if len(args.images) != len(args.masks):
         raise UsageError(
@@ -43,8 +43,8 @@ def _pairs(args: argparse.Namespace) -> list[Any]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from slide_unet.core.augment import Augmentation
-    from slide_unet.core.training import TrainingConfig
+    from slide_unet.core.training.augment import Augmentation
+    from slide_unet.core.training.train import TrainingConfig
 
     name = args.name or Path(args.output).name.split(".")[0]
     return TrainingConfig(
@@ -102,7 +102,7 @@ def _print_epoch(record: dict[str, Any], total: int | None, prefix: str = "") ->
 def _train_cross_validated(
     args: argparse.Namespace, pairs: list[Any], config: Any, **card: Any
 ) -> int:
-    from slide_unet.core.cross_validation import train_cross_validated
+    from slide_unet.core.training.cross_validation import train_cross_validated
 
     quiet = args.json
     k = args.folds
@@ -135,7 +135,7 @@ def _train_cross_validated(
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net and save the best weights with their model card."""
-    from slide_unet.core.training import train
+    from slide_unet.core.training.train import train
 
     if args.epochs is None and args.minutes is None:
         args.epochs = 30

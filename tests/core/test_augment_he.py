@@ -10,9 +10,9 @@ import torch
 
 from slide_unet import cli
 from slide_unet.cli_train import _config
-from slide_unet.core.augment import Augmentation, augment
-from slide_unet.core.augment_he import render_he, stain_density
 from slide_unet.core.errors import InputError
+from slide_unet.core.training.augment import Augmentation, augment
+from slide_unet.core.training.augment_he import render_he, stain_density
 
 OFF = Augmentation(
     dihedral=False, stain=0, brightness=0, contrast=0, gamma=0, blur=0, noise=0, scale=0

@@ -15,8 +15,8 @@ from PIL import Image
 from slide_factories import gray_image, rgb_image, write_ome_pyramid, write_tiled
 
 from slide_unet import __version__, cli
-from slide_unet.core import overviews
-from slide_unet.core import slide as slide_module
+from slide_unet.core.slide import overviews
+from slide_unet.core.slide import slide as slide_module
 
 
 @pytest.fixture(autouse=True)

@@ -24,10 +24,10 @@ from slide_factories import rgb_image
 
 import slide_unet
 from slide_unet import cli
-from slide_unet.core import geojson as geojson_module
-from slide_unet.core import mask_pyramids
-from slide_unet.core.mask_store import MaskStore
-from slide_unet.core.rle_csv import write_rle_csv
+from slide_unet.core.masks import geojson as geojson_module
+from slide_unet.core.masks import pyramids as mask_pyramids
+from slide_unet.core.masks.rle_csv import write_rle_csv
+from slide_unet.core.masks.store import MaskStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SAMPLE_IMAGE = SAMPLE / "kidney_pas.ome.tif"

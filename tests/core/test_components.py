@@ -1,4 +1,4 @@
-"""Tests of streaming connected-component labelling (slide_unet.core.components)."""
+"""Tests of streaming connected-component labelling (slide_unet.core.objects.components)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
-from slide_unet.core.blocks import BlockGrid, Cancelled
-from slide_unet.core.components import (
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.masks.blocks import BlockGrid
+from slide_unet.core.objects.components import (
     BlockLabeller,
     label_chunked,
     squeeze_empty,

@@ -10,11 +10,15 @@ import pytest
 from test_training import folders, tiny_config  # noqa: F401 (a fixture)
 
 from slide_unet import cli
-from slide_unet.core.cross_validation import cross_validate, image_folds, train_cross_validated
 from slide_unet.core.errors import InputError
-from slide_unet.core.image_pairs import find_pairs
-from slide_unet.core.model_store import load_model
-from slide_unet.core.training import train
+from slide_unet.core.model.store import load_model
+from slide_unet.core.training.cross_validation import (
+    cross_validate,
+    image_folds,
+    train_cross_validated,
+)
+from slide_unet.core.training.image_pairs import find_pairs
+from slide_unet.core.training.train import train
 
 
 def test_folds_deal_whole_images_once_each_in_near_equal_folds() -> None:
@@ -62,7 +66,7 @@ def test_each_image_is_scored_once_by_a_model_that_never_saw_it(
     folders: tuple[Path, Path],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from slide_unet.core import cross_validation
+    from slide_unet.core.training import cross_validation
 
     pairs, _ = find_pairs(*folders)
     trained_on: list[tuple[list[str], list[str]]] = []

@@ -14,7 +14,7 @@ import torch
 from test_predict import RedThreshold, random_rgb, tiny_unet
 
 from slide_unet.core.devices import resolve_device, resolve_precision
-from slide_unet.core.predict import segment
+from slide_unet.core.inference.segment import segment
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

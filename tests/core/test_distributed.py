@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from slide_unet.core.model import UNet
-from slide_unet.core.model_card import ModelCard
-from slide_unet.core.model_store import save_model
-from slide_unet.core.predict import segment
+from slide_unet.core.inference.segment import segment
+from slide_unet.core.model.card import ModelCard
+from slide_unet.core.model.store import save_model
+from slide_unet.core.model.unet import UNet
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
 
@@ -43,7 +43,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_two_worker_local_cluster_matches_a_single_process_run(model_file, tmp_path):
-    from slide_unet.core.distributed import segment_distributed
+    from slide_unet.core.inference.distributed import segment_distributed
 
     local = segment(SAMPLE, model_file, out=tmp_path / "local.zarr", tissue=False)
     done = []
@@ -63,7 +63,7 @@ def test_two_worker_local_cluster_matches_a_single_process_run(model_file, tmp_p
 
 
 def test_distributed_runs_refuse_a_loaded_module(tmp_path):
-    from slide_unet.core.distributed import segment_distributed
+    from slide_unet.core.inference.distributed import segment_distributed
 
     with pytest.raises(TypeError, match="model name or file"):
         segment_distributed(SAMPLE, UNet(base_width=2, depth=2), out=tmp_path / "x.zarr")
@@ -76,8 +76,8 @@ def test_workers_that_die_are_one_clear_error_and_leave_no_output(model_file, tm
 
     from dask.distributed import Client, LocalCluster
 
-    from slide_unet.core.distributed import segment_distributed
     from slide_unet.core.errors import WorkersDiedError
+    from slide_unet.core.inference.distributed import segment_distributed
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
     client = Client(cluster)

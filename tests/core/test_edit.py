@@ -1,4 +1,4 @@
-"""Tests of the object-level mask corrections (slide_unet.core.edit)."""
+"""Tests of the object-level mask corrections (slide_unet.core.objects.edit)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slide_unet.core import edit
-from slide_unet.core.edit import Change
-from slide_unet.core.mask_io import read_mask
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.objects import edit
+from slide_unet.core.objects.edit import Change
 
 EIGHT = np.ones((3, 3), dtype=bool)
 

@@ -24,11 +24,11 @@ from test_predict import random_rgb, tiny_unet
 
 import slide_unet
 from slide_unet import cli
-from slide_unet.core import pipeline
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.evaluation import Evaluation, PixelSize, evaluate, held_out_stems
-from slide_unet.core.model_card import ModelError
-from slide_unet.core.model_store import MODELS_DIR_ENV, load_model, save_model
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.inference import pipeline
+from slide_unet.core.model.card import ModelError
+from slide_unet.core.model.store import MODELS_DIR_ENV, load_model, save_model
+from slide_unet.core.training.evaluation import Evaluation, PixelSize, evaluate, held_out_stems
 
 SIZE = (72, 88)
 
@@ -249,7 +249,7 @@ def test_big_images_stream_through_a_temporary_store(
     folders: tuple[Path, Path], model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     in_memory = evaluate(model_path, *folders, device="cpu")
-    monkeypatch.setattr("slide_unet.core.evaluation.IN_MEMORY_PIXELS", 100)
+    monkeypatch.setattr("slide_unet.core.training.evaluation.IN_MEMORY_PIXELS", 100)
     streamed = evaluate(model_path, *folders, device="cpu")
     assert streamed.per_image == in_memory.per_image
 
@@ -332,7 +332,7 @@ def test_pooled_dice_and_objects_add_up_every_image_as_score_counts_them(
 
 
 def test_pooled_scores_of_images_without_objects() -> None:
-    from slide_unet.core.evaluation import ObjectTotals
+    from slide_unet.core.training.evaluation import ObjectTotals
 
     empty = ObjectTotals()
     assert (empty.dice, empty.precision, empty.recall, empty.f1) == (1.0, 1.0, 1.0, 1.0)

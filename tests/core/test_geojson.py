@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from slide_unet.core import geojson
-from slide_unet.core.geojson import (
+from slide_unet.core.masks import geojson
+from slide_unet.core.masks.geojson import (
     geojson_polygons,
     geojson_to_dask,
     geojson_to_mask,

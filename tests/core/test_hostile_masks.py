@@ -20,9 +20,9 @@ from PIL import Image
 
 import slide_unet
 from slide_unet.core.errors import InputError, LimitError, MaskError
-from slide_unet.core.geojson import geojson_polygons
 from slide_unet.core.limits import MEMORY_BUDGET_ENV
-from slide_unet.core.mask_io import export_mask, read_mask, write_mask
+from slide_unet.core.masks.geojson import geojson_polygons
+from slide_unet.core.masks.io import export_mask, read_mask, write_mask
 
 #: The package under test, for the subprocesses.
 SRC = Path(slide_unet.__file__).resolve().parents[1]

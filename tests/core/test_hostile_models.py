@@ -24,21 +24,21 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from slide_unet.core import model_store
 from slide_unet.core.devices import resolve_device, resolve_precision
 from slide_unet.core.errors import InputError
-from slide_unet.core.evaluation import evaluate
-from slide_unet.core.finetune import ArrayPair, finetune
-from slide_unet.core.model import UNet, unet_tensor_shapes
-from slide_unet.core.model_card import MAX_CARD_BYTES, MAX_TILE, ModelCard, ModelError
-from slide_unet.core.model_store import (
+from slide_unet.core.inference.segment import segment
+from slide_unet.core.model import store as model_store
+from slide_unet.core.model.card import MAX_CARD_BYTES, MAX_TILE, ModelCard, ModelError
+from slide_unet.core.model.store import (
     MAX_HEADER_BYTES,
     PlaceholderModelWarning,
     load_model,
     read_safetensors_header,
     save_model,
 )
-from slide_unet.core.predict import segment
+from slide_unet.core.model.unet import UNet, unet_tensor_shapes
+from slide_unet.core.training.evaluation import evaluate
+from slide_unet.core.training.finetune import ArrayPair, finetune
 
 
 class Allocated(BaseException):

@@ -22,9 +22,9 @@ import safetensors.torch
 import torch
 from test_hostile_models import _edit_card, _sha
 
-from slide_unet.core.model import UNet, check_unet_config, unet_tensor_shapes
-from slide_unet.core.model_card import MAX_CARD_BYTES, ModelCard
-from slide_unet.core.model_store import save_model
+from slide_unet.core.model.card import MAX_CARD_BYTES, ModelCard
+from slide_unet.core.model.store import save_model
+from slide_unet.core.model.unet import UNet, check_unet_config, unet_tensor_shapes
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ SECONDS_LIMIT = 60
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
-from slide_unet.core.model_card import ModelError
-from slide_unet.core.model_store import load_model
+from slide_unet.core.model.card import ModelError
+from slide_unet.core.model.store import load_model
 try:
     load_model(sys.argv[1])
     outcome = "loaded"

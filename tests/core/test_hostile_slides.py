@@ -31,10 +31,10 @@ from PIL import Image
 
 import slide_unet
 from slide_unet.core.errors import InputError, LimitError, SlideError
+from slide_unet.core.inference.planning import plan_segmentation
 from slide_unet.core.limits import MEMORY_BUDGET_ENV, MPP_RANGE, check_mpp
-from slide_unet.core.planning import plan_segmentation
-from slide_unet.core.slide import open_slide
-from slide_unet.core.slide_files import pyramid_problems
+from slide_unet.core.slide.files import pyramid_problems
+from slide_unet.core.slide.slide import open_slide
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
 SECONDS = 60
@@ -168,7 +168,7 @@ def test_a_whole_deflated_strip_is_decoded_only_as_far_as_the_region_needs(tmp_p
 @pytest.mark.parametrize("compression", [None, "zlib", "adobe_deflate"])
 @pytest.mark.parametrize("layout", ["one-strip", "strips", "tiles"])
 def test_large_strips_and_tiles_read_by_rows_give_the_same_pixels(compression, layout, tmp_path):
-    from slide_unet.core import tiff_level
+    from slide_unet.core.slide import tiff_level
 
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (301, 203, 3), dtype=np.uint8)
@@ -341,7 +341,7 @@ def test_pyramid_problems_name_the_levels_to_ignore(shapes, ignored):
 
 
 def test_an_array_pyramid_given_to_the_api_loses_its_inconsistent_levels():
-    from slide_unet.core.planning import open_source
+    from slide_unet.core.inference.planning import open_source
 
     levels = [np.zeros((512, 512), np.uint8), np.zeros((600, 256), np.uint8)]
     with pytest.warns(UserWarning, match="pyramid level 1"), open_source(levels) as src:

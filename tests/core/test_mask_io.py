@@ -17,16 +17,17 @@ import zarr
 from PIL import Image
 
 from slide_unet import open_slide
-from slide_unet.core import mask_io, rle_csv
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.mask_io import (
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.masks import io as mask_io
+from slide_unet.core.masks import rle_csv
+from slide_unet.core.masks.io import (
     MASK_SUFFIXES,
     check_same_shape,
     export_mask,
     read_mask,
     write_mask,
 )
-from slide_unet.core.mask_pyramids import halve_max, level_count
+from slide_unet.core.masks.pyramids import halve_max, level_count
 
 ALL_SUFFIXES = [".ome.tif", ".tif", ".ome.zarr", ".zarr", ".png", ".csv", ".geojson"]
 LABEL_SUFFIXES = [".ome.tif", ".zarr", ".png"]  # those that keep instance ids
@@ -491,7 +492,7 @@ _BIG_SCRIPT = textwrap.dedent(
     """
     import json, sys, time, tracemalloc
     import dask.array as da, numpy as np
-    from slide_unet.core.mask_io import write_mask, read_mask
+    from slide_unet.core.masks.io import write_mask, read_mask
 
     H, W, CHUNK = 20_000, 30_000, 2048
     BLOBS = [(5000, 7000), (12345, 20000), (19990, 29990), (3000, 100), (10240, 15000)]

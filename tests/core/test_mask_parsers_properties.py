@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from slide_unet.core.errors import InputError
-from slide_unet.core.geojson import geojson_polygons, geojson_to_mask, mask_to_geojson
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.rle import rle_decode, rle_encode
-from slide_unet.core.rle_csv import read_rle_csv, rle_csv_ids, write_rle_csv
+from slide_unet.core.masks.geojson import geojson_polygons, geojson_to_mask, mask_to_geojson
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.rle import rle_decode, rle_encode
+from slide_unet.core.masks.rle_csv import read_rle_csv, rle_csv_ids, write_rle_csv
 
 SETTINGS = settings(
     max_examples=150,

@@ -1,4 +1,4 @@
-"""Tests of the per-slide mask store (slide_unet.core.mask_store).
+"""Tests of the per-slide mask store (slide_unet.core.masks.store).
 
 Level and chunk sizes are shrunk so that masks of a few hundred pixels have
 several overview levels, several chunks and several rebuild tiles.
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slide_unet.core import mask_store
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.mask_pyramids import halve_max
-from slide_unet.core.mask_store import MaskStore, MaskStoreError, MaskStoreWarning
+from slide_unet.core.masks import store as mask_store
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.pyramids import halve_max
+from slide_unet.core.masks.store import MaskStore, MaskStoreError, MaskStoreWarning
 
 CHUNK = 32
 
@@ -164,7 +164,7 @@ def test_the_store_opens_as_an_ome_zarr_label_image() -> None:
 
 
 def mask_store_read(path: Path) -> tuple[np.ndarray, float | None]:
-    from slide_unet.core.mask_pyramids import read_ome_zarr
+    from slide_unet.core.masks.pyramids import read_ome_zarr
 
     array, mpp = read_ome_zarr(path)
     np.testing.assert_array_equal(np.asarray(read_mask(path)), np.asarray(array))
@@ -246,7 +246,7 @@ def test_deferred_overviews_left_by_a_killed_process_are_rebuilt_on_open(
         f"""
         import os, signal
         import numpy as np
-        from slide_unet.core import mask_store
+        from slide_unet.core.masks import store as mask_store
         mask_store.SMALLEST_SIDE, mask_store.CHUNK_SIDE, mask_store.DEFER_SECONDS = 24, 32, 3600
         store = mask_store.MaskStore({str(store.path)!r})
         store.write(40, 64, np.ones((100, 120), np.uint8), defer=True)

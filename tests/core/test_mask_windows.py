@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.mask_pyramids import halve_max
-from slide_unet.core.mask_store import MASKS_DIR_ENV, MaskStore
-from slide_unet.core.mask_windows import (
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.pyramids import halve_max
+from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.windows import (
     AUTOSAVE_SECONDS,
     AutosavedWindow,
     StoreWindow,
@@ -203,8 +203,8 @@ def test_kill_9_loses_at_most_the_last_autosave_delay_of_strokes(tmp_path: Path,
         f"""
         import os, signal, sys, time
         import numpy as np
-        from slide_unet.core.mask_store import MaskStore
-        from slide_unet.core.mask_windows import AutosavedWindow, AUTOSAVE_SECONDS
+        from slide_unet.core.masks.store import MaskStore
+        from slide_unet.core.masks.windows import AutosavedWindow, AUTOSAVE_SECONDS
 
         store = MaskStore({str(store.path)!r})
         window = AutosavedWindow(store, (0, 2048, 0, 2048))
@@ -236,8 +236,8 @@ def test_edits_not_yet_saved_are_saved_when_the_program_exits(truth) -> None:
     store = _store(truth, key="exiting")
     script = textwrap.dedent(
         f"""
-        from slide_unet.core.mask_store import MaskStore
-        from slide_unet.core.mask_windows import AutosavedWindow
+        from slide_unet.core.masks.store import MaskStore
+        from slide_unet.core.masks.windows import AutosavedWindow
 
         window = AutosavedWindow(MaskStore({str(store.path)!r}), (0, 2048, 0, 2048), delay=60)
         window[100:110, 100:110] = 1  # then the program ends, long before the autosave

@@ -1,4 +1,4 @@
-"""Tests of the scores: Dice, IoU, per-tile Dice, object matching (slide_unet.core.metrics)."""
+"""Scores: Dice, IoU, per-tile Dice, object matching (slide_unet.core.scoring.metrics)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import ndimage
 
-from slide_unet.core.metrics import (
+from slide_unet.core.scoring.metrics import (
     CONFUSION_NAMES,
     Cancelled,
     confusion_overlay,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slide_unet.core.errors import InputError
-from slide_unet.core.model import (
+from slide_unet.core.model.unet import (
     MAX_BASE_WIDTH,
     MAX_DEPTH,
     MAX_TENSOR_ELEMENTS,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from slide_unet.core.finetune import ArrayPair, finetune
-from slide_unet.core.model import UNet
-from slide_unet.core.model_card import ModelCard, ModelError
-from slide_unet.core.model_store import load_model, save_model
+from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.model.store import load_model, save_model
+from slide_unet.core.model.unet import UNet
+from slide_unet.core.training.finetune import ArrayPair, finetune
 
 #: A private user models folder and no unpickling, for every test (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("user_dir")

@@ -13,10 +13,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from slide_unet.core import model_store
-from slide_unet.core.model import UNet
-from slide_unet.core.model_card import ModelCard, ModelError
-from slide_unet.core.model_store import (
+from slide_unet.core.model import store as model_store
+from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.model.store import (
     MODELS_DIR_ENV,
     PlaceholderModelWarning,
     bundled_models_dir,
@@ -25,6 +24,7 @@ from slide_unet.core.model_store import (
     save_model,
     user_models_dir,
 )
+from slide_unet.core.model.unet import UNet
 
 _REAL_PICKLE_LOADS = pickle.loads
 

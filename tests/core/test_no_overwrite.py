@@ -14,7 +14,7 @@ import pytest
 from slide_unet import cli
 from slide_unet.core.atomic import STALE_SECONDS, clean_stale_temporaries
 from slide_unet.core.errors import InputError
-from slide_unet.core.predict import segment
+from slide_unet.core.inference.segment import segment
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "kidney_pas.ome.tif"
@@ -98,7 +98,7 @@ def test_a_killed_runs_temporaries_are_cleaned_by_the_next_run(tmp_path: Path) -
 
 
 def test_export_mask_in_python_refuses_to_write_over_its_source(tmp_path: Path) -> None:
-    from slide_unet.core.mask_io import export_mask, write_mask
+    from slide_unet.core.masks.io import export_mask, write_mask
 
     source = tmp_path / "mask.ome.tif"
     write_mask(np.eye(64, dtype=np.uint8), source)

@@ -18,10 +18,10 @@ import zarr
 from slide_factories import gray_image, rgb_image, write_ome_pyramid, write_striped, write_tiled
 
 from slide_unet import open_slide
-from slide_unet.core import overviews, tiff_level
-from slide_unet.core import slide as slide_module
-from slide_unet.core.overviews import OverviewCache
-from slide_unet.core.tiff_level import TiffLevelReader
+from slide_unet.core.slide import overviews, tiff_level
+from slide_unet.core.slide import slide as slide_module
+from slide_unet.core.slide.overviews import OverviewCache
+from slide_unet.core.slide.tiff_level import TiffLevelReader
 
 BAND_ROWS = 256
 SMALLEST_SIDE = 256

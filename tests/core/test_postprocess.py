@@ -7,7 +7,7 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from slide_unet.core.postprocess import drop_small_objects, min_pixels
+from slide_unet.core.inference.postprocess import drop_small_objects, min_pixels
 
 
 def _reference(mask: np.ndarray, least: int) -> np.ndarray:

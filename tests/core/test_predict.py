@@ -1,4 +1,4 @@
-"""Tiled segmentation (slide_unet.core.predict): exactness, scale, tissue, outputs, control."""
+"""Tiled segmentation (core.inference.segment): exactness, scale, tissue, outputs, control."""
 
 from __future__ import annotations
 
@@ -16,19 +16,15 @@ import torch
 import torch.nn.functional as F
 from slide_factories import write_ome_pyramid
 
-from slide_unet.core import pipeline
-from slide_unet.core.blocks import Cancelled
 from slide_unet.core.devices import resolve_device
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.model import UNet
-from slide_unet.core.model_card import ModelCard
-from slide_unet.core.predict import (
-    create_output,
-    plan_segmentation,
-    run_blocks,
-    segment,
-)
-from slide_unet.core.tiling import apply_taps, reflect_index, resample_taps
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.inference import pipeline
+from slide_unet.core.inference.planning import plan_segmentation
+from slide_unet.core.inference.segment import create_output, run_blocks, segment
+from slide_unet.core.inference.tiling import apply_taps, reflect_index, resample_taps
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.model.card import ModelCard
+from slide_unet.core.model.unet import UNet
 
 MEAN, STD = [0.6, 0.5, 0.55], [0.2, 0.25, 0.3]
 
@@ -528,7 +524,7 @@ def test_zarr_output_chunks_follow_the_blocks(small_slide: Path, tmp_path: Path)
 
 
 def test_too_big_for_memory_asks_for_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    from slide_unet.core import predict
+    from slide_unet.core.inference import segment as predict
 
     monkeypatch.setattr(predict, "MAX_IN_MEMORY_PIXELS", 1000)
     with pytest.raises(ValueError, match="out="):
@@ -537,7 +533,7 @@ def test_too_big_for_memory_asks_for_out(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_blocks_can_run_in_parts_into_one_store(small_slide: Path, tmp_path: Path) -> None:
     # What scale-out does: a picklable plan, disjoint blocks, one zarr store.
-    from slide_unet.core.slide import open_slide
+    from slide_unet.core.slide.slide import open_slide
 
     model = tiny_unet()
     probs = segment(small_slide, model, tile=160, device="cpu", probabilities=True)
@@ -564,7 +560,7 @@ def test_blocks_can_run_in_parts_into_one_store(small_slide: Path, tmp_path: Pat
 
 
 def test_run_blocks_finds_the_planned_level_or_says_it_is_missing(small_slide: Path) -> None:
-    from slide_unet.core.slide import open_slide
+    from slide_unet.core.slide.slide import open_slide
 
     model = RedThreshold(working_mpp=1.0)
     plan = plan_segmentation(small_slide, model, device="cpu", tissue=False)

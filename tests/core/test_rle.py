@@ -19,16 +19,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from slide_unet.core import rle as rle_module
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.rle import (
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.masks import rle as rle_module
+from slide_unet.core.masks.rle import (
     MAX_IN_MEMORY_PIXELS,
     rle_decode,
     rle_decode_to_zarr,
     rle_encode,
     rle_encode_steps,
 )
-from slide_unet.core.rle_csv import read_rle_csv, write_rle_csv
+from slide_unet.core.masks.rle_csv import read_rle_csv, write_rle_csv
 
 #: Slides of the competition's train.csv: id -> (height, width).
 TRAIN_SLIDES = {"2f6ecfcdf": (31278, 25794), "8242609fa": (31299, 44066)}

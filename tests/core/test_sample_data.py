@@ -15,7 +15,8 @@ import tifffile
 from PIL import Image
 
 from slide_unet import _sample_data
-from slide_unet.core.masks import read_rle_csv, rle_decode
+from slide_unet.core.masks.rle import rle_decode
+from slide_unet.core.masks.rle_csv import read_rle_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_data"

@@ -33,9 +33,10 @@ from slide_factories import (
 
 import slide_unet
 from slide_unet import Slide, SlideError, open_slide
-from slide_unet.core import slide as slide_module
-from slide_unet.core import slide_files, tiff_level
-from slide_unet.core.tiff_level import TiffLevelReader
+from slide_unet.core.slide import files as slide_files
+from slide_unet.core.slide import slide as slide_module
+from slide_unet.core.slide import tiff_level
+from slide_unet.core.slide.tiff_level import TiffLevelReader
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from slide_unet.core.errors import StoreBusyError
-from slide_unet.core.mask_pyramids import halve_max
-from slide_unet.core.mask_store import BUSY_WAIT_SECONDS, MASKS_DIR_ENV, MaskStore
-from slide_unet.core.mask_windows import AutosavedWindow
+from slide_unet.core.masks.pyramids import halve_max
+from slide_unet.core.masks.store import BUSY_WAIT_SECONDS, MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.windows import AutosavedWindow
 
 SHAPE = (512, 600)
 
@@ -41,7 +41,7 @@ def test_two_processes_writing_at_once_lose_no_row_and_no_record() -> None:
         import sys, time
         import numpy as np
         from slide_unet.core.errors import StoreBusyError
-        from slide_unet.core.mask_store import MaskStore
+        from slide_unet.core.masks.store import MaskStore
         store = MaskStore(sys.argv[1])
         first = int(sys.argv[2])
         for row in range(first, 512, 2):  # interleaved with the other process's rows
@@ -86,7 +86,7 @@ def test_a_second_writer_waits_then_is_told_who_holds_the_store() -> None:
     holder = _run(
         f"""
         import time
-        from slide_unet.core.mask_store import MaskStore
+        from slide_unet.core.masks.store import MaskStore
         store = MaskStore({str(store.path)!r})
         with store.writing("segmenting with glomeruli"):
             print("holding", flush=True)
@@ -121,7 +121,7 @@ def test_an_autosaved_window_keeps_its_edits_while_the_store_is_busy() -> None:
     holder = _run(
         f"""
         import sys, time
-        from slide_unet.core.mask_store import MaskStore
+        from slide_unet.core.masks.store import MaskStore
         store = MaskStore({str(store.path)!r})
         with store.writing("segmenting with nuclei"):
             print("holding", flush=True)

@@ -1,4 +1,4 @@
-"""Tile grids, exact resampling and tissue detection (slide_unet.core.tiling)."""
+"""Tile grids, exact resampling and tissue detection (slide_unet.core.inference.tiling)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from slide_unet.core.tiling import (
+from slide_unet.core.inference.tiling import (
     apply_taps,
     block_output_taps,
     make_grid,
     reflect_index,
     resample_taps,
-    tissue_mask,
 )
+from slide_unet.core.slide.tissue import tissue_mask
 
 
 def test_reflect_index_mirrors_symmetrically_at_both_ends() -> None:

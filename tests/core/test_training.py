@@ -19,12 +19,13 @@ import torch
 from PIL import Image
 
 from slide_unet import cli
-from slide_unet.core.augment import Augmentation, augment, stain_jitter, warp
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.evaluation import evaluate
-from slide_unet.core.image_pairs import find_pairs, read_pair
-from slide_unet.core.model_store import MODELS_DIR_ENV, load_model
-from slide_unet.core.training import TrainingConfig, resume_path, split_by_image, train
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.model.store import MODELS_DIR_ENV, load_model
+from slide_unet.core.training.augment import Augmentation, augment, stain_jitter, warp
+from slide_unet.core.training.data import split_by_image
+from slide_unet.core.training.evaluation import evaluate
+from slide_unet.core.training.image_pairs import find_pairs, read_pair
+from slide_unet.core.training.train import TrainingConfig, resume_path, train
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +156,8 @@ def test_rotation_and_elastic_warp_move_masks_with_images() -> None:
 
 
 def test_a_coarser_acquisition_loses_detail_keeps_the_masks_and_is_off_by_default() -> None:
-    from slide_unet.core.augment import coarser_acquisition
     from slide_unet.core.errors import InputError
+    from slide_unet.core.training.augment import coarser_acquisition
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.random((6, 3, 64, 64), dtype=np.float32))  # all fine detail

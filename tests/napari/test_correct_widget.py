@@ -18,11 +18,11 @@ from slide_unet._widgets._layers import camera_of, visible_region
 from slide_unet._widgets._mask_layer import attach_store
 from slide_unet._widgets.correct import CorrectWidget
 from slide_unet._widgets.edit_window import window_region
-from slide_unet.core import edit
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.mask_pyramids import halve_max
-from slide_unet.core.mask_store import MASKS_DIR_ENV, MaskStore
-from slide_unet.core.mask_windows import AUTOSAVE_SECONDS
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.pyramids import halve_max
+from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.windows import AUTOSAVE_SECONDS
+from slide_unet.core.objects import edit
 
 pytestmark = pytest.mark.gui
 

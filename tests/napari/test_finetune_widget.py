@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from slide_unet._widgets import _finetune_input as finetune_input
-from slide_unet.core.mask_store import MASKS_DIR_ENV
-from slide_unet.core.model_store import MODELS_DIR_ENV, bundled_models_dir, list_models
+from slide_unet.core.masks.store import MASKS_DIR_ENV
+from slide_unet.core.model.store import MODELS_DIR_ENV, bundled_models_dir, list_models
 
 pytestmark = pytest.mark.gui
 
@@ -68,8 +68,8 @@ def _write_pairs(folder: Path, seeds: range) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny disk-finding U-Net (weights and card), trained once for the module."""
-    from slide_unet.core.image_pairs import find_pairs
-    from slide_unet.core.training import TrainingConfig, train
+    from slide_unet.core.training.image_pairs import find_pairs
+    from slide_unet.core.training.train import TrainingConfig, train
 
     folder = tmp_path_factory.mktemp("tiny-model")
     pairs, _ = find_pairs(*_write_pairs(folder, range(4)))
@@ -320,9 +320,9 @@ def test_cancel_before_the_first_epoch_keeps_the_base_weights_and_says_so(
 def test_the_curve_moves_while_training_and_the_time_budget_holds(
     make_napari_viewer, qtbot, errors
 ) -> None:
-    from slide_unet.core.finetune import STEPS_PER_EPOCH
-    from slide_unet.core.image_pairs import ImagePair, read_pair
-    from slide_unet.core.training import LOSS_EVERY
+    from slide_unet.core.training.finetune import STEPS_PER_EPOCH
+    from slide_unet.core.training.image_pairs import ImagePair, read_pair
+    from slide_unet.core.training.train import LOSS_EVERY
 
     image, mask, mpp = read_pair(
         ImagePair("kidney", SAMPLE / "kidney_pas.ome.tif", SAMPLE / "kidney_pas_mask.ome.tif")

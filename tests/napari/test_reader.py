@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from slide_unet import _reader
-from slide_unet.core import overviews, slide
+from slide_unet.core.slide import overviews, slide
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
 PLUGIN = "napari-slide-unet"
@@ -128,7 +128,7 @@ def test_reading_a_slide_imports_neither_torch_nor_scipy_ndimage_nor_the_widgets
         "from slide_unet._reader import read_slide_layers\n"
         f"read_slide_layers({str(SAMPLE)!r})\n"
         "print(json.dumps(sorted(m for m in ('torch', 'scipy.ndimage', 'slide_unet._widgets', "
-        "'napari', 'qtpy', 'slide_unet.core.predict') if m in sys.modules)))\n"
+        "'napari', 'qtpy', 'slide_unet.core.inference.segment') if m in sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
@@ -204,7 +204,7 @@ def test_flat_slide_fills_in_while_overviews_build_in_the_background(
 def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
     make_napari_viewer, tmp_path
 ) -> None:
-    from slide_unet.core.mask_store import MaskStore, MaskStoreWarning
+    from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
 
     path = tmp_path / "slide.tif"
     tifffile.imwrite(path, np.full((2048, 2048), 200, np.uint8), tile=(256, 256))

@@ -16,9 +16,9 @@ from scipy import ndimage as ndi
 
 from slide_unet._widgets import _overlay
 from slide_unet._widgets.score import FILE, LAYER, ScoreWidget
-from slide_unet.core.mask_io import write_mask
-from slide_unet.core.metrics import confusion_overlay, dice
-from slide_unet.core.rle_csv import write_rle_csv
+from slide_unet.core.masks.io import write_mask
+from slide_unet.core.masks.rle_csv import write_rle_csv
+from slide_unet.core.scoring.metrics import confusion_overlay, dice
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 TRUTH_TIF = SAMPLE / "kidney_pas_mask.ome.tif"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from slide_unet._widgets._layers import camera_of
-from slide_unet.core.mask_io import read_mask
-from slide_unet.core.mask_store import MASKS_DIR_ENV, MaskStore
-from slide_unet.core.metrics import dice
-from slide_unet.core.overviews import CACHE_ENV
-from slide_unet.core.predict import segment
+from slide_unet.core.inference.segment import segment
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.scoring.metrics import dice
+from slide_unet.core.slide.overviews import CACHE_ENV
 
 pytestmark = pytest.mark.gui
 

@@ -11,10 +11,10 @@ import pytest
 from scipy import ndimage
 
 from slide_unet import _writer
-from slide_unet.core.mask_io import mask_suffix, read_mask
-from slide_unet.core.mask_pyramids import halve_max, read_ome_zarr
-from slide_unet.core.rle_csv import rle_csv_ids
-from slide_unet.core.slide import open_slide
+from slide_unet.core.masks.io import mask_suffix, read_mask
+from slide_unet.core.masks.pyramids import halve_max, read_ome_zarr
+from slide_unet.core.masks.rle_csv import rle_csv_ids
+from slide_unet.core.slide.slide import open_slide
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MASK = ROOT / "sample_data" / "kidney_pas_mask.ome.tif"

@@ -26,7 +26,7 @@ from slide_unet._widgets._layers import full_resolution, layer_by_name, layer_mp
 from slide_unet.core.errors import InputError
 
 if TYPE_CHECKING:
-    from slide_unet.core.finetune import ArrayPair
+    from slide_unet.core.training.finetune import ArrayPair
 
 __all__ = [
     "MAX_PIXELS",
@@ -62,7 +62,7 @@ def default_model_name(base: str, taken: set[str], today: datetime.date | None =
 
 
 def _bundled_names() -> set[str]:
-    from slide_unet.core.model_store import bundled_models_dir
+    from slide_unet.core.model.store import bundled_models_dir
 
     return {p.stem for p in bundled_models_dir().glob("*.json")}
 
@@ -142,7 +142,7 @@ class LayerPair:
 
     def read(self) -> ArrayPair:
         """Read the window into memory (in the worker thread)."""
-        from slide_unet.core.finetune import ArrayPair
+        from slide_unet.core.training.finetune import ArrayPair
 
         y0, y1, x0, x1 = self.window
         image = np.asarray(self.image[y0:y1, x0:x1])

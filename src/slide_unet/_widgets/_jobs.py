@@ -23,8 +23,7 @@ from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.errors import UserError
+from slide_unet.core.errors import Cancelled, UserError
 
 __all__ = ["Job", "notify_error", "report_bug", "start_job"]
 

@@ -1,6 +1,6 @@
 """A slide's mask as a napari Labels layer backed by its autosave store.
 
-The mask of a slide lives in a :class:`~slide_unet.core.mask_store.MaskStore`
+The mask of a slide lives in a :class:`~slide_unet.core.masks.store.MaskStore`
 (zarr, in the per-user data folder, keyed to the slide). Segmentation writes
 into it and napari shows it, as :mod:`slide_unet._layer_data` describes (an
 editable, autosaved layer for an image up to ``EDITABLE_PIXELS``, a multiscale
@@ -13,7 +13,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from slide_unet._widgets._layers import unproxied
-from slide_unet.core.mask_store import MaskStore
+from slide_unet.core.masks.store import MaskStore
 
 if TYPE_CHECKING:
     import napari
@@ -64,7 +64,7 @@ def save_pending(*layers: Any) -> None:
     """Save now the edits of the last half second behind ``layers``, before
     something reads them: an autosaved window's own (an *Edit here* window, a
     small slide's mask), and every window of the store a multiscale view reads."""
-    from slide_unet.core.mask_windows import AutosavedWindow, flush_windows
+    from slide_unet.core.masks.windows import AutosavedWindow, flush_windows
 
     for layer in layers:
         data = getattr(layer, "data", None)

@@ -3,7 +3,7 @@
 The overlay has one level per level of the prediction layer, so napari shows
 it at the same zoom levels as the prediction:
 
-- level 0 is :func:`slide_unet.core.metrics.confusion_overlay` of the two
+- level 0 is :func:`slide_unet.core.scoring.metrics.confusion_overlay` of the two
   full-resolution masks: numpy for small masks, else a lazy dask array over
   the prediction's chunks (computed only where napari looks);
 - coarser levels pair the prediction layer's own level with the truth at that
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.metrics import CONFUSION_NAMES, confusion_overlay
+from slide_unet.core.errors import Cancelled
+from slide_unet.core.scoring.metrics import CONFUSION_NAMES, confusion_overlay
 
 if TYPE_CHECKING:
     import napari

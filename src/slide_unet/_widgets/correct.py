@@ -4,7 +4,7 @@ napari's own brush, fill and eraser work on any editable Labels layer; this
 widget adds tools that act on whole objects (8-connected components, as
 everywhere in the package): delete the object under a click, merge two
 objects, split one along its necks, remove objects below an area, fill holes,
-smooth outlines. Each is a :mod:`slide_unet.core.edit` function that returns
+smooth outlines. Each is a :mod:`slide_unet.core.objects.edit` function that returns
 only the pixels that change, applied with ``layer.data_setitem`` inside
 ``layer.block_history()``: one use of a tool is one undo step, and it is a
 paint event, so a mask backed by its slide's store is autosaved
@@ -32,9 +32,9 @@ from slide_unet._widgets._mask_layer import attach_store, mask_store_of
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet._widgets.edit_window import EditWindow
-from slide_unet.core import edit
 from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.mask_store import MaskStore
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.objects import edit
 
 if TYPE_CHECKING:
     import napari

@@ -5,7 +5,7 @@ for one editable layer is shown as one (:mod:`slide_unet._layer_data`). An
 edit window is the full-resolution part of the mask under the view (at most
 :data:`WINDOW_SIDE` pixels a side) opened as an ordinary Labels layer on top
 of it, with the same scale, units and a translate that puts it in place. Its
-data is an :class:`~slide_unet.core.mask_windows.AutosavedWindow`: napari's
+data is an :class:`~slide_unet.core.masks.windows.AutosavedWindow`: napari's
 brush, fill, eraser, polygon, undo and redo, and the Correct tools change
 memory at once (a brush dab costs a numpy assignment), and a background
 thread writes the changed boxes to the store and its overviews within
@@ -23,8 +23,8 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from slide_unet._layer_data import editable_window
 from slide_unet._widgets._layers import full_resolution, unproxied, visible_region
-from slide_unet.core.mask_store import MaskStore
-from slide_unet.core.mask_windows import Box
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.masks.windows import Box
 
 if TYPE_CHECKING:
     import napari

@@ -1,7 +1,7 @@
 """The Export widget: save a Labels layer as a mask file a lab or Kaggle can use.
 
 Thin over :func:`slide_unet._writer.save_mask` (and so over
-:func:`slide_unet.core.mask_io.write_mask`): the same file as napari's
+:func:`slide_unet.core.masks.io.write_mask`): the same file as napari's
 *File > Save* with the plugin's writers, plus PNG. The write runs in the
 background with a progress bar that moves band by band (value and ETA) and a
 Cancel button; it is atomic, so a failed or cancelled export leaves nothing
@@ -42,9 +42,8 @@ from slide_unet._writer import (
     pixel_size,
     save_mask,
 )
-from slide_unet.core.blocks import Cancelled
-from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.mask_io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
+from slide_unet.core.errors import Cancelled, InputError, UserError
+from slide_unet.core.masks.io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
 
 if TYPE_CHECKING:
     import napari

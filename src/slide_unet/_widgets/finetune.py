@@ -1,9 +1,9 @@
 """The Fine-tune widget: train a model further on the masks the user corrected.
 
-Thin over :func:`slide_unet.core.finetune.finetune`. The training data is an
+Thin over :func:`slide_unet.core.training.finetune.finetune`. The training data is an
 image layer with its corrected Labels layer (one pair, or several added to a
 list), or a folder of images with a folder of masks paired by file name
-(:func:`~slide_unet.core.image_pairs.find_pairs`). A Shapes layer may restrict
+(:func:`~slide_unet.core.training.image_pairs.find_pairs`). A Shapes layer may restrict
 a pair to the regions the user corrected: each shape (rectangle, polygon,
 anything) counts as its bounding box in the image's pixels, and training
 weighs patches toward those boxes. The mask store keeps the mask, not a
@@ -64,7 +64,7 @@ from slide_unet.core.errors import InputError, UserError
 if TYPE_CHECKING:
     import napari
 
-    from slide_unet.core.finetune import FinetuneResult
+    from slide_unet.core.training.finetune import FinetuneResult
 
 __all__ = ["FinetuneSettings", "FinetuneWidget"]
 
@@ -279,7 +279,7 @@ class FinetuneWidget(QWidget):
         return [layer.name for layer in reversed(self.viewer.layers) if isinstance(layer, Shapes)]
 
     def _model_choices(self, _widget: Any = None) -> list[str]:
-        from slide_unet.core.model_store import list_models
+        from slide_unet.core.model.store import list_models
 
         self._cards = list_models()
         return list(self._cards)
@@ -362,7 +362,7 @@ class FinetuneWidget(QWidget):
     def _training_data(self) -> tuple[list[LayerPair], Any]:
         """The layer pairs, or the folders' pairs, checked on the main thread."""
         if self.source.value == FOLDERS:
-            from slide_unet.core.image_pairs import find_pairs
+            from slide_unet.core.training.image_pairs import find_pairs
 
             images, masks = self.images_dir.value, self.masks_dir.value
             if not str(images) or str(images) == "." or not str(masks) or str(masks) == ".":
@@ -393,7 +393,7 @@ class FinetuneWidget(QWidget):
         )
 
         def work(progress: Any, cancel: threading.Event, partial: Any) -> FinetuneResult:
-            from slide_unet.core.finetune import finetune
+            from slide_unet.core.training.finetune import finetune
 
             pairs = list(files) if files else [pair.read() for pair in layer_pairs]
 

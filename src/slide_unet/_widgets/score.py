@@ -1,8 +1,8 @@
 """The Score widget: a predicted mask against an expert mask, with a TP/FP/FN overlay.
 
-Thin over :func:`slide_unet.core.metrics.score`: the widget picks the two
+Thin over :func:`slide_unet.core.scoring.metrics.score`: the widget picks the two
 masks (the truth a Labels layer or a file in any format
-:func:`slide_unet.core.mask_io.read_mask` reads, an RLE CSV with its row id),
+:func:`slide_unet.core.masks.io.read_mask` reads, an RLE CSV with its row id),
 scores them in a background job, then shows Dice, IoU, object
 precision/recall/F1, a per-tile table whose rows move the view to their tile,
 and the overlay of :mod:`slide_unet._widgets._overlay`.
@@ -38,12 +38,12 @@ from slide_unet._widgets._overlay import OVERLAY_KEY, legend_html, overlay_level
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.mask_io import check_same_shape, mask_suffix, read_mask
+from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
 
 if TYPE_CHECKING:
     import napari
 
-    from slide_unet.core.metrics import Scores
+    from slide_unet.core.scoring.metrics import Scores
 
 __all__ = ["ScoreParams", "ScoreWidget"]
 
@@ -74,7 +74,8 @@ _MASK_FILTER = (
 
 @dataclass(frozen=True)
 class ScoreParams:
-    """The scoring options: the keyword arguments of :func:`slide_unet.core.metrics.score`."""
+    """The scoring options: the keyword arguments of
+    :func:`slide_unet.core.scoring.metrics.score`."""
 
     tile: int = setting(
         1024,
@@ -286,7 +287,7 @@ class ScoreWidget(QWidget):
         pred_name = layer.name  # read here: the work runs in another thread
 
         def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, list[Any]]:
-            from slide_unet.core.metrics import score
+            from slide_unet.core.scoring.metrics import score
 
             truth_array = truth.array
             if truth.path is not None:

@@ -39,8 +39,8 @@ from slide_unet._widgets._mask_layer import attach_store, find_mask_layer, store
 from slide_unet._widgets._params import form, read_form, setting
 from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.mask_store import MaskStore
-from slide_unet.core.mask_windows import StoreWindow, flush_windows, reload_windows
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.masks.windows import StoreWindow, flush_windows, reload_windows
 
 if TYPE_CHECKING:
     import napari
@@ -173,7 +173,7 @@ def segment_region(
 ) -> dict[str, Any]:
     """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
 
-    One call of the core's :func:`~slide_unet.core.predict.segment`, whose
+    One call of the core's :func:`~slide_unet.core.inference.segment.segment`, whose
     output is the store's window over the region: each finished block replaces
     what the store held there as it lands (and is re-read by the autosaved
     windows open on the store), the blocks skipped as background are cleared
@@ -223,7 +223,7 @@ def _segment_into(
     cancel: threading.Event,
     landed: Any,
 ) -> dict[str, Any]:
-    from slide_unet.core.predict import segment
+    from slide_unet.core.inference.segment import segment
 
     flush_windows(store)
     backup = store.backup() if store.edited else None
@@ -341,7 +341,7 @@ class SegmentWidget(QWidget):
         return [layer.name for layer in image_layers(self.viewer)]
 
     def _model_choices(self, _widget: Any = None) -> list[str]:
-        from slide_unet.core.model_store import list_models
+        from slide_unet.core.model.store import list_models
 
         self._cards = list_models()
         return list(self._cards)

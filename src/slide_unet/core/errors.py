@@ -5,6 +5,10 @@ exceeded) is a :class:`UserError`: the command line prints its message on one
 line and exits non-zero, the widgets show it as one notification. Anything
 else is a bug: it keeps its traceback and asks for a report.
 
+A long computation stops when asked: it takes a ``cancel`` (a
+``threading.Event`` or a callable returning True to stop; see
+:func:`cancel_check`) and raises :class:`Cancelled`, which is not an error.
+
 The input errors also derive from :class:`ValueError`, so code that caught
 ``ValueError`` around this library keeps working.
 """
@@ -12,8 +16,12 @@ The input errors also derive from :class:`ValueError`, so code that caught
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 
 __all__ = [
+    "Cancel",
+    "Cancelled",
     "InputError",
     "LimitError",
     "MaskError",
@@ -24,7 +32,32 @@ __all__ = [
     "UsageError",
     "UserError",
     "WorkersDiedError",
+    "cancel_check",
 ]
+
+#: A cancel request: a ``threading.Event``, or a callable that returns True to stop.
+Cancel = Callable[[], bool] | threading.Event
+
+
+class Cancelled(Exception):
+    """Raised when a ``cancelled()`` callback asked a long computation to stop."""
+
+
+def cancel_check(cancel: Cancel | None) -> Callable[[], bool]:
+    """``cancel`` (None, a callable or a threading.Event) as a callable returning a bool.
+
+    Raises
+    ------
+    TypeError
+        ``cancel`` is neither.
+    """
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a threading.Event or a callable, got {cancel!r}")
 
 
 class UserError(Exception):

@@ -1,0 +1,488 @@
+"""Segment a slide, a region of it, or an image array with a U-Net, tile by tile.
+
+:func:`segment` is :func:`plan_segmentation` (which blocks, from which
+pyramid level, at which scale) followed by :func:`run_blocks` over every block
+and by writing the result. The plan is a small picklable value that names the
+slide and the model by path and name, so the blocks of one plan can be shared
+out to other processes or machines, each of which reopens the slide, loads
+the model, and calls :func:`run_blocks` on its own blocks, writing disjoint
+chunk-aligned regions of one zarr store.
+
+Scale
+    Tiles are read from the best pyramid level (see
+    :mod:`slide_unet.core.inference.planning`), resampled to the model's working scale
+    (linear, antialiased when shrinking; see :mod:`slide_unet.core.inference.tiling`),
+    and the probabilities are mapped back to full resolution the same way,
+    then thresholded.
+
+Exactness
+    Every tile is cropped by the model's halo and aligned to its pooling grid,
+    so the result equals one pass over the whole (resampled) image, up to
+    float rounding, except within a halo of the image border.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slide_unet.core.atomic import (
+    atomic_path,
+    check_not_overwriting,
+    clean_stale_temporaries,
+    temporary_name,
+)
+from slide_unet.core.devices import default_batch_size, resolve_device, resolve_precision
+from slide_unet.core.errors import Cancel, Cancelled, InputError, cancel_check
+from slide_unet.core.inference import pipeline
+from slide_unet.core.inference.planning import (
+    SegmentationPlan,
+    check_region,
+    load_model_spec,
+    make_plan,
+    open_source,
+)
+from slide_unet.core.inference.postprocess import (
+    Steps,
+    check_min_object,
+    clear_skipped,
+    drop_small,
+    small_object_steps,
+)
+
+__all__ = [
+    "MAX_IN_MEMORY_PIXELS",
+    "create_output",
+    "run_blocks",
+    "segment",
+    "stream_to_output",
+]
+
+#: Outputs up to this many pixels may be returned as numpy arrays; bigger ones
+#: need ``out=`` (a file, streamed to disk).
+MAX_IN_MEMORY_PIXELS = 2**28
+
+# -- running -------------------------------------------------------------------------
+
+
+def _plan_level(slide: Any, plan: SegmentationPlan) -> Any:
+    """The level the plan reads, found by its shape (a slide reopened elsewhere
+    may lack overview levels cached here)."""
+    levels = getattr(slide, "levels", None)
+    if levels is None:
+        is_list = isinstance(slide, Sequence) and not isinstance(slide, np.ndarray)
+        levels = list(slide) if is_list else [slide]
+    shapes = [tuple(int(n) for n in level.shape[:2]) for level in levels]
+    if plan.level < len(levels) and shapes[plan.level] == plan.level_shape:
+        return levels[plan.level]
+    if plan.level_shape in shapes:
+        return levels[shapes.index(plan.level_shape)]
+    raise InputError(
+        f"the slide has no level of shape {plan.level_shape} that the plan reads "
+        f"(its levels: {shapes}); build its overview levels, or plan again"
+    )
+
+
+def run_blocks(
+    plan: SegmentationPlan,
+    block_indices: Iterable[int],
+    *,
+    model: torch.nn.Module,
+    slide: Any,
+    out_array: Any,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Cancel | None = None,
+) -> None:
+    """Compute some blocks of a plan and store them in ``out_array``.
+
+    Tiles are read and resampled by reader threads a batch ahead, run through
+    the model in batches in this thread, and mapped back to full resolution
+    and stored by writer threads. Each block covers whole chunks of the plan's
+    output store, so processes given disjoint blocks may write the same store.
+
+    Parameters
+    ----------
+    plan : SegmentationPlan
+    block_indices : iterable of int
+        Indices into ``plan.blocks``.
+    model : torch.nn.Module
+        The loaded model (its card is not read again: the plan has what it needs).
+        It is put in eval mode and moved to ``device`` (and channels-last memory).
+    slide : Slide, sequence of arrays, or array
+        The slide the plan was made for (reopened by ``plan.source``
+        elsewhere), its levels, or the array.
+    out_array : array-like
+        ``plan.shape`` numpy or zarr array (see :func:`create_output`).
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    batch_size : int, optional
+        Tiles per batch; default from the device and tile size.
+    precision : str
+        ``"auto"`` (bf16, else fp16, autocast on a CUDA GPU; bf16 on CPUs with
+        native bf16, else fp32; fp32 on MPS), ``"fp32"``, ``"bf16"`` or ``"fp16"``
+        (:func:`~slide_unet.core.devices.resolve_precision`).
+    progress : callable, optional
+        ``progress(done, total)`` in blocks, at the start and after each batch.
+    cancel : callable or threading.Event, optional
+        Checked before each batch; when it is set, stop.
+
+    Raises
+    ------
+    Cancelled
+        ``cancel`` asked to stop; the blocks stored so far stay stored.
+    ValueError
+        ``out_array`` does not have the plan's shape, or ``slide`` lacks the
+        level the plan reads.
+    """
+    if tuple(out_array.shape) != plan.shape:
+        raise InputError(
+            f"out_array has shape {tuple(out_array.shape)}; the plan needs {plan.shape}"
+        )
+    dev = resolve_device(device)
+    resolve_precision(precision, dev)  # a bad value fails before any work
+    cancelled = cancel_check(cancel)
+    blocks = [plan.blocks[int(i)] for i in block_indices]
+    total = len(blocks)
+    if progress is not None:
+        progress(0, total)
+    if cancelled():
+        raise Cancelled("segmentation cancelled")
+    if not blocks:
+        return
+    width = int(getattr(model, "config", {}).get("base_width", 16))
+    batch = int(batch_size or default_batch_size(dev, plan.tile, width))
+    batches = [blocks[k : k + batch] for k in range(0, total, batch)]
+    reader = pipeline.TileReader(plan, _plan_level(slide, plan))
+    runner = pipeline.ModelRunner(model, plan, dev, precision, batch, batches=len(batches))
+    prefetch = writers = None
+    try:
+        # On a CPU, readers and writers share the model's cores: they yield to it.
+        nice = dev.type == "cpu"
+        prefetch = pipeline.Prefetcher(
+            batches, reader, workers=pipeline.reader_threads(), pin=dev.type == "cuda", nice=nice
+        )
+        writers = pipeline.WriterPool(
+            pipeline.BlockWriter(plan, out_array), workers=pipeline.writer_threads(dev), nice=nice
+        )
+        done = 0
+        for batch_blocks, tiles in prefetch:
+            if cancelled():
+                raise Cancelled("segmentation cancelled")
+            probs = runner(tiles)
+            for block, kept in zip(batch_blocks, probs, strict=True):
+                writers.submit(kept, block)
+            done += len(batch_blocks)
+            if progress is not None:
+                progress(done, total)
+        writers.wait()
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+        if writers is not None:
+            writers.close()
+        runner.restore()
+
+
+def create_output(plan: SegmentationPlan, path: str | os.PathLike[str]) -> Any:
+    """Create the zarr v3 array a plan's blocks are written to.
+
+    Its chunks are the plan's store chunks, aligned with the blocks, so writers
+    of different blocks never share a chunk. Background stays unwritten (the
+    fill value, 0).
+
+    Returns
+    -------
+    zarr.Array
+    """
+    import zarr
+
+    side = plan.grid.store_chunk
+    height, width = plan.shape
+    array = zarr.create_array(
+        store=os.fspath(path),
+        shape=plan.shape,
+        chunks=(min(side, height), min(side, width)),
+        dtype=plan.dtype,
+        fill_value=0,
+        zarr_format=3,
+        overwrite=True,
+    )
+    array.attrs.update(
+        {
+            "slide_unet": {
+                "region": list(plan.region),
+                "mpp": plan.input_mpp,
+                "model": plan.model,
+                "threshold": plan.threshold,
+                "probabilities": plan.probabilities,
+            }
+        }
+    )
+    return array
+
+
+def _output_kind(out: Any, probabilities: bool, shape: tuple[int, int]) -> str:
+    """``"numpy"``, ``"array"`` (given), ``"zarr"`` or ``"file"``; checks first."""
+    if out is None:
+        if shape[0] * shape[1] > MAX_IN_MEMORY_PIXELS:
+            raise InputError(
+                f"a {shape[0]} x {shape[1]} output is too big to return in memory (at most "
+                f"{MAX_IN_MEMORY_PIXELS} pixels): pass out= a .zarr or .ome.tif path"
+            )
+        return "numpy"
+    if hasattr(out, "shape") and hasattr(out, "__setitem__"):
+        return "array"
+    from slide_unet.core.masks.io import MAX_PNG_PIXELS, mask_suffix
+
+    path = Path(out)
+    suffix = mask_suffix(path)
+    if suffix is None:
+        raise InputError(
+            f"{path}: unknown output format {path.suffix!r}: expected .zarr, .ome.tif, .tif, "
+            ".png, .csv or .geojson"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: the output folder does not exist")
+    if suffix == ".zarr":
+        return "zarr"
+    if probabilities:
+        raise InputError(f"{path}: probabilities can only be written to .zarr (or returned)")
+    if suffix == ".png" and shape[0] * shape[1] > MAX_PNG_PIXELS:
+        raise InputError(
+            f"a {shape[0]} x {shape[1]} mask is too big for PNG: write .ome.tif or .zarr"
+        )
+    return "file"
+
+
+def segment(
+    source: Any,
+    model: Any = "glomeruli",
+    *,
+    region: Sequence[int] | None = None,
+    mpp: float | None = None,
+    device: str | torch.device = "auto",
+    out: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Cancel | None = None,
+    batch_size: int | None = None,
+    tile: int | None = None,
+    threshold: float | None = None,
+    tissue: bool = True,
+    probabilities: bool = False,
+    precision: str = "auto",
+    tta: bool = False,
+    min_object_um2: float = 0.0,
+) -> Any:
+    """Segment a slide (or a region of it) with a U-Net, tile by tile.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, Slide, array or sequence of arrays
+        A slide file (opened here and closed after), an open
+        :class:`~slide_unet.core.slide.slide.Slide`, an image array ``YX`` or
+        ``YXC`` (numpy, dask, zarr), or pyramid levels (largest first).
+    model : str, os.PathLike or torch.nn.Module
+        A bundled or user model name, a model file, or a loaded model (with
+        its card as ``.card``; it is moved to ``device`` and left there).
+    region : tuple of int, optional
+        ``(y0, y1, x0, x1)`` in full-resolution pixels: compute only this
+        window (context is still read from around it). Default: everything.
+    mpp : float, optional
+        Input pixel size in µm, when the file does not record one (default:
+        the card's ``default_input_mpp``, else the image's own scale).
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    out : None, path or array
+        None: return a numpy array (outputs up to :data:`MAX_IN_MEMORY_PIXELS`).
+        A ``.zarr`` path: a zarr v3 array (block-aligned chunks, the
+        pixel size in its attributes). ``.ome.tif``/``.tif`` (pyramidal,
+        pixel size kept), ``.png``, ``.csv`` (Kaggle RLE), ``.ome.zarr``,
+        ``.geojson``: streamed into a temporary zarr store, then written with
+        :func:`~slide_unet.core.masks.io.write_mask`. Files appear complete or
+        not at all: a cancelled or failed run leaves no output and no
+        temporary files. A writable array of the region's shape: filled in
+        place, block by block (a viewer can show it as it fills; with an int
+        attribute ``block_alignment`` the blocks are multiples of it on the
+        image's grid, see :func:`~slide_unet.core.inference.tiling.make_grid`); it may hold an
+        earlier result, which each block replaces as it lands, and the blocks
+        skipped as background are set to 0 once every block has run (a
+        cancelled run changes only the blocks it finished).
+    progress : callable, optional
+        ``progress(done, total)`` in steps: one per block that runs (background
+        blocks are skipped), then, for an ``out`` array, one per skipped block
+        cleared, then those of removing small objects (``min_object_um2``).
+    cancel : callable or threading.Event, optional
+        Checked between batches, and between blocks of clearing and of
+        small-object removal; when true or set, stop and raise
+        :class:`~slide_unet.core.masks.blocks.Cancelled`.
+    batch_size : int, optional
+        Tiles per batch (default: about 4 of 512 x 512 on a CPU, more on a GPU).
+    tile : int, optional
+        Largest model tile side at working scale (default: the card's, at
+        least 8 halos, or 16 on a GPU, so the halo costs little).
+    threshold : float, optional
+        Foreground where the probability is above it (default: the card's).
+    tissue : bool
+        Skip blocks without tissue (brightfield RGB slides only): they are 0.
+    probabilities : bool
+        Return float32 probabilities instead of the 0/1 mask (numpy or
+        ``.zarr`` outputs only).
+    precision : str
+        ``"auto"``: bf16 (else fp16) autocast on a CUDA GPU and on CPUs with
+        native bf16 instructions (its Dice within 0.0005 of fp32 on real
+        images), fp32 on other CPUs and MPS; ``"fp32"``, ``"bf16"`` or
+        ``"fp16"`` to choose (``"fp32"`` for results exactly independent of
+        the tiling).
+    tta : bool
+        Test-time augmentation: average the probabilities over the eight
+        rotations and flips of each tile. About eight times slower; on the
+        glomeruli model's held-out tiles it raises Dice a little (see the
+        README).
+    min_object_um2 : float
+        Remove objects smaller than this area in µm² (in pixels when the
+        pixel size is unknown) once every block is done; objects are measured
+        whole across blocks. 0: keep everything. Masks only.
+
+    Returns
+    -------
+    numpy.ndarray, zarr.Array or pathlib.Path
+        The mask (``uint8`` 0/1, or float32 probabilities) of the region's
+        shape at full resolution: a numpy array when ``out`` is None, the zarr
+        array opened read-only for ``.zarr``, ``out`` itself for an array,
+        else the path of the file written.
+
+    Raises
+    ------
+    ValueError
+        A bad region, channel count, tile, device, precision or output.
+    slide_unet.core.masks.blocks.Cancelled
+        ``cancel`` asked to stop.
+    """
+    dev = resolve_device(device)
+    resolve_precision(precision, dev)
+    check = cancel_check(cancel)  # a bad cancel fails before any work
+    check_min_object(min_object_um2, probabilities)
+    if isinstance(source, str | os.PathLike) and isinstance(out, str | os.PathLike):
+        check_not_overwriting([out], [source])
+    with open_source(source) as src:
+        box = check_region(region, (int(src.levels[0].shape[0]), int(src.levels[0].shape[1])))
+        kind = _output_kind(out, probabilities, (box[1] - box[0], box[3] - box[2]))
+        net, spec = load_model_spec(model, dev)
+        plan = make_plan(
+            src,
+            net,
+            spec,
+            region=box,
+            mpp=mpp,
+            device=dev,
+            tile=tile,
+            threshold=threshold,
+            tissue=tissue,
+            probabilities=probabilities,
+            tta=tta,
+            # An output that says so (a mask store's window) gets blocks that fill
+            # its chunks: no chunk is rewritten by two blocks.
+            align=getattr(out, "block_alignment", None) if kind == "array" else None,
+        )
+        options: dict[str, Any] = {
+            "model": net,
+            "slide": src.levels,
+            "device": dev,
+            "batch_size": batch_size,
+            "precision": precision,
+            "progress": progress,
+            "cancel": check,
+        }
+        every = range(len(plan.blocks))
+        # A given array may hold an earlier result: the blocks the engine skips as
+        # background are cleared too, after every block ran, so a cancelled run
+        # leaves everything but its finished blocks as it was.
+        clear = kind == "array"
+        steps = Steps(
+            progress,
+            model=len(plan.blocks),
+            clear=(plan.total_blocks - len(plan.blocks)) if clear else 0,
+            small=small_object_steps(plan.shape) if min_object_um2 else 0,
+        )
+        options["progress"] = steps.phase("model")
+
+        def compute(p: SegmentationPlan, array: Any) -> None:
+            run_blocks(p, every, out_array=array, **options)
+            if clear:
+                clear_skipped(p, array, check, steps.phase("clear"))
+            drop_small(p, array, min_object_um2, check, steps.phase("small"))
+
+        if kind == "numpy":
+            result = np.zeros(plan.shape, plan.dtype)
+            compute(plan, result)
+            return result
+        if kind == "array":
+            if tuple(out.shape) != plan.shape:
+                raise InputError(
+                    f"out has shape {tuple(out.shape)}; the region needs {plan.shape}"
+                )
+            compute(plan, out)
+            return out
+        return stream_to_output(plan, out, compute)
+
+
+def stream_to_output(
+    plan: SegmentationPlan,
+    out: str | os.PathLike[str],
+    compute: Callable[[SegmentationPlan, Any], None],
+) -> Any:
+    """Run ``compute(plan, array)`` into a zarr store and publish it as ``out``.
+
+    A ``.zarr`` output is computed under a temporary name and renamed into
+    place; any other format is computed into a scratch store, then written
+    with :func:`~slide_unet.core.masks.io.write_mask`. Either way a failed or
+    cancelled run leaves no output and no temporary files. ``compute``
+    receives the plan with its ``out`` set to the store, so that other
+    processes can open it.
+
+    Returns
+    -------
+    zarr.Array or pathlib.Path
+        The zarr array (read-only) for ``.zarr``, else the path written.
+    """
+    path = Path(out)
+    if mask_suffix_of(path) == ".zarr":
+        import zarr
+
+        with atomic_path(path) as tmp:
+            plan = dataclasses.replace(plan, out=os.fspath(tmp))
+            compute(plan, create_output(plan, tmp))
+        return zarr.open_array(os.fspath(path), mode="r")
+    # A name that says which process made it: a killed run's scratch is cleaned
+    # by the next run (atomic.clean_stale_temporaries).
+    clean_stale_temporaries(path.parent)
+    scratch = path.parent / temporary_name(path.name)
+    scratch.mkdir()
+    try:
+        plan = dataclasses.replace(plan, out=os.fspath(scratch / "mask.zarr"))
+        array = create_output(plan, scratch / "mask.zarr")
+        compute(plan, array)
+        from slide_unet.core.masks.io import write_mask
+
+        return write_mask(array, path, mpp=plan.input_mpp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def mask_suffix_of(path: Path) -> str | None:
+    """The mask format extension of ``path`` (``.zarr``, ``.ome.tif``...)."""
+    from slide_unet.core.masks.io import mask_suffix
+
+    return mask_suffix(path)

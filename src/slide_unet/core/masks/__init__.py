@@ -1,0 +1,3 @@
+"""Masks: the formats (RLE, OME-TIFF, OME-Zarr, GeoJSON, PNG), reading masks block
+by block, and the per-slide mask store.
+"""

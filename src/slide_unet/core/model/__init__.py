@@ -1,0 +1,1 @@
+"""The U-Net, its model cards, safetensors headers and the model registry."""

@@ -1,0 +1,1 @@
+"""Objects in masks: connected components across blocks, morphology and the object edits."""

@@ -1,0 +1,1 @@
+"""Scores of a mask against the truth: Dice, IoU and object matching."""

@@ -1,0 +1,3 @@
+"""Training a model: image pairs, augmentation, the training loop, fine-tuning,
+cross-validation and evaluation.
+"""
