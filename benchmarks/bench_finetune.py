@@ -180,7 +180,7 @@ def main() -> None:
         raise SystemExit(f"shared data not found at {DATA}")
     import torch
 
-    from slide_unet.core.model.store import MODELS_DIR_ENV
+    from slide_unet.core.paths import MODELS_DIR_ENV
 
     print(f"# bench_finetune: {_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"load average before: {_load()}")

@@ -104,7 +104,7 @@ def _bench_open() -> Any:
 
 def _quiet() -> None:
     """Silence the placeholder model's warning (timings do not depend on the weights)."""
-    from slide_unet.core.model.store import PlaceholderModelWarning
+    from slide_unet.core.errors import PlaceholderModelWarning
 
     warnings.simplefilter("ignore", PlaceholderModelWarning)
 

@@ -23,9 +23,9 @@ def _private_overview_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep every test (and the subprocesses they start) out of the user's cache."""
     import os
 
-    from slide_unet.core.slide.overviews import CACHE_ENV
+    from slide_unet.core.paths import CACHE_DIR_ENV
 
-    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("overview-cache"))
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("overview-cache"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,7 +33,7 @@ def _private_masks_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep every test's mask stores (and its subprocesses') out of the user's data folder."""
     import os
 
-    from slide_unet.core.masks.store import MASKS_DIR_ENV
+    from slide_unet.core.paths import MASKS_DIR_ENV
 
     os.environ[MASKS_DIR_ENV] = str(tmp_path_factory.mktemp("mask-stores"))
 
@@ -49,7 +49,7 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     import torch
 
-    from slide_unet.core.model.store import MODELS_DIR_ENV
+    from slide_unet.core.paths import MODELS_DIR_ENV
 
     folder = tmp_path / "user-models"
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))

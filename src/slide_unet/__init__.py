@@ -28,7 +28,7 @@ _PUBLIC = {
     "match_objects": "slide_unet.core.scoring.metrics",
     "score": "slide_unet.core.scoring.metrics",
     "ModelCard": "slide_unet.core.model.card",
-    "ModelError": "slide_unet.core.model.card",
+    "ModelError": "slide_unet.core.errors",
     "list_models": "slide_unet.core.model.store",
     "load_model": "slide_unet.core.model.store",
     "save_model": "slide_unet.core.model.store",
@@ -65,11 +65,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from slide_unet.core.errors import SlideError
+    from slide_unet.core.errors import ModelError, SlideError
     from slide_unet.core.inference.segment import segment
     from slide_unet.core.masks.io import export_mask, read_mask, write_mask
     from slide_unet.core.masks.rle import rle_decode, rle_encode
-    from slide_unet.core.model.card import ModelCard, ModelError
+    from slide_unet.core.model.card import ModelCard
     from slide_unet.core.model.store import list_models, load_model, save_model
     from slide_unet.core.scoring.metrics import dice, iou, match_objects, score
     from slide_unet.core.slide.slide import Slide, open_slide

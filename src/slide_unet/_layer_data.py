@@ -21,8 +21,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from slide_unet.core.errors import MaskStoreWarning
 from slide_unet.core.masks.salvage import TolerantLevel
-from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
+from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import AutosavedWindow
 
 __all__ = [

@@ -166,8 +166,9 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     ``(autosaved)`` once a person edited it.
     """
     from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
+    from slide_unet.core.errors import MaskStoreWarning
     from slide_unet.core.masks.salvage import salvage
-    from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
+    from slide_unet.core.masks.store import MaskStore
     from slide_unet.core.masks.windows import flush_windows
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))

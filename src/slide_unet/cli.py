@@ -305,7 +305,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import time
     import warnings
 
-    from slide_unet.core.model.store import PlaceholderModelWarning
+    from slide_unet.core.errors import PlaceholderModelWarning
 
     output = Path(args.output)
     options: dict[str, Any] = {

@@ -53,7 +53,8 @@ def _print_table(result: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Segment every image of a folder that has a mask of the same stem, and print its Dice."""
     from slide_unet.core.devices import resolve_device
-    from slide_unet.core.model.store import PlaceholderModelWarning, load_model
+    from slide_unet.core.errors import PlaceholderModelWarning
+    from slide_unet.core.model.store import load_model
     from slide_unet.core.training.evaluation import evaluate, held_out_stems
 
     if args.mpp is not None and not args.mpp > 0:

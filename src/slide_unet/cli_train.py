@@ -44,7 +44,7 @@ def _pairs(args: argparse.Namespace) -> list[Any]:
 
 def _config(args: argparse.Namespace) -> Any:
     from slide_unet.core.training.augment import Augmentation
-    from slide_unet.core.training.train import TrainingConfig
+    from slide_unet.core.training.config import TrainingConfig
 
     name = args.name or Path(args.output).name.split(".")[0]
     return TrainingConfig(

@@ -24,10 +24,10 @@ from test_predict import random_rgb, tiny_unet
 
 import slide_unet
 from slide_unet import cli
-from slide_unet.core.errors import Cancelled
+from slide_unet.core.errors import Cancelled, ModelError
 from slide_unet.core.inference import pipeline
-from slide_unet.core.model.card import ModelError
-from slide_unet.core.model.store import MODELS_DIR_ENV, load_model, save_model
+from slide_unet.core.model.store import load_model, save_model
+from slide_unet.core.paths import MODELS_DIR_ENV
 from slide_unet.core.training.evaluation import Evaluation, PixelSize, evaluate, held_out_stems
 
 SIZE = (72, 88)

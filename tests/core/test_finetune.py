@@ -26,10 +26,12 @@ from PIL import Image
 import slide_unet
 from slide_unet import cli
 from slide_unet.core.inference.segment import segment
-from slide_unet.core.model.store import MODELS_DIR_ENV, bundled_models_dir, load_model
+from slide_unet.core.model.store import bundled_models_dir, load_model
+from slide_unet.core.paths import MODELS_DIR_ENV
 from slide_unet.core.scoring.metrics import dice
 from slide_unet.core.training.augment import Augmentation
 from slide_unet.core.training.budget import MARGIN, TimeBudget
+from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.data import (
     REGION_FRACTION,
     load_images,
@@ -38,7 +40,7 @@ from slide_unet.core.training.data import (
 )
 from slide_unet.core.training.finetune import STEPS_PER_EPOCH, ArrayPair, finetune
 from slide_unet.core.training.image_pairs import ImagePair, find_pairs, read_pair
-from slide_unet.core.training.train import LOSS_EVERY, TrainingConfig, resume_path, train
+from slide_unet.core.training.train import LOSS_EVERY, resume_path, train
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SAMPLE_PAIR = ImagePair(

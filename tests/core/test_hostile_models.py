@@ -25,13 +25,12 @@ import torch
 from PIL import Image
 
 from slide_unet.core.devices import resolve_device, resolve_precision
-from slide_unet.core.errors import InputError
+from slide_unet.core.errors import InputError, ModelError, PlaceholderModelWarning
 from slide_unet.core.inference.segment import segment
 from slide_unet.core.model import store as model_store
-from slide_unet.core.model.card import MAX_CARD_BYTES, MAX_TILE, ModelCard, ModelError
+from slide_unet.core.model.card import MAX_CARD_BYTES, MAX_TILE, ModelCard
 from slide_unet.core.model.store import (
     MAX_HEADER_BYTES,
-    PlaceholderModelWarning,
     load_model,
     read_safetensors_header,
     save_model,

@@ -21,14 +21,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slide_unet.core.model.card import MAX_NAME_LENGTH, MAX_TILE, MPP_RANGE, ModelCard, ModelError
-from slide_unet.core.model.store import (
-    MODELS_DIR_ENV,
-    load_model,
-    read_safetensors_header,
-    save_model,
-)
+from slide_unet.core.errors import ModelError
+from slide_unet.core.model.card import MAX_NAME_LENGTH, MAX_TILE, MPP_RANGE, ModelCard
+from slide_unet.core.model.store import load_model, read_safetensors_header, save_model
 from slide_unet.core.model.unet import MAX_TENSOR_ELEMENTS, UNet, check_unet_config
+from slide_unet.core.paths import MODELS_DIR_ENV
 
 #: The most weights any U-Net these tests may build holds (the tiny one has ~10,000).
 _SMALL = 100_000

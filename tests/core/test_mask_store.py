@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slide_unet.core import paths
+from slide_unet.core.errors import MaskStoreError, MaskStoreWarning
 from slide_unet.core.masks import store as mask_store
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import halve_max
-from slide_unet.core.masks.store import MaskStore, MaskStoreError, MaskStoreWarning
+from slide_unet.core.masks.store import MaskStore
 
 CHUNK = 32
 
@@ -29,7 +31,7 @@ CHUNK = 32
 def small_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private masks folder, and sizes scaled down for small masks."""
     folder = tmp_path / "masks"
-    monkeypatch.setenv(mask_store.MASKS_DIR_ENV, str(folder))
+    monkeypatch.setenv(paths.MASKS_DIR_ENV, str(folder))
     monkeypatch.setattr(mask_store, "SMALLEST_SIDE", 24)
     monkeypatch.setattr(mask_store, "CHUNK_SIDE", CHUNK)
     monkeypatch.setattr(mask_store, "REBUILD_TILE", 64)
@@ -64,7 +66,7 @@ def assert_pyramid(store: MaskStore, expected0: np.ndarray) -> None:
 
 
 def test_masks_dir_follows_the_environment(small_stores: Path) -> None:
-    assert mask_store.masks_dir() == small_stores
+    assert paths.masks_dir() == small_stores
 
 
 def test_same_slide_maps_to_the_same_store(tmp_path: Path) -> None:
@@ -72,7 +74,7 @@ def test_same_slide_maps_to_the_same_store(tmp_path: Path) -> None:
     first = MaskStore.for_slide(path, (50, 60), mpp=0.5)
     again = MaskStore.for_slide(tmp_path / "slides" / ".." / "slides" / "slide.tif", (50, 60))
     assert again.path == first.path
-    assert first.path.parent == mask_store.masks_dir()
+    assert first.path.parent == paths.masks_dir()
     assert first.path.name.startswith("slide-")
     assert again.mpp == 0.5
     assert again.slide == str(path.resolve())
@@ -101,7 +103,7 @@ def test_for_slide_without_create_does_not_make_a_store(tmp_path: Path) -> None:
     path = slide_file(tmp_path)
     with pytest.raises(FileNotFoundError, match="no mask store"):
         MaskStore.for_slide(path, (30, 30), create=False)
-    assert not mask_store.masks_dir().exists() or not any(mask_store.masks_dir().iterdir())
+    assert not paths.masks_dir().exists() or not any(paths.masks_dir().iterdir())
 
 
 # -- layout ----------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def test_a_crash_while_creating_leaves_no_store(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(mask_store, "_build", crash)
     with pytest.raises(KeyboardInterrupt):
         MaskStore.for_key("crash", (30, 30))
-    assert list(mask_store.masks_dir().iterdir()) == []
+    assert list(paths.masks_dir().iterdir()) == []
     monkeypatch.undo()
     assert MaskStore.existing_for_key("crash", (30, 30)) is None
 

@@ -15,7 +15,7 @@ import pytest
 
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import halve_max
-from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import (
     AUTOSAVE_SECONDS,
     AutosavedWindow,
@@ -23,6 +23,7 @@ from slide_unet.core.masks.windows import (
     flush_windows,
     reload_windows,
 )
+from slide_unet.core.paths import MASKS_DIR_ENV
 
 TRUTH = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas_mask.ome.tif"
 REGION = (300, 800, 1000, 1700)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.errors import ModelError
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.store import load_model, save_model
 from slide_unet.core.model.unet import UNet
 from slide_unet.core.training.finetune import ArrayPair, finetune

@@ -13,11 +13,10 @@ import pytest
 import safetensors.torch
 import torch
 
+from slide_unet.core.errors import ModelError, PlaceholderModelWarning
 from slide_unet.core.model import store as model_store
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.store import (
-    MODELS_DIR_ENV,
-    PlaceholderModelWarning,
     bundled_models_dir,
     list_models,
     load_model,
@@ -25,6 +24,7 @@ from slide_unet.core.model.store import (
     user_models_dir,
 )
 from slide_unet.core.model.unet import UNet
+from slide_unet.core.paths import MODELS_DIR_ENV
 
 _REAL_PICKLE_LOADS = pickle.loads
 

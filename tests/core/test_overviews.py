@@ -206,11 +206,11 @@ def test_modified_file_gets_a_new_cache_key(tmp_path: Path) -> None:
     with open_slide(path) as slide:
         slide.build_overviews()
         old_cache = slide.overview_cache.path
-        old_key = slide_module.slide_key(path)
+        old_key = overviews.slide_key(path)
 
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # touched
-    assert slide_module.slide_key(path) != old_key
+    assert overviews.slide_key(path) != old_key
     with open_slide(path) as slide:
         assert slide.needs_overviews
         assert len(slide.levels) == 1
@@ -226,7 +226,7 @@ def test_modified_file_gets_a_new_cache_key(tmp_path: Path) -> None:
 
 def test_same_file_keeps_its_key(tmp_path: Path) -> None:
     path = flat_rgb(tmp_path)
-    assert slide_module.slide_key(path) == slide_module.slide_key(Path(str(path)))
+    assert overviews.slide_key(path) == overviews.slide_key(Path(str(path)))
     with open_slide(path) as first, open_slide(path) as second:
         assert first.overview_cache.path == second.overview_cache.path
 

@@ -15,8 +15,9 @@ import pytest
 
 from slide_unet.core.errors import StoreBusyError
 from slide_unet.core.masks.pyramids import halve_max
-from slide_unet.core.masks.store import BUSY_WAIT_SECONDS, MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.store import BUSY_WAIT_SECONDS, MaskStore
 from slide_unet.core.masks.windows import AutosavedWindow
+from slide_unet.core.paths import MASKS_DIR_ENV
 
 SHAPE = (512, 600)
 

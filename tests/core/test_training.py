@@ -20,12 +20,14 @@ from PIL import Image
 
 from slide_unet import cli
 from slide_unet.core.errors import Cancelled
-from slide_unet.core.model.store import MODELS_DIR_ENV, load_model
+from slide_unet.core.model.store import load_model
+from slide_unet.core.paths import MODELS_DIR_ENV
 from slide_unet.core.training.augment import Augmentation, augment, stain_jitter, warp
+from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.data import split_by_image
 from slide_unet.core.training.evaluation import evaluate
 from slide_unet.core.training.image_pairs import find_pairs, read_pair
-from slide_unet.core.training.train import TrainingConfig, resume_path, train
+from slide_unet.core.training.train import resume_path, train
 
 
 @pytest.fixture(autouse=True)

@@ -20,9 +20,10 @@ from slide_unet._widgets.correct import CorrectWidget
 from slide_unet._widgets.edit_window import window_region
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import halve_max
-from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import AUTOSAVE_SECONDS
 from slide_unet.core.objects import edit
+from slide_unet.core.paths import MASKS_DIR_ENV
 
 pytestmark = pytest.mark.gui
 

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from slide_unet._widgets import _finetune_input as finetune_input
-from slide_unet.core.masks.store import MASKS_DIR_ENV
-from slide_unet.core.model.store import MODELS_DIR_ENV, bundled_models_dir, list_models
+from slide_unet.core.model.store import bundled_models_dir, list_models
+from slide_unet.core.paths import MASKS_DIR_ENV, MODELS_DIR_ENV
 
 pytestmark = pytest.mark.gui
 
@@ -68,8 +68,9 @@ def _write_pairs(folder: Path, seeds: range) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny disk-finding U-Net (weights and card), trained once for the module."""
+    from slide_unet.core.training.config import TrainingConfig
     from slide_unet.core.training.image_pairs import find_pairs
-    from slide_unet.core.training.train import TrainingConfig, train
+    from slide_unet.core.training.train import train
 
     folder = tmp_path_factory.mktemp("tiny-model")
     pairs, _ = find_pairs(*_write_pairs(folder, range(4)))

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 
 from slide_unet import _reader
+from slide_unet.core import paths
 from slide_unet.core.slide import overviews, slide
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
@@ -20,7 +21,7 @@ PLUGIN = "napari-slide-unet"
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(overviews.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(paths.CACHE_DIR_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -204,7 +205,8 @@ def test_flat_slide_fills_in_while_overviews_build_in_the_background(
 def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
     make_napari_viewer, tmp_path
 ) -> None:
-    from slide_unet.core.masks.store import MaskStore, MaskStoreWarning
+    from slide_unet.core.errors import MaskStoreWarning
+    from slide_unet.core.masks.store import MaskStore
 
     path = tmp_path / "slide.tif"
     tifffile.imwrite(path, np.full((2048, 2048), 200, np.uint8), tile=(256, 256))

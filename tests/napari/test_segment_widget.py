@@ -11,9 +11,9 @@ import pytest
 from slide_unet._widgets._layers import camera_of
 from slide_unet.core.inference.segment import segment
 from slide_unet.core.masks.io import read_mask
-from slide_unet.core.masks.store import MASKS_DIR_ENV, MaskStore
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.paths import CACHE_DIR_ENV, MASKS_DIR_ENV
 from slide_unet.core.scoring.metrics import dice
-from slide_unet.core.slide.overviews import CACHE_ENV
 
 pytestmark = pytest.mark.gui
 
@@ -27,7 +27,7 @@ WAIT_MS = 240_000
 @pytest.fixture(autouse=True)
 def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ A long computation stops when asked: it takes a ``cancel`` (a
 :func:`cancel_check`) and raises :class:`Cancelled`, which is not an error.
 
 The input errors also derive from :class:`ValueError`, so code that caught
-``ValueError`` around this library keeps working.
+``ValueError`` around this library keeps working. The warnings a user may see
+(a damaged mask store recovered, a placeholder model) are here too.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = [
     "LimitError",
     "MaskError",
     "MaskStoreError",
+    "MaskStoreWarning",
     "ModelError",
+    "PlaceholderModelWarning",
     "SlideError",
     "StoreBusyError",
     "UsageError",
@@ -127,3 +130,14 @@ class StoreBusyError(UserError):
 
 class WorkersDiedError(UserError, RuntimeError):
     """The dask.distributed workers of a run died before it finished."""
+
+
+# -- warnings: the work goes on, the user is told -----------------------------------
+
+
+class MaskStoreWarning(UserWarning):
+    """A damaged mask store: what was recovered, set aside or lost."""
+
+
+class PlaceholderModelWarning(UserWarning):
+    """An untrained placeholder model was loaded: its output means nothing."""

@@ -35,7 +35,7 @@ import torch
 from slide_unet.core.devices import autocast, is_out_of_memory, resolve_precision
 from slide_unet.core.errors import InputError
 from slide_unet.core.inference.tiling import (
-    Block,
+    OutputBlock,
     apply_taps,
     block_output_taps,
     reflect_index,
@@ -225,7 +225,7 @@ class TileReader:
             return (pixels[..., :3].astype(np.float32) @ LUMA)[..., None]
         return pixels
 
-    def __call__(self, block: Block) -> np.ndarray:
+    def __call__(self, block: OutputBlock) -> np.ndarray:
         """The ``tile x tile x channels`` input of ``block``."""
         tile = self.plan.tile
         axes = []
@@ -255,7 +255,7 @@ class BlockWriter:
     #: Output rows resampled at a time: bounds a writer's float32 scratch.
     strip = 512
 
-    def __call__(self, kept: np.ndarray, block: Block) -> None:
+    def __call__(self, kept: np.ndarray, block: OutputBlock) -> None:
         """Store ``block`` from ``kept``, the ``(tile - 2*halo)``-square probabilities."""
         plan = self.plan
         rows, cols = block_output_taps(plan.grid, block)
@@ -425,8 +425,8 @@ class Prefetcher:
 
     def __init__(
         self,
-        batches: Sequence[Sequence[Block]],
-        read: Callable[[Block], np.ndarray],
+        batches: Sequence[Sequence[OutputBlock]],
+        read: Callable[[OutputBlock], np.ndarray],
         *,
         workers: int,
         depth: int = 1,
@@ -467,7 +467,7 @@ class Prefetcher:
     def _run(self) -> None:
         try:
             batches = iter(self._batches)
-            pending: deque[tuple[Sequence[Block], list[Future[np.ndarray]]]] = deque()
+            pending: deque[tuple[Sequence[OutputBlock], list[Future[np.ndarray]]]] = deque()
 
             def submit_next() -> None:
                 blocks = next(batches, None)
@@ -485,7 +485,7 @@ class Prefetcher:
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(_Failure(exc))
 
-    def __iter__(self) -> Iterator[tuple[Sequence[Block], torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Sequence[OutputBlock], torch.Tensor]]:
         while True:
             item = self._queue.get()
             if item is _DONE:
@@ -513,7 +513,7 @@ class WriterPool:
     """
 
     def __init__(
-        self, write: Callable[[np.ndarray, Block], None], *, workers: int, nice: bool = False
+        self, write: Callable[[np.ndarray, OutputBlock], None], *, workers: int, nice: bool = False
     ) -> None:
         self._write = write
         self._max = 2 * workers + 2
@@ -524,7 +524,7 @@ class WriterPool:
             initializer=lower_thread_priority if nice else None,
         )
 
-    def submit(self, kept: np.ndarray, block: Block) -> None:
+    def submit(self, kept: np.ndarray, block: OutputBlock) -> None:
         """Queue ``block`` for writing; waits while too many are in flight."""
         while self._pending and (len(self._pending) >= self._max or self._pending[0].done()):
             self._pending.popleft().result()

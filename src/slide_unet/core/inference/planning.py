@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from slide_unet.core.devices import resolve_device
-from slide_unet.core.errors import InputError
-from slide_unet.core.inference.tiling import Block, TileGrid, make_grid
+from slide_unet.core.errors import InputError, ModelError
+from slide_unet.core.inference.tiling import OutputBlock, TileGrid, make_grid
 from slide_unet.core.limits import MPP_RANGE, check_mpp, plausible_mpp
-from slide_unet.core.model.card import DEFAULT_MEAN, DEFAULT_STD, ModelError
+from slide_unet.core.model.card import DEFAULT_MEAN, DEFAULT_STD
 from slide_unet.core.slide.files import consistent_levels
 from slide_unet.core.slide.tissue import tissue_mask
 
@@ -86,7 +86,7 @@ class SegmentationPlan:
         ``(y0, y1, x0, x1)`` computed, full resolution; the output's shape.
     grid : TileGrid
         Blocks, tiles and halo (see :mod:`slide_unet.core.inference.tiling`).
-    blocks : tuple of Block
+    blocks : tuple of OutputBlock
         The blocks to run (those touching tissue), row by row.
     total_blocks : int
         Blocks in the region, run or skipped as background.
@@ -120,7 +120,7 @@ class SegmentationPlan:
     scale: float
     region: tuple[int, int, int, int]
     grid: TileGrid
-    blocks: tuple[Block, ...]
+    blocks: tuple[OutputBlock, ...]
     total_blocks: int
     model: str | None
     channel_mode: str
@@ -495,7 +495,7 @@ def plan_segmentation(
         :data:`~slide_unet.core.limits.MPP_RANGE` (the message names the
         value and the range); an unreadable file is a
         :class:`~slide_unet.core.errors.SlideError`, a bad model card a
-        :class:`~slide_unet.core.model.card.ModelError`.
+        :class:`~slide_unet.core.errors.ModelError`.
     """
     dev = resolve_device(device)
     with open_source(source) as src:

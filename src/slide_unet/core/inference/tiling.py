@@ -1,4 +1,4 @@
-"""Tile grids at the model's working scale, exact resampling, and tissue detection.
+"""Tile grids at the model's working scale and exact resampling.
 
 How a slide is cut into model tiles
     The output (a region of the slide at full resolution) is cut into square
@@ -45,7 +45,7 @@ import numpy as np
 from slide_unet.core.errors import InputError
 
 __all__ = [
-    "Block",
+    "OutputBlock",
     "Taps",
     "TileGrid",
     "apply_taps",
@@ -149,8 +149,10 @@ def apply_taps(data: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: in
 # -- the grid ------------------------------------------------------------------------
 
 
-class Block(NamedTuple):
-    """One block: its full-resolution box and the working-scale origin of its tile."""
+class OutputBlock(NamedTuple):
+    """One block of the output: its full-resolution box and the working-scale origin of
+    its tile (not to be confused with the blocks a mask is read in,
+    :class:`~slide_unet.core.masks.blocks.BlockGrid`)."""
 
     y0: int
     y1: int
@@ -280,9 +282,9 @@ class TileGrid:
         rows, cols = self.shape
         return rows * cols
 
-    def block_at(self, i: int, j: int) -> Block:
+    def block_at(self, i: int, j: int) -> OutputBlock:
         """Block ``(i, j)`` (row, column)."""
-        return Block(
+        return OutputBlock(
             self.row_edges[i],
             self.row_edges[i + 1],
             self.col_edges[j],
@@ -291,7 +293,7 @@ class TileGrid:
             self.tile_cols[j],
         )
 
-    def blocks(self) -> list[Block]:
+    def blocks(self) -> list[OutputBlock]:
         """Every block, row by row."""
         rows, cols = self.shape
         return [self.block_at(i, j) for i in range(rows) for j in range(cols)]
@@ -394,7 +396,7 @@ def make_grid(
     )
 
 
-def block_output_taps(grid: TileGrid, block: Block) -> tuple[Taps, Taps]:
+def block_output_taps(grid: TileGrid, block: OutputBlock) -> tuple[Taps, Taps]:
     """Taps from a block's tile centre to its full-resolution pixels.
 
     Indices are local to the tile's kept centre (``tile - 2 * halo`` pixels a

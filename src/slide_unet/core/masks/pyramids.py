@@ -46,6 +46,7 @@ import tifffile
 import zarr
 from numcodecs import Blosc
 
+from slide_unet.core import ngff
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError
 from slide_unet.core.limits import check_decode
@@ -59,7 +60,6 @@ __all__ = [
     "check_pyramid",
     "halve_max",
     "level_count",
-    "level_shapes",
     "read_ome_zarr",
     "write_ome_tiff",
     "write_ome_zarr",
@@ -73,23 +73,12 @@ TIFF_TILE = 512
 ZARR_CHUNK = 1024
 #: TIFF compression: Adobe deflate, the one every TIFF reader decodes.
 TIFF_COMPRESSION = "zlib"
-#: Colour of value 1 in a binary OME-Zarr label image (RGBA, 0-255).
-LABEL_COLOR = (255, 0, 0, 255)
-
-_MICROMETRE = "micrometer"
 
 
 def level_count(shape: tuple[int, int]) -> int:
-    """Levels, full resolution included, halving until the largest side is at
-    most :data:`SMALLEST_SIDE`."""
-    largest = max(shape)
-    return 1 + max(0, math.ceil(math.log2(largest / SMALLEST_SIDE))) if largest else 1
-
-
-def level_shapes(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
-    """Shape of each level: ``ceil(side / 2**k)``."""
-    h, w = shape
-    return [(-(-h // 2**k), -(-w // 2**k)) for k in range(levels)]
+    """Levels of a mask file, full resolution included, halving until the largest side
+    is at most :data:`SMALLEST_SIDE` (:func:`slide_unet.core.ngff.level_count`)."""
+    return ngff.level_count(shape, SMALLEST_SIDE)
 
 
 def halve_max(block: np.ndarray) -> np.ndarray:
@@ -171,7 +160,7 @@ def check_pyramid(
         Bands of rows over the memory budget: a very wide mask.
     """
     shape = check_mask_shape(shape, what)
-    shapes = level_shapes(shape, _check_levels(shape, levels))
+    shapes = ngff.level_shapes(shape, _check_levels(shape, levels))
     _check_bands(shape, shapes, ZARR_CHUNK if zarr_store else TIFF_TILE, np.dtype(dtype), what)
     return shapes
 
@@ -458,29 +447,11 @@ def write_ome_zarr(
 
 
 def _ngff_metadata(name: str, levels: int, mpp: float | None, binary: bool) -> dict[str, Any]:
-    unit = {"unit": _MICROMETRE} if mpp else {}
-    step = mpp or 1.0
-    axes = [{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}]
-    datasets = [
-        {
-            "path": str(k),
-            "coordinateTransformations": [{"type": "scale", "scale": [step * 2**k] * 2}],
-        }
-        for k in range(levels)
-    ]
-    image_label: dict[str, Any] = {"version": "0.4"}
-    if binary:
-        image_label["colors"] = [{"label-value": 1, "rgba": list(LABEL_COLOR)}]
-    return {
-        "multiscales": [
-            {
-                "version": "0.4",
-                "name": name,
-                "axes": axes,
-                "datasets": datasets,
-                "type": "max",
-                "metadata": {"description": "each level the 2x2 maximum of the one above"},
-            }
-        ],
-        "image-label": image_label,
-    }
+    return ngff.label_metadata(
+        name,
+        levels,
+        mpp,
+        version="0.4",
+        colours=binary,
+        description="each level the 2x2 maximum of the one above",
+    )

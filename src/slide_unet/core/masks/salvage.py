@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
+from slide_unet.core import ngff
 from slide_unet.core.atomic import temporary_name
 from slide_unet.core.errors import MaskStoreError
 
@@ -74,7 +75,7 @@ def _set_aside(store: MaskStore, level: int, index: tuple[int, int]) -> Path | N
 
 
 def _warn(store: MaskStore, found: list[str]) -> None:
-    from slide_unet.core.masks.store import MaskStoreWarning
+    from slide_unet.core.errors import MaskStoreWarning
 
     # What happened first: a notification shows its first words.
     warnings.warn(
@@ -256,14 +257,8 @@ def rebuild_metadata(
     MaskStoreError
         There is nothing to recover (no chunks), or it still cannot be read.
     """
-    from slide_unet.core.masks.store import (
-        _ATTRS,
-        MaskStoreWarning,
-        _build,
-        _problem,
-        level_count,
-        level_shapes,
-    )
+    from slide_unet.core.errors import MaskStoreWarning
+    from slide_unet.core.masks.store import _ATTRS, _build, _problem, level_count
 
     problem = _problem(folder)
     if not (folder / "0" / "c").is_dir():
@@ -273,7 +268,7 @@ def rebuild_metadata(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
     shutil.copytree(folder, aside)
-    shapes = level_shapes(shape, level_count(shape))
+    shapes = ngff.level_shapes(shape, level_count(shape))
     scratch = folder.with_name(temporary_name(folder.name))
     try:
         side = _level0_chunk_side(folder, dtype)

@@ -60,30 +60,24 @@ from typing import Any
 import dask.array as da
 import filelock
 import numpy as np
-import platformdirs
 import zarr
 from zarr.codecs import BloscCodec
 
+from slide_unet.core import ngff
 from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
-from slide_unet.core.errors import MaskStoreError, StoreBusyError
+from slide_unet.core.errors import MaskStoreError, MaskStoreWarning, StoreBusyError
 from slide_unet.core.masks.overviews import rebuild, rebuild_stale
-from slide_unet.core.masks.pyramids import level_shapes
+from slide_unet.core.paths import masks_dir
 
 __all__ = [
     "CHUNK_SIDE",
     "FORMAT_VERSION",
     "KEEP_BACKUPS",
-    "MASKS_DIR_ENV",
     "SMALLEST_SIDE",
     "MaskStore",
-    "MaskStoreError",
-    "MaskStoreWarning",
     "level_count",
-    "masks_dir",
 ]
 
-#: Environment variable that moves the masks folder (tests, shared machines).
-MASKS_DIR_ENV = "SLIDE_UNET_MASKS_DIR"
 #: Version of the store layout; a store of another version is not opened.
 FORMAT_VERSION = 1
 #: Chunk side of every level (level 0's may be chosen per store).
@@ -113,22 +107,6 @@ _STALE: dict[str, list[Any]] = {}
 DEFER_SECONDS = 1.0
 
 
-class MaskStoreWarning(UserWarning):
-    """A damaged mask store: what was recovered, set aside or lost."""
-
-
-def masks_dir() -> Path:
-    """Folder of the per-slide mask stores (it may not exist yet).
-
-    ``$SLIDE_UNET_MASKS_DIR`` when set, else
-    ``platformdirs.user_data_dir("napari-slide-unet")/masks``.
-    """
-    root = os.environ.get(MASKS_DIR_ENV)
-    if root:
-        return Path(root)
-    return Path(platformdirs.user_data_dir("napari-slide-unet", appauthor=False)) / "masks"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -141,10 +119,7 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def level_count(shape: tuple[int, int]) -> int:
     """Levels of a store for a mask of ``shape``, full resolution included."""
-    count, side = 1, max(_check_shape(tuple(shape)))
-    while side > SMALLEST_SIDE:
-        side, count = -(-side // 2), count + 1
-    return count
+    return ngff.level_count(_check_shape(tuple(shape)), SMALLEST_SIDE)
 
 
 def _safe_name(text: str) -> str:
@@ -196,37 +171,6 @@ def _lock_for(path: Path) -> threading.RLock:
         return _LOCKS.setdefault(str(path.resolve()), threading.RLock())
 
 
-def _ome_metadata(name: str, levels: int, mpp: float | None) -> dict[str, Any]:
-    unit = {"unit": "micrometer"} if mpp else {}
-    step = mpp or 1.0
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": name,
-                "axes": [
-                    {"name": "y", "type": "space", **unit},
-                    {"name": "x", "type": "space", **unit},
-                ],
-                "datasets": [
-                    {
-                        "path": str(k),
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": [step * 2**k, step * 2**k]}
-                        ],
-                    }
-                    for k in range(levels)
-                ],
-                "type": "max",
-            }
-        ],
-        "image-label": {
-            "version": "0.5",
-            "colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}],
-        },
-    }
-
-
 def _build(
     folder: Path,
     shape: tuple[int, int],
@@ -238,7 +182,7 @@ def _build(
     source: str | None,
 ) -> None:
     """Create an empty store at ``folder`` (which must not exist)."""
-    shapes = level_shapes(shape, level_count(shape))
+    shapes = ngff.level_shapes(shape, level_count(shape))
     group = zarr.open_group(folder, mode="w", zarr_format=3)
     for k, level_shape in enumerate(shapes):
         side = chunk if k == 0 else CHUNK_SIDE
@@ -273,7 +217,7 @@ def _build(
                 "source": source,
                 "regions": [],
             },
-            "ome": _ome_metadata(folder.name, len(shapes), mpp),
+            "ome": ngff.label_metadata(folder.name, len(shapes), mpp, version="0.5"),
         }
     )
 
@@ -287,7 +231,7 @@ def _problem(folder: Path) -> str | None:
             return "its attributes are not those of a slide-unet mask store"
         if info["version"] != FORMAT_VERSION:
             return f"it is format version {info['version']}, this version reads {FORMAT_VERSION}"
-        shapes = level_shapes(tuple(info["shape"]), int(info["levels"]))
+        shapes = ngff.level_shapes(tuple(info["shape"]), int(info["levels"]))
         for k, level_shape in enumerate(shapes):
             array = group[str(k)]
             if tuple(array.shape) != level_shape or array.dtype != np.dtype(info["dtype"]):

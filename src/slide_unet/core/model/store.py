@@ -20,25 +20,23 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-import platformdirs
 import safetensors.torch
 import torch
 
 from slide_unet.core.atomic import atomic_path
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.errors import ModelError, PlaceholderModelWarning
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.unet import UNet
 from slide_unet.core.model.weights_header import (
     MAX_HEADER_BYTES,
     check_tensors_fit_card,
     read_safetensors_header,
 )
+from slide_unet.core.paths import models_dir
 
 __all__ = [
     "MAX_HEADER_BYTES",
-    "MODELS_DIR_ENV",
     "ModelCard",
-    "ModelError",
-    "PlaceholderModelWarning",
     "bundled_models_dir",
     "list_models",
     "load_model",
@@ -47,16 +45,10 @@ __all__ = [
     "user_models_dir",
 ]
 
-#: Environment variable that moves the user models folder (tests, shared installs).
-MODELS_DIR_ENV = "SLIDE_UNET_MODELS_DIR"
 
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class PlaceholderModelWarning(UserWarning):
-    """An untrained placeholder model was loaded: its output means nothing."""
 
 
 def user_models_dir() -> Path:
@@ -66,10 +58,7 @@ def user_models_dir() -> Path:
     named by the environment variable ``SLIDE_UNET_MODELS_DIR``. It may not
     exist yet; :func:`save_model` creates it.
     """
-    root = os.environ.get(MODELS_DIR_ENV)
-    if root:
-        return Path(root)
-    return Path(platformdirs.user_data_dir("napari-slide-unet", appauthor=False)) / "models"
+    return models_dir()
 
 
 def bundled_models_dir() -> Path:

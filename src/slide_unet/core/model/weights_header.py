@@ -17,7 +17,8 @@ import math
 import os
 from pathlib import Path
 
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.errors import ModelError
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.unet import _brief, unet_tensor_shapes
 
 __all__ = ["MAX_HEADER_BYTES", "check_tensors_fit_card", "read_safetensors_header"]

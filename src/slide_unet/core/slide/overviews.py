@@ -15,6 +15,7 @@ fill in the zoomed-out picture as it is computed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -27,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
-import platformdirs
 import zarr
+
+from slide_unet.core import ngff
+from slide_unet.core.paths import cache_dir
 
 if TYPE_CHECKING:
     from slide_unet.core.slide.slide import Slide
 
-#: Environment variable that moves the cache (tests, shared machines).
-CACHE_ENV = "SLIDE_UNET_CACHE_DIR"
 
 #: Overviews stop once the smallest level fits in this many pixels a side.
 SMALLEST_SIDE = 1024
@@ -52,15 +53,20 @@ FORMAT_VERSION = 1
 
 def cache_root() -> Path:
     """Folder holding cached overviews: ``$SLIDE_UNET_CACHE_DIR`` or the user cache."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root) if root else Path(platformdirs.user_cache_dir("napari-slide-unet"))
-    return base / "overviews"
+    return cache_dir() / "overviews"
+
+
+def slide_key(path: Path) -> str:
+    """A key that changes when the file at ``path`` is replaced or modified."""
+    stat = path.stat()
+    ident = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
 def overview_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Shapes (YX or YXC) of the levels below full resolution, each half the last."""
     height, width = shape[:2]
-    count = max(1, math.ceil(math.log2(max(height, width) / SMALLEST_SIDE)))
+    count = max(1, ngff.level_count((height, width), SMALLEST_SIDE) - 1)
     return [
         (math.ceil(height / 2**k), math.ceil(width / 2**k), *shape[2:])
         for k in range(1, count + 1)
@@ -140,8 +146,6 @@ class OverviewCache:
     @classmethod
     def for_slide(cls, slide: Slide) -> OverviewCache:
         """The cache entry for ``slide`` (keyed by its path, size and mtime)."""
-        from slide_unet.core.slide.slide import slide_key
-
         path = cache_root() / f"{slide.name}-{slide_key(slide.path)}.ome.zarr"
         return cls(path, slide.shape, slide.dtype, slide.mpp)
 
@@ -296,27 +300,15 @@ class OverviewCache:
                 future.cancel()
 
     def _metadata(self) -> dict[str, Any]:
-        unit = {"unit": "micrometer"} if self.mpp else {}
-        step = self.mpp or 1.0
-        axes = [{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}]
-        channel_scale: list[float] = []
-        if len(self.shape) == 3:
-            axes.insert(0, {"name": "c", "type": "channel"})
-            channel_scale = [1.0]
-        datasets = [
-            {
-                "path": str(k),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [*channel_scale, step * 2**k, step * 2**k]}
-                ],
-            }
-            for k in range(1, len(self.shapes) + 1)
-        ]
+        multiscale = ngff.multiscale(
+            self.path.name,
+            len(self.shapes),
+            self.mpp,
+            channels=len(self.shape) == 3,
+            first_level=1,
+        )
         return {
-            "ome": {
-                "version": "0.5",
-                "multiscales": [{"name": self.path.name, "axes": axes, "datasets": datasets}],
-            },
+            "ome": {"version": "0.5", "multiscales": [multiscale]},
             "slide_unet": {"version": FORMAT_VERSION, "shape": list(self.shape)},
         }
 

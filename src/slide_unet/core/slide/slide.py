@@ -18,7 +18,6 @@ with a :class:`~slide_unet.core.errors.LimitError`.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from collections.abc import Callable
@@ -53,7 +52,6 @@ __all__ = [
     "Slide",
     "check_mpp",
     "open_slide",
-    "slide_key",
 ]
 
 
@@ -226,13 +224,6 @@ def _slide_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
-
-
-def slide_key(path: Path) -> str:
-    """A key that changes when the file at ``path`` is replaced or modified."""
-    stat = path.stat()
-    ident = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
 def open_slide(path: str | os.PathLike[str]) -> Slide:

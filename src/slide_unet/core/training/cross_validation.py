@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from slide_unet.core.errors import Cancel, Cancelled, InputError
+from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.image_pairs import ImagePair
-from slide_unet.core.training.train import TrainingConfig, TrainingResult, train
+from slide_unet.core.training.train import TrainingResult, train
 
 __all__ = ["CrossValidation", "cross_validate", "image_folds", "train_cross_validated"]
 

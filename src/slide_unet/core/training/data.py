@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,10 +47,8 @@ import torch.nn.functional as F
 
 from slide_unet.core.errors import InputError
 from slide_unet.core.inference.tiling import reflect_index
+from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.image_pairs import ArrayPair, ImagePair, Region, read_pair
-
-if TYPE_CHECKING:
-    from slide_unet.core.training.train import TrainingConfig
 
 __all__ = [
     "REGION_FRACTION",

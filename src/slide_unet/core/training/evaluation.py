@@ -43,10 +43,10 @@ from typing import Any, NamedTuple
 import torch
 
 from slide_unet.core.devices import resolve_device
-from slide_unet.core.errors import Cancel, Cancelled, InputError, cancel_check
+from slide_unet.core.errors import Cancel, Cancelled, InputError, ModelError, cancel_check
 from slide_unet.core.inference.segment import MAX_IN_MEMORY_PIXELS, segment
 from slide_unet.core.masks.io import check_same_shape, read_mask
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.scoring.metrics import Scores, score
 from slide_unet.core.slide.slide import open_slide
 from slide_unet.core.training.image_pairs import ImagePair, find_pairs, image_stem
@@ -250,7 +250,8 @@ def held_out_stems(model: Any) -> list[str] | None:
     if isinstance(model, (str, os.PathLike)):
         import warnings
 
-        from slide_unet.core.model.store import PlaceholderModelWarning, load_model
+        from slide_unet.core.errors import PlaceholderModelWarning
+        from slide_unet.core.model.store import load_model
 
         with warnings.catch_warnings():  # only the card is wanted here
             warnings.simplefilter("ignore", PlaceholderModelWarning)
@@ -393,7 +394,7 @@ def evaluate(
         A missing folder, two files with one stem, no image with a mask, a
         stem in ``stems`` that is not an image with a mask, a mask whose shape
         is not its image's, an unreadable file, or a bad device or ``mpp``.
-    slide_unet.core.model.card.ModelError
+    slide_unet.core.errors.ModelError
         (a ValueError) A model that cannot be loaded.
     slide_unet.core.masks.blocks.Cancelled
         ``cancel`` asked to stop.

@@ -55,8 +55,8 @@ from typing import Any
 
 import torch
 
-from slide_unet.core.errors import Cancel, InputError
-from slide_unet.core.model.card import ModelCard, ModelError
+from slide_unet.core.errors import Cancel, InputError, ModelError
+from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.unet import UNet
 from slide_unet.core.training.image_pairs import ArrayPair, ImagePair
 
@@ -283,12 +283,13 @@ def finetune(
         No pairs, unreadable or mismatched data, a pixel size that is needed
         and unknown, bad settings, or an ``out`` that would overwrite a bundled
         model or the base model (checked before training starts).
-    slide_unet.core.model.card.ModelError
+    slide_unet.core.errors.ModelError
         (a ValueError) The base model cannot be loaded.
     """
     started = time.perf_counter()  # the budget covers loading the base model too
     from slide_unet.core.model.store import save_model
-    from slide_unet.core.training.train import TrainingConfig, resume_path, train
+    from slide_unet.core.training.config import TrainingConfig
+    from slide_unet.core.training.train import resume_path, train
 
     pairs = _check_pairs(pairs)
     if mpp is not None and not mpp > 0:
