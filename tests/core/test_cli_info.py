@@ -15,6 +15,7 @@ from PIL import Image
 from slide_factories import gray_image, rgb_image, write_ome_pyramid, write_tiled
 
 from slide_unet import __version__, cli
+from slide_unet.cli import info as cli_info
 from slide_unet.core.slide import overviews
 from slide_unet.core.slide import slide as slide_module
 
@@ -211,7 +212,7 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(
     def broken(slide: object) -> dict[str, object]:
         return {"levels": [int("not a number")]}
 
-    monkeypatch.setattr(cli, "_slide_info", broken)
+    monkeypatch.setattr(cli_info, "slide_info", broken)
     assert cli.main(["info", "--json", str(pyramid)]) == cli.BUG_EXIT_STATUS == 70
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")
@@ -235,7 +236,7 @@ def test_user_errors_are_one_line_whatever_their_kind(
         def failing(slide: object, error: Exception = error) -> dict[str, object]:
             raise error
 
-        monkeypatch.setattr(cli, "_slide_info", failing)
+        monkeypatch.setattr(cli_info, "slide_info", failing)
         assert cli.main(["info", "--json", str(pyramid)]) == 1
         err = capsys.readouterr().err
         assert err == f"slide-unet info: error: {error}\n"

@@ -1,7 +1,7 @@
 """``slide-unet finetune``: adapt a model to a lab's own images and corrected masks.
 
 Thin over :func:`slide_unet.core.training.finetune.finetune`; registered by
-:func:`slide_unet.cli.build_parser` through :func:`add_parser`.
+``slide_unet.cli.build_parser`` through :func:`add_parser`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,15 @@ import shlex
 import sys
 from typing import Any
 
-from slide_unet.cli_train import _pairs, _print_epoch
+from slide_unet.cli.common import (
+    add_device_option,
+    add_json_option,
+    print_epoch,
+    training_pairs,
+)
 from slide_unet.core.errors import UsageError
 
-__all__ = ["add_parser", "cmd_finetune"]
+__all__ = ["add_parser", "run"]
 
 #: The time budget when neither --minutes nor --epochs is given.
 DEFAULT_MINUTES = 10.0
@@ -42,10 +47,10 @@ def _summary(result: Any) -> dict[str, Any]:
 def _print_trained(record: dict[str, Any], total: int | None) -> None:
     """An epoch's line; none for the base model's record (``say`` has printed its Dice)."""
     if record["epoch"]:
-        _print_epoch(record, total)
+        print_epoch(record, total)
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Fine-tune a model on folders of images and masks, and save it as a new model."""
     from slide_unet.core.training.finetune import finetune
 
@@ -57,7 +62,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     minutes = args.minutes if args.epochs is None else None
     if minutes is None and args.epochs is None:
         minutes = DEFAULT_MINUTES
-    pairs = _pairs(args)
+    pairs = training_pairs(args.images, args.masks)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     quiet = args.json
     result = finetune(
@@ -126,8 +131,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     finetune.add_argument("--val-fraction", type=float, default=0.2, help="default 0.2")
     finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_device_option(finetune)
     finetune.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    finetune.add_argument("--json", action="store_true", help="print a JSON summary only")
-    finetune.set_defaults(run=cmd_finetune, exclude=None)
+    add_json_option(finetune, help="print a JSON summary only")
+    finetune.set_defaults(run=run)
     return finetune

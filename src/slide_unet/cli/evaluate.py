@@ -1,7 +1,7 @@
 """``slide-unet evaluate``: score a model on a folder of images with expert masks.
 
 Thin over :func:`slide_unet.core.training.evaluation.evaluate`; registered by
-:func:`slide_unet.cli.build_parser` through :func:`add_parser`.
+``slide_unet.cli.build_parser`` through :func:`add_parser`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 import warnings
 from typing import Any
 
-from slide_unet.cli import _progress_bar
+from slide_unet.cli.common import add_device_option, add_json_option, progress_bar
 from slide_unet.core.errors import UsageError
 
-__all__ = ["add_parser", "cmd_evaluate"]
+__all__ = ["add_parser", "run"]
 
 #: How the table and JSON name where a pixel size came from.
 _SOURCE_NAMES = {"argument": "--mpp"}
@@ -50,7 +50,7 @@ def _print_table(result: Any) -> None:
     )
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Segment every image of a folder that has a mask of the same stem, and print its Dice."""
     from slide_unet.core.devices import resolve_device
     from slide_unet.core.errors import PlaceholderModelWarning
@@ -82,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             tta=args.tta,
             min_object_um2=args.min_object_um2,
             stems=stems,
-            progress=_progress_bar("evaluating"),
+            progress=progress_bar("evaluating"),
         )
     if args.json:
         out = result.as_dict()
@@ -117,7 +117,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--mpp", type=float, help="input pixel size (µm) of images whose file records none"
     )
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_device_option(evaluate)
     evaluate.add_argument(
         "--precision",
         default="auto",
@@ -139,6 +139,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="AREA",
         help="remove objects smaller than AREA µm² before scoring, as for segment",
     )
-    evaluate.add_argument("--json", action="store_true", help="print JSON")
-    evaluate.set_defaults(run=cmd_evaluate)
+    add_json_option(evaluate)
+    evaluate.set_defaults(run=run)
     return evaluate

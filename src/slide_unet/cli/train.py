@@ -9,37 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from slide_unet.core.errors import UsageError
+from slide_unet.cli.common import add_json_option, print_epoch, training_pairs
+
+__all__ = ["add_parser", "run"]
 
 _ARCHITECTURES = ("unet",)
 
 
 def _stems(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def _pairs(args: argparse.Namespace) -> list[Any]:
-    from slide_unet.core.training.image_pairs import find_pairs
-
-    if len(args.images) != len(args.masks):
-        raise UsageError(
-            f"give one --masks folder per --images folder, got {len(args.images)} --images and "
-            f"{len(args.masks)} --masks"
-        )
-    pairs = []
-    for images, masks in zip(args.images, args.masks, strict=True):
-        found, unpaired = find_pairs(images, masks)
-        if unpaired:
-            print(
-                f"{len(unpaired)} images in {images} have no mask and are left out",
-                file=sys.stderr,
-            )
-        pairs.extend(found)
-    excluded = set(args.exclude or [])
-    unknown = excluded - {p.stem for p in pairs}
-    if unknown:
-        raise UsageError(f"--exclude names images that are not there: {sorted(unknown)}")
-    return [p for p in pairs if p.stem not in excluded]
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -84,21 +62,6 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def _print_epoch(record: dict[str, Any], total: int | None, prefix: str = "") -> None:
-    minutes, seconds = divmod(int(record["seconds"]), 60)
-    of = f"/{total}" if total else ""
-    validation = (
-        f"validation Dice {record['val_dice']:.4f} (best {record['best_dice']:.4f})  "
-        if record.get("val_dice") is not None
-        else ""
-    )
-    print(
-        f"{prefix}epoch {record['epoch']}{of}  loss {record['loss']:.4f}  {validation}"
-        f"lr {record['lr']:.2e}  {minutes}m{seconds:02d}s",
-        flush=True,
-    )
-
-
 def _train_cross_validated(
     args: argparse.Namespace, pairs: list[Any], config: Any, **card: Any
 ) -> int:
@@ -109,7 +72,7 @@ def _train_cross_validated(
 
     def show(fold: int, record: dict[str, Any]) -> None:
         name = f"fold {fold + 1}/{k}" if fold < k else "all images"
-        _print_epoch(record, config.epochs, f"[{name}] ")
+        print_epoch(record, config.epochs, f"[{name}] ")
 
     result, found = train_cross_validated(
         pairs,
@@ -133,13 +96,13 @@ def _train_cross_validated(
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train a U-Net and save the best weights with their model card."""
     from slide_unet.core.training.train import train
 
     if args.epochs is None and args.minutes is None:
         args.epochs = 30
-    pairs = _pairs(args)
+    pairs = training_pairs(args.images, args.masks, args.exclude)
     config = _config(args)
     data = {
         "images": [str(p) for p in args.images],
@@ -163,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=command,
         data=data,
         licence=args.licence,
-        progress=None if quiet else lambda r: _print_epoch(r, config.epochs),
+        progress=None if quiet else lambda r: print_epoch(r, config.epochs),
         say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
     )
     summary = {
@@ -185,8 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: Any) -> None:
-    """Register ``train`` on the CLI's subcommands."""
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``train`` on the subcommands of ``slide-unet``."""
     train = commands.add_parser(
         "train",
         help="train a U-Net on images and expert masks",
@@ -303,5 +266,6 @@ def add_parser(commands: Any) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    train.add_argument("--json", action="store_true", help="print a JSON summary only")
-    train.set_defaults(run=cmd_train)
+    add_json_option(train, help="print a JSON summary only")
+    train.set_defaults(run=run)
+    return train
