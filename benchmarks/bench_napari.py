@@ -249,7 +249,7 @@ def _square_canvas(viewer: Any, app: Any) -> int:
 
 
 def _look_at(viewer: Any, box: list[int], mpp: float, canvas_px: int) -> None:
-    from slide_unet._widgets._layers import camera_of
+    from slide_unet.napari.layers import camera_of
 
     y0, y1, x0, x1 = box
     camera = camera_of(viewer)
@@ -344,7 +344,7 @@ def child_napari(slide: str, region: list[int], png: str) -> dict[str, Any]:
     side = _square_canvas(viewer, app)
     _look_at(viewer, region, mpp, side)
     _wait(app, lambda: False, 1.0)
-    from slide_unet._widgets._layers import visible_region
+    from slide_unet.napari.layers import visible_region
 
     shown = list(visible_region(viewer, image))
     result["region"] = shown

@@ -72,7 +72,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from slide_unet._widgets._layers import unproxied
+    from slide_unet.napari.layers import unproxied
 
     viewer = napari.Viewer(show=True, title="napari-slide-unet")
     viewer.window._qt_window.resize(1500, 950)

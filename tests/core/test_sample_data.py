@@ -14,9 +14,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from slide_unet import _sample_data
 from slide_unet.core.masks.rle import rle_decode
 from slide_unet.core.masks.rle_csv import read_rle_csv
+from slide_unet.napari import sample_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "sample_data"
@@ -116,7 +116,7 @@ def test_mask_equals_expert_masks(shared_data: Path) -> None:
 
 
 def test_sample_data_dir() -> None:
-    folder = _sample_data.sample_data_dir()
+    folder = sample_data.sample_data_dir()
     assert (folder / "kidney_pas.ome.tif").resolve() == IMAGE.resolve()
 
 
@@ -127,11 +127,11 @@ def test_kidney_pas_sample(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(path)
         return [(["level0"], {"name": "kidney_pas", "scale": (0.5, 0.5)}, "image")]
 
-    fake = types.ModuleType("slide_unet._reader")
+    fake = types.ModuleType("slide_unet.napari.reader")
     fake.read_slide_layers = read_slide_layers  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "slide_unet._reader", fake)
+    monkeypatch.setitem(sys.modules, "slide_unet.napari.reader", fake)
 
-    layers = _sample_data.kidney_pas_sample()
+    layers = sample_data.kidney_pas_sample()
     assert [Path(p).resolve() for p in calls] == [IMAGE.resolve()]
     assert len(layers) == 2
     assert layers[0][2] == "image"
@@ -143,16 +143,16 @@ def test_kidney_pas_sample(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sample_module_is_napari_free() -> None:
-    source = Path(_sample_data.__file__).read_text(encoding="utf-8")
+    source = Path(sample_data.__file__).read_text(encoding="utf-8")
     top_level = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in top_level if "napari" in line or "qt" in line.lower()]
 
 
 def test_kidney_pas_sample_with_real_reader() -> None:
-    reader = pytest.importorskip("slide_unet._reader")
+    reader = pytest.importorskip("slide_unet.napari.reader")
     if not hasattr(reader, "read_slide_layers"):
-        pytest.skip("slide_unet._reader.read_slide_layers not written yet")
-    layers = _sample_data.kidney_pas_sample()
+        pytest.skip("slide_unet.napari.reader.read_slide_layers not written yet")
+    layers = sample_data.kidney_pas_sample()
     assert [layer[2] for layer in layers][-1] == "labels"
     assert "image" in [layer[2] for layer in layers]
     image_kwargs, mask_kwargs = layers[0][1], layers[-1][1]

@@ -12,18 +12,18 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 from scipy import ndimage
 
-from slide_unet import _layer_data
-from slide_unet._layer_data import mask_layer_kwargs
-from slide_unet._widgets._layers import camera_of, visible_region
-from slide_unet._widgets._mask_layer import attach_store
-from slide_unet._widgets.correct import CorrectWidget
-from slide_unet._widgets.edit_window import window_region
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import halve_max
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import AUTOSAVE_SECONDS
 from slide_unet.core.objects import edit
 from slide_unet.core.paths import MASKS_DIR_ENV
+from slide_unet.napari import layer_data
+from slide_unet.napari.correct_widget import CorrectWidget
+from slide_unet.napari.edit_window import window_region
+from slide_unet.napari.layer_data import mask_layer_kwargs
+from slide_unet.napari.layers import camera_of, visible_region
+from slide_unet.napari.mask_layer import attach_store
 
 pytestmark = pytest.mark.gui
 
@@ -49,7 +49,7 @@ def _private_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The error notifications shown (every user error goes through ``_jobs.show_error``)."""
-    from slide_unet._widgets import _jobs
+    from slide_unet.napari import _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)
@@ -386,7 +386,7 @@ def test_a_reopened_autosave_layer_is_watched_by_the_tools(viewer, widget, truth
 @pytest.fixture
 def large(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sample counts as a slide too large for one editable layer."""
-    monkeypatch.setattr(_layer_data, "EDITABLE_PIXELS", 1024 * 1024)
+    monkeypatch.setattr(layer_data, "EDITABLE_PIXELS", 1024 * 1024)
 
 
 def _look_at(viewer, centre_px: tuple[float, float], side_px: float) -> None:

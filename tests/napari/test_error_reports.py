@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from napari.utils.notifications import ErrorNotification, notification_manager
 
-from slide_unet._widgets import _jobs
 from slide_unet.core.errors import LimitError, StoreBusyError
+from slide_unet.napari import _jobs
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ import pytest
 from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from slide_unet._widgets._jobs import Job
-from slide_unet._widgets.export import ExportWidget
-from slide_unet._writer import MASK_FORMATS
 from slide_unet.core.masks import io as mask_io
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import read_ome_zarr
 from slide_unet.core.masks.rle_csv import rle_csv_ids
 from slide_unet.core.slide.slide import open_slide
+from slide_unet.napari.export_widget import ExportWidget
+from slide_unet.napari.jobs import Job
+from slide_unet.napari.writers import MASK_FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MASK = ROOT / "sample_data" / "kidney_pas_mask.ome.tif"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from slide_unet import _reader
 from slide_unet.core import paths
 from slide_unet.core.slide import overviews, slide
+from slide_unet.napari import reader as napari_reader
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
 PLUGIN = "napari-slide-unet"
@@ -126,10 +126,11 @@ def test_a_mask_file_opens_as_a_labels_layer_that_score_can_take(viewer_model, t
 def test_reading_a_slide_imports_neither_torch_nor_scipy_ndimage_nor_the_widgets():
     script = (
         "import sys, json\n"
-        "from slide_unet._reader import read_slide_layers\n"
+        "from slide_unet.napari.reader import read_slide_layers\n"
         f"read_slide_layers({str(SAMPLE)!r})\n"
-        "print(json.dumps(sorted(m for m in ('torch', 'scipy.ndimage', 'slide_unet._widgets', "
-        "'napari', 'qtpy', 'slide_unet.core.inference.segment') if m in sys.modules)))\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'scipy.ndimage', 'slide_unet.napari.jobs', "
+        "'slide_unet.napari.segment_widget', 'napari', 'qtpy', "
+        "'slide_unet.core.inference.segment') if m in sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
@@ -146,13 +147,13 @@ def test_reading_a_slide_imports_neither_torch_nor_scipy_ndimage_nor_the_widgets
 def test_get_reader_returns_none_for_files_it_cannot_read(tmp_path, content):
     path = tmp_path / "bad.tif"
     path.write_bytes(content)
-    assert _reader.napari_get_reader(str(path)) is None
+    assert napari_reader.napari_get_reader(str(path)) is None
 
 
 def test_get_reader_returns_none_for_other_extensions_and_several_files(tmp_path):
-    assert _reader.napari_get_reader(str(tmp_path / "table.csv")) is None
-    assert _reader.napari_get_reader([str(SAMPLE), str(SAMPLE)]) is None
-    assert _reader.napari_get_reader(str(tmp_path / "missing.tif")) is None
+    assert napari_reader.napari_get_reader(str(tmp_path / "table.csv")) is None
+    assert napari_reader.napari_get_reader([str(SAMPLE), str(SAMPLE)]) is None
+    assert napari_reader.napari_get_reader(str(tmp_path / "missing.tif")) is None
 
 
 def test_headless_open_of_a_flat_slide_builds_and_caches_its_overviews(viewer_model, flat_slide):

@@ -14,11 +14,11 @@ import tifffile
 from qtpy.QtCore import Qt
 from scipy import ndimage as ndi
 
-from slide_unet._widgets import _overlay
-from slide_unet._widgets.score import FILE, LAYER, ScoreWidget
 from slide_unet.core.masks.io import write_mask
 from slide_unet.core.masks.rle_csv import write_rle_csv
 from slide_unet.core.scoring.metrics import confusion_overlay, dice
+from slide_unet.napari import _overlay
+from slide_unet.napari.score_widget import FILE, LAYER, ScoreWidget
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 TRUTH_TIF = SAMPLE / "kidney_pas_mask.ome.tif"
@@ -63,7 +63,7 @@ def widget(viewer) -> ScoreWidget:
 @pytest.fixture
 def errors(monkeypatch) -> list[str]:
     """The error notifications shown (every user-facing error goes through ``show_error``)."""
-    from slide_unet._widgets import _jobs
+    from slide_unet.napari import _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slide_unet._widgets._layers import camera_of
 from slide_unet.core.inference.segment import segment
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.paths import CACHE_DIR_ENV, MASKS_DIR_ENV
 from slide_unet.core.scoring.metrics import dice
+from slide_unet.napari.layers import camera_of
 
 pytestmark = pytest.mark.gui
 
@@ -33,7 +33,7 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Messages the widgets show as error notifications."""
-    from slide_unet._widgets import _jobs
+    from slide_unet.napari import _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)
@@ -259,7 +259,7 @@ def test_hand_edits_are_autosaved_and_come_back_when_the_slide_is_reopened(
 def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() -> None:
     from types import SimpleNamespace
 
-    from slide_unet._widgets.segment import model_summary
+    from slide_unet.napari.pickers import model_summary
 
     cv = SimpleNamespace(working_mpp=2.0, validation={"mean_dice": 0.9123, "sd_over_folds": 0.031})
     assert model_summary(cv) == "works at 2 µm/px, cross-validated Dice 0.912 ± 0.031"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slide_unet import _writer
 from slide_unet.core.masks.io import mask_suffix, read_mask
 from slide_unet.core.masks.pyramids import halve_max, read_ome_zarr
 from slide_unet.core.masks.rle_csv import rle_csv_ids
 from slide_unet.core.slide.slide import open_slide
+from slide_unet.napari import writers as napari_writers
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MASK = ROOT / "sample_data" / "kidney_pas_mask.ome.tif"
@@ -136,17 +136,17 @@ def test_a_layer_that_is_not_one_plane_writes_nothing(make_napari_viewer, tmp_pa
 
 def test_writer_refuses_an_extension_it_was_not_chosen_for(tmp_path):
     with pytest.raises(ValueError, match=r"writes \.ome\.tif.*not \.csv"):
-        _writer.write_ome_tiff(str(tmp_path / "mask.csv"), np.ones((4, 4), np.uint8), {})
+        napari_writers.write_ome_tiff(str(tmp_path / "mask.csv"), np.ones((4, 4), np.uint8), {})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writer_refuses_several_planes_and_leaves_the_old_file(tmp_path):
     path = tmp_path / "mask.csv"
-    _writer.write_rle_csv(str(path), np.ones((4, 4), np.uint8), {})
+    napari_writers.write_rle_csv(str(path), np.ones((4, 4), np.uint8), {})
     before = path.read_bytes()
 
     with pytest.raises(ValueError, match=r"one 2-D plane.*\(2, 4, 4\)"):
-        _writer.write_rle_csv(str(path), np.ones((2, 4, 4), np.uint8), {})
+        napari_writers.write_rle_csv(str(path), np.ones((2, 4, 4), np.uint8), {})
 
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["mask.csv"]
@@ -158,7 +158,7 @@ def test_writer_refuses_to_replace_a_folder(tmp_path):
     (folder / "notes.txt").write_text("keep me")
 
     with pytest.raises(ValueError, match="is a folder"):
-        _writer.write_ome_zarr(str(folder), np.ones((4, 4), np.uint8), {})
+        napari_writers.write_ome_zarr(str(folder), np.ones((4, 4), np.uint8), {})
 
     assert (folder / "notes.txt").read_text() == "keep me"
 
@@ -167,15 +167,15 @@ def test_writer_replaces_an_ome_zarr_store(tmp_path):
     path = tmp_path / "mask.ome.zarr"
     first = np.zeros((8, 8), np.uint8)
     second = np.eye(8, dtype=np.uint8)
-    _writer.write_ome_zarr(str(path), first, {})
-    _writer.write_ome_zarr(str(path), second, {})
+    napari_writers.write_ome_zarr(str(path), first, {})
+    napari_writers.write_ome_zarr(str(path), second, {})
     np.testing.assert_array_equal(read_mask(path), second)
 
 
 def test_writer_reads_a_squeezable_leading_axis_as_one_plane(tmp_path):
     mask = np.eye(6, dtype=np.uint8)[None]
     path = tmp_path / "mask.tif"
-    _writer.write_ome_tiff(str(path), mask, {})
+    napari_writers.write_ome_tiff(str(path), mask, {})
     np.testing.assert_array_equal(read_mask(path), mask[0])
 
 
@@ -194,5 +194,5 @@ def test_writer_reads_a_squeezable_leading_axis_as_one_plane(tmp_path):
     ],
 )
 def test_pixel_size_from_metadata_else_scale_in_microns(metadata, scale, units, expected):
-    got = _writer.pixel_size(metadata, scale, units)
+    got = napari_writers.pixel_size(metadata, scale, units)
     assert got == (pytest.approx(expected) if expected else None)

@@ -5,7 +5,7 @@ masks (the truth a Labels layer or a file in any format
 :func:`slide_unet.core.masks.io.read_mask` reads, an RLE CSV with its row id),
 scores them in a background job, then shows Dice, IoU, object
 precision/recall/F1, a per-tile table whose rows move the view to their tile,
-and the overlay of :mod:`slide_unet._widgets._overlay`.
+and the overlay of :mod:`slide_unet.napari.overlay`.
 
 Bad input (no Labels layer, mismatched shapes, a missing or unreadable file,
 a CSV whose row is not given) ends as one napari notification and changes
@@ -31,14 +31,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from slide_unet._widgets._jobs import Job, notify_error, start_job
-from slide_unet._widgets._layers import full_resolution, labels_layers, layer_by_name
-from slide_unet._widgets._mask_layer import save_pending
-from slide_unet._widgets._overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
-from slide_unet._widgets._params import form, read_form, setting
-from slide_unet._widgets._scroll import scrolling_layout
 from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
+from slide_unet.napari.jobs import Job, notify_error, start_job
+from slide_unet.napari.layers import full_resolution, labels_layers, layer_by_name
+from slide_unet.napari.mask_layer import save_pending
+from slide_unet.napari.overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
+from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.scroll import scrolling_layout
 
 if TYPE_CHECKING:
     import napari

@@ -1,6 +1,6 @@
 """What the widgets need to know about napari layers: pixels, pixel size, the view.
 
-Slides open (``slide_unet._reader``) as image layers whose world units are
+Slides open (``slide_unet.napari.reader``) as image layers whose world units are
 microns (``scale`` = pixel size) and whose ``metadata`` holds ``slide_path``
 and ``mpp``; masks made here are Labels layers with the same scale and
 translate, so the two stay aligned at every zoom.

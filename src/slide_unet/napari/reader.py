@@ -157,7 +157,7 @@ def _any_channel(level: Any) -> Any:
 
 def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     """The slide's mask from its store, if it holds one (see
-    :func:`slide_unet._layer_data.worth_restoring`).
+    :func:`slide_unet.napari.layer_data.worth_restoring`).
 
     Segmentation writes into the store as tiles finish and hand edits are saved
     within a second; opening the same slide again brings the mask back as a
@@ -165,11 +165,11 @@ def autosaved_mask_layers(slide: Slide) -> list[LayerData]:
     closed window loses anything. It is named after its model and date, or
     ``(autosaved)`` once a person edited it.
     """
-    from slide_unet._layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
     from slide_unet.core.errors import MaskStoreWarning
     from slide_unet.core.masks.salvage import salvage
     from slide_unet.core.masks.store import MaskStore
     from slide_unet.core.masks.windows import flush_windows
+    from slide_unet.napari.layer_data import mask_layer_kwargs, restored_mask_name, worth_restoring
 
     shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
     try:

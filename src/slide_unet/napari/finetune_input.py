@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slide_unet._widgets._layers import full_resolution, layer_by_name, layer_mpp
 from slide_unet.core.errors import InputError
+from slide_unet.napari.layers import full_resolution, layer_by_name, layer_mpp
 
 if TYPE_CHECKING:
     from slide_unet.core.training.finetune import ArrayPair

@@ -9,9 +9,9 @@ anything) counts as its bounding box in the image's pixels, and training
 weighs patches toward those boxes. The mask store keeps the mask, not a
 history of where it was edited, so the regions are whatever the user draws.
 
-Training runs in the background (:mod:`slide_unet._widgets._jobs`) with
+Training runs in the background (:mod:`slide_unet.napari.jobs`) with
 napari's progress bar and Cancel, a progress bar and Cancel button here, and
-a live curve (:mod:`slide_unet._widgets._curve`): the base model's validation
+a live curve (:mod:`slide_unet.napari.curve`): the base model's validation
 Dice as soon as it is measured, the training loss every few steps, and each
 epoch's validation Dice. The time budget covers the whole run, the last
 validation and the save included. When it ends (finished, time budget spent,
@@ -44,8 +44,9 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from slide_unet._widgets._curve import TrainingCurve
-from slide_unet._widgets._finetune_input import (
+from slide_unet.core.errors import InputError, UserError
+from slide_unet.napari.curve import TrainingCurve
+from slide_unet.napari.finetune_input import (
     MAX_PIXELS,
     LayerPair,
     check_new_name,
@@ -54,12 +55,12 @@ from slide_unet._widgets._finetune_input import (
     layer_pairs,
     megapixels,
 )
-from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
-from slide_unet._widgets._layers import image_layers, labels_layers
-from slide_unet._widgets._params import form, read_form, setting
-from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet._widgets.segment import VIEWPORT, SegmentWidget, device_choices, model_summary
-from slide_unet.core.errors import InputError, UserError
+from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
+from slide_unet.napari.layers import image_layers, labels_layers
+from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.pickers import device_choices, model_summary
+from slide_unet.napari.scroll import scrolling_layout
+from slide_unet.napari.segment_widget import VIEWPORT, SegmentWidget
 
 if TYPE_CHECKING:
     import napari

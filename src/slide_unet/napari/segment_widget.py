@@ -3,8 +3,8 @@
 Pick an image layer, a model (bundled or the user's own, with its pixel size
 and validation Dice), a device, and *Viewport* (what is on screen) or *Whole
 slide*; press Segment. The work runs in a background thread
-(:mod:`slide_unet._widgets._jobs`) with a napari progress bar and Cancel; tiles
-stream into the slide's mask store (:mod:`slide_unet._widgets._mask_layer`),
+(:mod:`slide_unet.napari.jobs`) with a napari progress bar and Cancel; tiles
+stream into the slide's mask store (:mod:`slide_unet.napari.mask_layer`),
 whose Labels layer appears at once and fills in as tiles finish. Re-running
 on the viewport rewrites only that region; each new tile replaces the old one
 as it lands, so Cancel leaves the earlier mask everywhere else. A store that
@@ -15,7 +15,6 @@ are never lost.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +24,12 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 from superqt import QCollapsible
 
-from slide_unet._layer_data import mask_layer_kwargs
-from slide_unet._widgets._jobs import Job, failure_text, notify_error, start_job
-from slide_unet._widgets._layers import (
+from slide_unet.core.errors import InputError, UserError
+from slide_unet.core.inference.into_store import segment_into_store
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
+from slide_unet.napari.layer_data import mask_layer_kwargs
+from slide_unet.napari.layers import (
     full_resolution,
     image_layers,
     layer_by_name,
@@ -35,17 +37,15 @@ from slide_unet._widgets._layers import (
     slide_path,
     visible_region,
 )
-from slide_unet._widgets._mask_layer import attach_store, find_mask_layer, store_for_image
-from slide_unet._widgets._params import form, read_form, setting
-from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.masks.store import MaskStore
-from slide_unet.core.masks.windows import StoreWindow, flush_windows, reload_windows
+from slide_unet.napari.mask_layer import attach_store, find_mask_layer, store_for_image
+from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.pickers import device_choices, device_summary, model_summary
+from slide_unet.napari.scroll import scrolling_layout
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentSettings", "SegmentWidget", "device_choices", "model_summary"]
+__all__ = ["VIEWPORT", "WHOLE_SLIDE", "SegmentSettings", "SegmentWidget"]
 
 VIEWPORT, WHOLE_SLIDE = "Viewport", "Whole slide"
 
@@ -58,7 +58,8 @@ LATE_REFRESH_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    """The Segment widget's options; the fields are :func:`segment_region`'s arguments."""
+    """The Segment widget's options; the fields are
+    :func:`~slide_unet.core.inference.into_store.segment_into_store`'s arguments."""
 
     region: str = setting(
         VIEWPORT,
@@ -110,159 +111,6 @@ class SegmentSettings:
         "average the 8 rotations and flips of every tile: a little more accurate, 8x slower",
         advanced=True,
     )
-
-
-def device_choices() -> list[str]:
-    """``auto`` and the devices this machine has."""
-    import torch
-
-    choices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        choices.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        choices.append("mps")
-    return choices
-
-
-def device_summary(choice: str) -> str:
-    """What ``choice`` runs on, in words (``auto → NVIDIA H100 (bf16)``)."""
-    from slide_unet.core.devices import resolve_device, resolve_precision
-
-    device = resolve_device(choice)
-    if device.type == "cuda":
-        import torch
-
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = device.type.upper()
-    precision = "bf16" if resolve_precision("auto", device) is not None else "fp32"
-    return f"{choice} → {name} ({precision})"
-
-
-def model_summary(card: Any) -> str:
-    """A model's pixel size and validation Dice, for the picker: the cross-validated
-    mean and its spread over folds when the card has them (the honest figure)."""
-    parts = []
-    if card.working_mpp:
-        parts.append(f"works at {card.working_mpp:g} µm/px")
-    validation = card.validation or {}
-    dice, spread = validation.get("mean_dice"), validation.get("sd_over_folds")
-    if dice is not None and spread is not None:
-        parts.append(f"cross-validated Dice {dice:.3f} ± {spread:.3f}")
-    elif dice is not None:
-        parts.append(f"validation Dice {dice:.3f}")
-    return ", ".join(parts) or "no card figures"
-
-
-def segment_region(
-    store: MaskStore,
-    source: Any,
-    model: str,
-    region: tuple[int, int, int, int],
-    *,
-    mpp: float | None,
-    device: str,
-    tile: int,
-    batch_size: int,
-    threshold: float,
-    min_object_um2: float,
-    progress: Any,
-    tta: bool = False,
-    cancel: threading.Event,
-    landed: Any,
-) -> dict[str, Any]:
-    """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
-
-    One call of the core's :func:`~slide_unet.core.inference.segment.segment`, whose
-    output is the store's window over the region: each finished block replaces
-    what the store held there as it lands (and is re-read by the autosaved
-    windows open on the store), the blocks skipped as background are cleared
-    once every block ran, and small objects are removed last, streaming. A
-    cancelled run therefore leaves everything but its finished blocks as it was.
-    A store holding hand edits is copied aside first (the newest
-    ``KEEP_BACKUPS`` copies are kept). The store is held for writing
-    (:meth:`MaskStore.writing`) for the whole run: another process that
-    writes it meanwhile is told it is in use.
-    """
-    started = time.perf_counter()
-    with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
-        return _segment_into(
-            store,
-            source,
-            model,
-            region,
-            started,
-            mpp=mpp,
-            device=device,
-            tile=tile,
-            batch_size=batch_size,
-            threshold=threshold,
-            min_object_um2=min_object_um2,
-            progress=progress,
-            tta=tta,
-            cancel=cancel,
-            landed=landed,
-        )
-
-
-def _segment_into(
-    store: MaskStore,
-    source: Any,
-    model: str,
-    region: tuple[int, int, int, int],
-    started: float,
-    *,
-    mpp: float | None,
-    device: str,
-    tile: int,
-    batch_size: int,
-    threshold: float,
-    min_object_um2: float,
-    progress: Any,
-    tta: bool,
-    cancel: threading.Event,
-    landed: Any,
-) -> dict[str, Any]:
-    from slide_unet.core.inference.segment import segment
-
-    flush_windows(store)
-    backup = store.backup() if store.edited else None
-    store.touch(edited=False, source=f"segment {model}")
-
-    def written(box: tuple[int, int, int, int]) -> None:
-        reload_windows(store, box)
-        landed(box)
-
-    # The engine writes each finished block as out[rows, cols] = block, from its
-    # writer threads: straight into the store, announced with landed(); the
-    # coarse overviews, which many blocks share, are rebuilt in batches.
-    out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
-    try:
-        segment(
-            source,
-            model,
-            region=region,
-            mpp=mpp,
-            device=device,
-            out=out,
-            progress=progress,
-            cancel=cancel,
-            batch_size=batch_size or None,
-            tile=tile or None,
-            threshold=threshold or None,
-            tta=tta,
-            min_object_um2=min_object_um2,
-        )
-    finally:
-        store.flush_overviews()
-        landed(region)
-    store.add_region(*region)
-    return {
-        "seconds": time.perf_counter() - started,
-        "region": region,
-        "min_object_um2": min_object_um2,
-        "backup": str(backup) if backup else None,
-    }
 
 
 def _warm_imports() -> None:
@@ -399,7 +247,7 @@ class SegmentWidget(QWidget):
         store = store_for_image(image)
 
         def work(progress: Any, cancel: threading.Event, partial: Any) -> dict[str, Any]:
-            return segment_region(
+            return segment_into_store(
                 store,
                 source,
                 self.model.value,

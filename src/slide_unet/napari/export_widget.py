@@ -1,6 +1,6 @@
 """The Export widget: save a Labels layer as a mask file a lab or Kaggle can use.
 
-Thin over :func:`slide_unet._writer.save_mask` (and so over
+Thin over :func:`slide_unet.napari.writers.save_mask` (and so over
 :func:`slide_unet.core.masks.io.write_mask`): the same file as napari's
 *File > Save* with the plugin's writers, plus PNG. The write runs in the
 background with a progress bar that moves band by band (value and ETA) and a
@@ -29,12 +29,14 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QWidget
 
-from slide_unet._widgets._jobs import Job, notify_error, start_job
-from slide_unet._widgets._layers import full_resolution, labels_layers, slide_path
-from slide_unet._widgets._mask_layer import save_pending
-from slide_unet._widgets._params import form, read_form, setting
-from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet._writer import (
+from slide_unet.core.errors import Cancelled, InputError, UserError
+from slide_unet.core.masks.io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
+from slide_unet.napari.jobs import Job, notify_error, start_job
+from slide_unet.napari.layers import full_resolution, labels_layers, slide_path
+from slide_unet.napari.mask_layer import save_pending
+from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.scroll import scrolling_layout
+from slide_unet.napari.writers import (
     DEFAULT_CLASSIFICATION,
     MASK_FORMATS,
     check_target,
@@ -42,8 +44,6 @@ from slide_unet._writer import (
     pixel_size,
     save_mask,
 )
-from slide_unet.core.errors import Cancelled, InputError, UserError
-from slide_unet.core.masks.io import IN_MEMORY_PIXELS, mask_stem, mask_suffix
 
 if TYPE_CHECKING:
     import napari

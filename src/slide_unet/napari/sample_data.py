@@ -60,11 +60,11 @@ def kidney_pas_sample() -> list[LayerDataTuple]:
     Returns
     -------
     list of LayerDataTuple
-        The slide's image layer(s) from :func:`slide_unet._reader.read_slide_layers`,
+        The slide's image layer(s) from :func:`slide_unet.napari.reader.read_slide_layers`,
         then the expert mask as a ``labels`` layer (uint8 0/1, 2048 x 2048)
         with the image layer's ``scale`` (0.5 µm/px) and ``units``.
     """
-    from slide_unet._reader import read_slide_layers
+    from slide_unet.napari.reader import read_slide_layers
 
     folder = sample_data_dir()
     layers = list(read_slide_layers(str(folder / IMAGE_FILE)))

@@ -2,7 +2,7 @@
 
 The mask of a slide lives in a :class:`~slide_unet.core.masks.store.MaskStore`
 (zarr, in the per-user data folder, keyed to the slide). Segmentation writes
-into it and napari shows it, as :mod:`slide_unet._layer_data` describes (an
+into it and napari shows it, as :mod:`slide_unet.napari.layer_data` describes (an
 editable, autosaved layer for an image up to ``EDITABLE_PIXELS``, a multiscale
 view layer beyond). This module finds and tracks those layers in a viewer.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from slide_unet._widgets._layers import unproxied
 from slide_unet.core.masks.store import MaskStore
+from slide_unet.napari.layers import unproxied
 
 if TYPE_CHECKING:
     import napari
@@ -26,7 +26,7 @@ _STORES: weakref.WeakKeyDictionary[Any, MaskStore] = weakref.WeakKeyDictionary()
 
 def store_for_image(layer: Any) -> MaskStore:
     """The mask store of an image layer's slide (created empty when new)."""
-    from slide_unet._widgets._layers import full_resolution, layer_mpp, slide_path
+    from slide_unet.napari.layers import full_resolution, layer_mpp, slide_path
 
     shape = tuple(int(n) for n in full_resolution(layer).shape[:2])
     path = slide_path(layer)

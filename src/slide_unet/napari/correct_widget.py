@@ -8,11 +8,11 @@ smooth outlines. Each is a :mod:`slide_unet.core.objects.edit` function that ret
 only the pixels that change, applied with ``layer.data_setitem`` inside
 ``layer.block_history()``: one use of a tool is one undo step, and it is a
 paint event, so a mask backed by its slide's store is autosaved
-(:mod:`slide_unet._widgets._mask_layer`).
+(:mod:`slide_unet.napari.mask_layer`).
 
 A slide's mask too large for one editable layer is a multiscale view; *Edit
 here* opens the full-resolution window under the view as an editable layer
-(:mod:`slide_unet._widgets.edit_window`) and the tools act on it.
+(:mod:`slide_unet.napari.edit_window`) and the tools act on it.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from magicgui.widgets import ComboBox
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 from scipy import ndimage
 
-from slide_unet._widgets._jobs import notify_error
-from slide_unet._widgets._layers import labels_layers, layer_mpp, unproxied, visible_region
-from slide_unet._widgets._mask_layer import attach_store, mask_store_of
-from slide_unet._widgets._params import form, read_form, setting
-from slide_unet._widgets._scroll import scrolling_layout
-from slide_unet._widgets.edit_window import EditWindow
 from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.objects import edit
+from slide_unet.napari.edit_window import EditWindow
+from slide_unet.napari.jobs import notify_error
+from slide_unet.napari.layers import labels_layers, layer_mpp, unproxied, visible_region
+from slide_unet.napari.mask_layer import attach_store, mask_store_of
+from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.scroll import scrolling_layout
 
 if TYPE_CHECKING:
     import napari

@@ -1,7 +1,7 @@
 """*Edit here*: paint a slide's mask at full resolution, one window at a time.
 
 napari cannot paint a multiscale Labels layer, and a slide's mask too large
-for one editable layer is shown as one (:mod:`slide_unet._layer_data`). An
+for one editable layer is shown as one (:mod:`slide_unet.napari.layer_data`). An
 edit window is the full-resolution part of the mask under the view (at most
 :data:`WINDOW_SIDE` pixels a side) opened as an ordinary Labels layer on top
 of it, with the same scale, units and a translate that puts it in place. Its
@@ -21,10 +21,10 @@ import dask.array as da
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from slide_unet._layer_data import editable_window
-from slide_unet._widgets._layers import full_resolution, unproxied, visible_region
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import Box
+from slide_unet.napari.layer_data import editable_window
+from slide_unet.napari.layers import full_resolution, unproxied, visible_region
 
 if TYPE_CHECKING:
     import napari

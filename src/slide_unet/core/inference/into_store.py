@@ -1,0 +1,130 @@
+"""Segment a region of a slide into its mask store, as the Segment widget does.
+
+No Qt here: the widget runs :func:`segment_into_store` in a worker thread and
+adapts its plain callbacks (``progress``, ``cancel``, ``landed``) to napari.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.masks.windows import StoreWindow, flush_windows, reload_windows
+
+__all__ = ["segment_into_store"]
+
+
+def segment_into_store(
+    store: MaskStore,
+    source: Any,
+    model: str,
+    region: tuple[int, int, int, int],
+    *,
+    mpp: float | None,
+    device: str,
+    tile: int,
+    batch_size: int,
+    threshold: float,
+    min_object_um2: float,
+    progress: Any,
+    tta: bool = False,
+    cancel: threading.Event,
+    landed: Any,
+) -> dict[str, Any]:
+    """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
+
+    One call of the core's :func:`~slide_unet.core.inference.segment.segment`, whose
+    output is the store's window over the region: each finished block replaces
+    what the store held there as it lands (and is re-read by the autosaved
+    windows open on the store), the blocks skipped as background are cleared
+    once every block ran, and small objects are removed last, streaming. A
+    cancelled run therefore leaves everything but its finished blocks as it was.
+    A store holding hand edits is copied aside first (the newest
+    ``KEEP_BACKUPS`` copies are kept). The store is held for writing
+    (:meth:`MaskStore.writing`) for the whole run: another process that
+    writes it meanwhile is told it is in use.
+    """
+    started = time.perf_counter()
+    with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
+        return _segment_into(
+            store,
+            source,
+            model,
+            region,
+            started,
+            mpp=mpp,
+            device=device,
+            tile=tile,
+            batch_size=batch_size,
+            threshold=threshold,
+            min_object_um2=min_object_um2,
+            progress=progress,
+            tta=tta,
+            cancel=cancel,
+            landed=landed,
+        )
+
+
+def _segment_into(
+    store: MaskStore,
+    source: Any,
+    model: str,
+    region: tuple[int, int, int, int],
+    started: float,
+    *,
+    mpp: float | None,
+    device: str,
+    tile: int,
+    batch_size: int,
+    threshold: float,
+    min_object_um2: float,
+    progress: Any,
+    tta: bool,
+    cancel: threading.Event,
+    landed: Any,
+) -> dict[str, Any]:
+    # Imported here: the widget imports this module when it docks, torch only on a run.
+    from slide_unet.core.inference.segment import segment
+
+    flush_windows(store)
+    backup = store.backup() if store.edited else None
+    store.touch(edited=False, source=f"segment {model}")
+
+    def written(box: tuple[int, int, int, int]) -> None:
+        reload_windows(store, box)
+        landed(box)
+
+    # The engine writes each finished block as out[rows, cols] = block, from its
+    # writer threads: straight into the store, announced with landed(); the
+    # coarse overviews, which many blocks share, are rebuilt in batches.
+    out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
+    try:
+        segment(
+            source,
+            model,
+            region=region,
+            mpp=mpp,
+            device=device,
+            out=out,
+            progress=progress,
+            cancel=cancel,
+            batch_size=batch_size or None,
+            tile=tile or None,
+            threshold=threshold or None,
+            tta=tta,
+            min_object_um2=min_object_um2,
+        )
+    finally:
+        store.flush_overviews()
+        landed(region)
+    store.add_region(*region)
+    return {
+        "seconds": time.perf_counter() - started,
+        "region": region,
+        "min_object_um2": min_object_um2,
+        "backup": str(backup) if backup else None,
+    }
