@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them: system packages for a headless Qt/OpenGL
 # display (only those missing), a virtual environment in .venv (reused if present),
-# torch pinned and installed first, this package with its `testing` extra; then ruff
-# and pytest (pytest-xvfb starts a virtual X server itself). Extra arguments go to
+# torch pinned and installed first, this package with its `testing` extra; then ruff,
+# the import-layer contracts (lint-imports) and pytest (pytest-xvfb starts a virtual X server itself). Extra arguments go to
 # pytest. Set TORCH_INDEX_URL to take torch from another index, e.g.
 # https://download.pytorch.org/whl/cpu for the CPU-only build.
 set -euo pipefail
@@ -29,6 +29,9 @@ python -m pip install -e ".[testing]"
 step "ruff"
 ruff check .
 ruff format --check .
+
+step "import layers (import-linter, contracts in pyproject.toml)"
+lint-imports
 
 step "pytest"
 python -m pytest "$@"
