@@ -73,3 +73,30 @@ def test_import_slide_unet_core_and_cli_without_napari_or_qt() -> None:
         assert outcome["error"] is None, f"import {module} failed: {outcome['error']}"
         assert outcome["loaded"] == [], f"import {module} loaded {outcome['loaded']}"
         assert outcome["attempts"] == [], f"import {module} tried to import {outcome['attempts']}"
+
+
+# `import slide_unet` and `slide-unet --help` (and so every command's start) load
+# none of the heavy libraries: the public names and the commands import them when used.
+_LIGHT_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, io, json, sys
+
+    import slide_unet
+    from slide_unet.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(["--help"])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(["segment", "--help"])
+    heavy = ("torch", "dask.array", "scipy", "zarr", "tifffile", "safetensors")
+    print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+    """
+)
+
+
+def test_import_and_cli_help_load_no_heavy_library() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LIGHT_SCRIPT], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
