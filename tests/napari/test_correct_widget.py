@@ -49,7 +49,7 @@ def _private_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The error notifications shown (every user error goes through ``_jobs.show_error``)."""
-    from slide_unet.napari import _jobs
+    from slide_unet.napari import jobs as _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)

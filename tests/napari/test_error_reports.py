@@ -6,7 +6,7 @@ import pytest
 from napari.utils.notifications import ErrorNotification, notification_manager
 
 from slide_unet.core.errors import LimitError, StoreBusyError
-from slide_unet.napari import _jobs
+from slide_unet.napari import jobs as _jobs
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from PIL import Image
 
 from slide_unet.core.model.store import bundled_models_dir, list_models
 from slide_unet.core.paths import MASKS_DIR_ENV, MODELS_DIR_ENV
-from slide_unet.napari import _finetune_input as finetune_input
+from slide_unet.napari import finetune_input
 
 pytestmark = pytest.mark.gui
 
@@ -104,7 +104,7 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Messages the widgets show as error notifications."""
-    from slide_unet.napari import _jobs
+    from slide_unet.napari import jobs as _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from slide_unet.core.masks.io import write_mask
 from slide_unet.core.masks.rle_csv import write_rle_csv
 from slide_unet.core.scoring.metrics import confusion_overlay, dice
-from slide_unet.napari import _overlay
+from slide_unet.napari import overlay as _overlay
 from slide_unet.napari.score_widget import FILE, LAYER, ScoreWidget
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -63,7 +63,7 @@ def widget(viewer) -> ScoreWidget:
 @pytest.fixture
 def errors(monkeypatch) -> list[str]:
     """The error notifications shown (every user-facing error goes through ``show_error``)."""
-    from slide_unet.napari import _jobs
+    from slide_unet.napari import jobs as _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)

@@ -33,7 +33,7 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Messages the widgets show as error notifications."""
-    from slide_unet.napari import _jobs
+    from slide_unet.napari import jobs as _jobs
 
     shown: list[str] = []
     monkeypatch.setattr(_jobs, "show_error", shown.append)
