@@ -47,24 +47,9 @@ def _private_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The error notifications shown (every user error goes through ``_jobs.show_error``)."""
-    from slide_unet.napari import jobs as _jobs
-
-    shown: list[str] = []
-    monkeypatch.setattr(_jobs, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer) -> CorrectWidget:
+def widget(dock) -> CorrectWidget:
     """The widget as napari adds it: through the manifest (Layers > Annotate > Correct)."""
-    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct")
+    widget = dock("Correct")
     assert isinstance(widget, CorrectWidget)
     return widget
 

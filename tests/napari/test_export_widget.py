@@ -60,10 +60,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer):
+def viewer_widget(viewer, dock):
     """A viewer and the Export widget, docked through the plugin manifest."""
-    viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    widget = dock("Export")
     assert isinstance(widget, ExportWidget)
     return viewer, widget
 

@@ -101,16 +101,6 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model
     monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
 
 
-@pytest.fixture
-def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Messages the widgets show as error notifications."""
-    from slide_unet.napari import jobs as _jobs
-
-    shown: list[str] = []
-    monkeypatch.setattr(_jobs, "show_error", shown.append)
-    return shown
-
-
 def _bundled_hashes() -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()

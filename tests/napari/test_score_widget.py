@@ -48,26 +48,11 @@ def prediction(truth: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer) -> ScoreWidget:
+def widget(dock) -> ScoreWidget:
     """The widget as napari adds it: through the manifest (Layers > Measure > Score)."""
-    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Score")
+    widget = dock("Score")
     assert isinstance(widget, ScoreWidget)
     return widget
-
-
-@pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    """The error notifications shown (every user-facing error goes through ``show_error``)."""
-    from slide_unet.napari import jobs as _jobs
-
-    shown: list[str] = []
-    monkeypatch.setattr(_jobs, "show_error", shown.append)
-    return shown
 
 
 def _pick(widget: ScoreWidget, pred: str, *, truth_layer=None, truth_file=None, rle_id=""):

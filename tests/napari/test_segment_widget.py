@@ -30,16 +30,6 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
 
 
-@pytest.fixture
-def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Messages the widgets show as error notifications."""
-    from slide_unet.napari import jobs as _jobs
-
-    shown: list[str] = []
-    monkeypatch.setattr(_jobs, "show_error", shown.append)
-    return shown
-
-
 def _open(viewer):
     layers = viewer.open(SAMPLE, plugin=PLUGIN)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")

@@ -11,7 +11,7 @@ from typing import Any
 
 from slide_unet.cli.common import add_json_option, print_epoch, training_pairs
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "training_config"]
 
 _ARCHITECTURES = ("unet",)
 
@@ -20,7 +20,8 @@ def _stems(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _config(args: argparse.Namespace) -> Any:
+def training_config(args: argparse.Namespace) -> Any:
+    """The TrainingConfig the parsed ``train`` arguments ask for."""
     from slide_unet.core.training.augment import Augmentation
     from slide_unet.core.training.config import TrainingConfig
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is None and args.minutes is None:
         args.epochs = 30
     pairs = training_pairs(args.images, args.masks, args.exclude)
-    config = _config(args)
+    config = training_config(args)
     data = {
         "images": [str(p) for p in args.images],
         "masks": [str(p) for p in args.masks],

@@ -36,7 +36,7 @@ from slide_unet.core.limits import MEMORY_BUDGET_ENV, MPP_RANGE, check_mpp
 from slide_unet.core.slide.files import pyramid_problems
 from slide_unet.core.slide.slide import open_slide
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
+SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas.ome.tif"
 SECONDS = 60
 PEAK_MB = 1536
 #: The wall-clock safety net: the bound is on the child's CPU time, which other

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slide_unet import cli
-from slide_unet.cli_train import _config
+from slide_unet.cli.train import training_config
 from slide_unet.core.errors import InputError
 from slide_unet.core.training.augment import Augmentation, augment
 from slide_unet.core.training.augment_he import render_he, stain_density
@@ -94,7 +94,7 @@ def test_train_takes_the_stain_options_from_the_command_line() -> None:
             *("--stain", "0.2", "--channel-gamma", "0.15", "--render-he", "0.5"),
         ]
     )
-    augmentation = _config(args).augmentation
+    augmentation = training_config(args).augmentation
     assert (augmentation.stain, augmentation.channel_gamma, augmentation.render_he) == (
         0.2,
         0.15,

@@ -1,7 +1,7 @@
 """The engine on a real CUDA GPU: same result as the CPU, autocast, real out-of-memory.
 
 Skipped on machines without CUDA (CI has none); run on a GPU machine with
-``pytest tests/core/test_cuda.py``.
+``pytest tests/core/inference/test_cuda.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_predict import RedThreshold, random_rgb, tiny_unet
+from model_factories import RedThreshold, random_rgb, tiny_unet
 
 from slide_unet.core.devices import resolve_device, resolve_precision
 from slide_unet.core.inference.segment import segment

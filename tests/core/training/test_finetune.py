@@ -42,7 +42,7 @@ from slide_unet.core.training.finetune import STEPS_PER_EPOCH, ArrayPair, finetu
 from slide_unet.core.training.image_pairs import ImagePair, find_pairs, read_pair
 from slide_unet.core.training.train import LOSS_EVERY, resume_path, train
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[3] / "sample_data"
 SAMPLE_PAIR = ImagePair(
     "kidney_pas", SAMPLE / "kidney_pas.ome.tif", SAMPLE / "kidney_pas_mask.ome.tif"
 )

@@ -15,7 +15,7 @@ from slide_unet.core.model.card import ModelCard
 from slide_unet.core.model.store import save_model
 from slide_unet.core.model.unet import UNet
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas.ome.tif"
+SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas.ome.tif"
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from slide_unet.core.masks.windows import (
 )
 from slide_unet.core.paths import MASKS_DIR_ENV
 
-TRUTH = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas_mask.ome.tif"
+TRUTH = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas_mask.ome.tif"
 REGION = (300, 800, 1000, 1700)
 
 

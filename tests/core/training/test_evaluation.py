@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from model_factories import random_rgb, tiny_unet
 from PIL import Image
 from slide_factories import write_ome_pyramid
-from test_predict import random_rgb, tiny_unet
 
 import slide_unet
 from slide_unet import cli

@@ -1,0 +1,70 @@
+"""Stand-in models and images for the tests that run ``segment``: a tiny random
+U-Net with its card, a red-threshold 'model' that makes the geometry visible,
+and a smooth random RGB image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from slide_unet.core.model.card import ModelCard
+from slide_unet.core.model.unet import UNet
+
+MEAN, STD = [0.6, 0.5, 0.55], [0.2, 0.25, 0.3]
+
+
+def tiny_unet(*, seed: int = 0, channels: str = "RGB", **card: Any) -> UNet:
+    """A random-weight U-Net small enough for tests, with its card."""
+    torch.manual_seed(seed)
+    n = 3 if channels == "RGB" else 1
+    model = UNet(in_channels=n, base_width=4, depth=3).eval()
+    model.card = ModelCard(
+        name="tiny",
+        parameters=model.config,
+        channels=channels,
+        normalization={"mean": MEAN[:n], "std": STD[:n]},
+        **{"tile": 256, **card},
+    )
+    return model
+
+
+@dataclass
+class StandInCard:
+    """The fields of a model card that segment reads."""
+
+    name: str = "red"
+    channels: str = "RGB"
+    normalization: dict[str, list[float]] = field(
+        default_factory=lambda: {"mean": [0.0] * 3, "std": [1.0] * 3}
+    )
+    working_mpp: float | None = None
+    default_input_mpp: float | None = None
+    tile: int = 128
+    threshold: float = 0.5
+
+
+class RedThreshold(torch.nn.Module):
+    """A 'model' whose foreground is where red is above half: geometry made visible."""
+
+    in_channels = 3
+    multiple = 1
+    halo = 0
+
+    def __init__(self, working_mpp: float | None = None, tile: int = 128) -> None:
+        super().__init__()
+        self.card = StandInCard(working_mpp=working_mpp, tile=tile)
+        self.tiles = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tiles += x.shape[0]
+        return (x[:, :1] - 0.5) * 50
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    big = np.kron(smooth, np.ones((8, 8, 1)))[:height, :width]
+    return np.clip(big + rng.normal(0, 25, big.shape), 0, 255).astype(np.uint8)
