@@ -61,18 +61,14 @@ def default_model_name(base: str, taken: set[str], today: datetime.date | None =
     return candidate
 
 
-def _bundled_names() -> set[str]:
-    from slide_unet.core.model.store import bundled_models_dir
-
-    return {p.stem for p in bundled_models_dir().glob("*.json")}
-
-
 def check_new_name(name: str, taken: set[str]) -> str:
     """The new model's name, stripped; ValueError when it cannot be saved under it."""
     name = name.strip()
     if not name:
         raise InputError("give the new model a name")
-    if name in _bundled_names():
+    from slide_unet.core.model.store import bundled_names
+
+    if name in bundled_names():
         raise InputError(
             f"{name!r} is a bundled model: bundled models are never overwritten, "
             "give the fine-tuned model another name"

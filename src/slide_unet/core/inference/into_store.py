@@ -50,81 +50,44 @@ def segment_into_store(
     """
     started = time.perf_counter()
     with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
-        return _segment_into(
-            store,
-            source,
-            model,
-            region,
-            started,
-            mpp=mpp,
-            device=device,
-            tile=tile,
-            batch_size=batch_size,
-            threshold=threshold,
-            min_object_um2=min_object_um2,
-            progress=progress,
-            tta=tta,
-            cancel=cancel,
-            landed=landed,
-        )
+        # Imported here: the widget imports this module when it docks, torch only on a run.
+        from slide_unet.core.inference.segment import segment
 
+        flush_windows(store)
+        backup = store.backup() if store.edited else None
+        store.touch(edited=False, source=f"segment {model}")
 
-def _segment_into(
-    store: MaskStore,
-    source: Any,
-    model: str,
-    region: tuple[int, int, int, int],
-    started: float,
-    *,
-    mpp: float | None,
-    device: str,
-    tile: int,
-    batch_size: int,
-    threshold: float,
-    min_object_um2: float,
-    progress: Any,
-    tta: bool,
-    cancel: threading.Event,
-    landed: Any,
-) -> dict[str, Any]:
-    # Imported here: the widget imports this module when it docks, torch only on a run.
-    from slide_unet.core.inference.segment import segment
+        def written(box: tuple[int, int, int, int]) -> None:
+            reload_windows(store, box)
+            landed(box)
 
-    flush_windows(store)
-    backup = store.backup() if store.edited else None
-    store.touch(edited=False, source=f"segment {model}")
-
-    def written(box: tuple[int, int, int, int]) -> None:
-        reload_windows(store, box)
-        landed(box)
-
-    # The engine writes each finished block as out[rows, cols] = block, from its
-    # writer threads: straight into the store, announced with landed(); the
-    # coarse overviews, which many blocks share, are rebuilt in batches.
-    out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
-    try:
-        segment(
-            source,
-            model,
-            region=region,
-            mpp=mpp,
-            device=device,
-            out=out,
-            progress=progress,
-            cancel=cancel,
-            batch_size=batch_size or None,
-            tile=tile or None,
-            threshold=threshold or None,
-            tta=tta,
-            min_object_um2=min_object_um2,
-        )
-    finally:
-        store.flush_overviews()
-        landed(region)
-    store.add_region(*region)
-    return {
-        "seconds": time.perf_counter() - started,
-        "region": region,
-        "min_object_um2": min_object_um2,
-        "backup": str(backup) if backup else None,
-    }
+        # The engine writes each finished block as out[rows, cols] = block, from its
+        # writer threads: straight into the store, announced with landed(); the
+        # coarse overviews, which many blocks share, are rebuilt in batches.
+        out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
+        try:
+            segment(
+                source,
+                model,
+                region=region,
+                mpp=mpp,
+                device=device,
+                out=out,
+                progress=progress,
+                cancel=cancel,
+                batch_size=batch_size or None,
+                tile=tile or None,
+                threshold=threshold or None,
+                tta=tta,
+                min_object_um2=min_object_um2,
+            )
+        finally:
+            store.flush_overviews()
+            landed(region)
+        store.add_region(*region)
+        return {
+            "seconds": time.perf_counter() - started,
+            "region": region,
+            "min_object_um2": min_object_um2,
+            "backup": str(backup) if backup else None,
+        }

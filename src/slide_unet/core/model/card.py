@@ -23,7 +23,7 @@ from typing import Any
 from slide_unet.core.atomic import write_text_atomic
 from slide_unet.core.errors import InputError, ModelError
 from slide_unet.core.limits import MPP_RANGE
-from slide_unet.core.model.unet import _brief, check_unet_config
+from slide_unet.core.model.unet import brief, check_unet_config
 
 #: Architectures a card may name, with the default keyword arguments of each.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -68,38 +68,38 @@ def _mpp_or_none(name: str, value: Any) -> float | None:
         return None
     number = _as_float(value)
     if number is None:
-        raise ModelError(f"{name} must be a number of µm per pixel or null, got {_brief(value)}")
+        raise ModelError(f"{name} must be a number of µm per pixel or null, got {brief(value)}")
     low, high = MPP_RANGE
     if not low <= number <= high:  # NaN too
         raise ModelError(
             f"{name} must be a positive number of µm per pixel from {low:g} to {high:g}, "
-            f"got {_brief(value)}"
+            f"got {brief(value)}"
         )
     return number
 
 
 def _str_or_none(name: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise ModelError(f"{name} must be a string or null, got {_brief(value)}")
+        raise ModelError(f"{name} must be a string or null, got {brief(value)}")
     return value
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelError(f"{name} must be a positive integer, got {_brief(value)}")
+        raise ModelError(f"{name} must be a positive integer, got {brief(value)}")
     return value
 
 
 def _check_parameters(architecture: str, parameters: Any) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise ModelError(
-            f"parameters must be a mapping of keyword arguments, got {_brief(parameters)}"
+            f"parameters must be a mapping of keyword arguments, got {brief(parameters)}"
         )
     defaults = ARCHITECTURES[architecture]
     unknown = sorted(set(parameters) - set(defaults), key=repr)
     if unknown:
         raise ModelError(
-            f"unknown {architecture} parameters {_brief(unknown)}; "
+            f"unknown {architecture} parameters {brief(unknown)}; "
             f"expected some of {sorted(defaults)}"
         )
     full = {**defaults, **parameters}
@@ -116,7 +116,7 @@ def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[
         return {"mean": [DEFAULT_MEAN] * n_channels, "std": [DEFAULT_STD] * n_channels}
     if not isinstance(normalization, dict) or set(normalization) != {"mean", "std"}:
         raise ModelError(
-            f"normalization must be {{'mean': [...], 'std': [...]}}, got {_brief(normalization)}"
+            f"normalization must be {{'mean': [...], 'std': [...]}}, got {brief(normalization)}"
         )
     out: dict[str, list[float]] = {}
     for key in ("mean", "std"):
@@ -124,15 +124,15 @@ def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[
         if not isinstance(values, list | tuple) or len(values) != n_channels:
             raise ModelError(
                 f"normalization[{key!r}] must list one number per input channel "
-                f"({n_channels}), got {_brief(values)}"
+                f"({n_channels}), got {brief(values)}"
             )
         numbers = [_as_float(v) for v in values]
         if not all(v is not None and math.isfinite(v) for v in numbers):
             raise ModelError(
-                f"normalization[{key!r}] must hold finite numbers, got {_brief(values)}"
+                f"normalization[{key!r}] must hold finite numbers, got {brief(values)}"
             )
         if key == "std" and not all(v > 0 for v in numbers):
-            raise ModelError(f"normalization['std'] must be positive, got {_brief(values)}")
+            raise ModelError(f"normalization['std'] must be positive, got {brief(values)}")
         out[key] = numbers
     return out
 
@@ -212,22 +212,22 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ModelError(f"name must be a non-empty string, got {_brief(self.name)}")
+            raise ModelError(f"name must be a non-empty string, got {brief(self.name)}")
         if len(self.name) > MAX_NAME_LENGTH or not self.name.isprintable():
             raise ModelError(
                 f"name must be at most {MAX_NAME_LENGTH} printable characters, "
-                f"got {_brief(self.name)}"
+                f"got {brief(self.name)}"
             )
         if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
             raise ModelError(
-                f"unknown architecture {_brief(self.architecture)}; "
+                f"unknown architecture {brief(self.architecture)}; "
                 f"known: {', '.join(ARCHITECTURES)}"
             )
         self.parameters = _check_parameters(self.architecture, self.parameters)
         in_channels = self.parameters["in_channels"]
         if not isinstance(self.channels, str) or self.channels not in CHANNELS:
             raise ModelError(
-                f"channels must be one of {list(CHANNELS)}, got {_brief(self.channels)}"
+                f"channels must be one of {list(CHANNELS)}, got {brief(self.channels)}"
             )
         if CHANNELS[self.channels] != in_channels:
             raise ModelError(
@@ -239,25 +239,25 @@ class ModelCard:
         self.default_input_mpp = _mpp_or_none("default_input_mpp", self.default_input_mpp)
         _positive_int("tile", self.tile)
         if self.tile > MAX_TILE:
-            raise ModelError(f"tile must be at most {MAX_TILE}, got {_brief(self.tile)}")
+            raise ModelError(f"tile must be at most {MAX_TILE}, got {brief(self.tile)}")
         multiple = 2 ** self.parameters["depth"]
         if self.tile % multiple:
             raise ModelError(f"tile must be a multiple of {multiple} (2**depth), got {self.tile}")
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
-            raise ModelError(f"threshold must be a probability between 0 and 1, got {_brief(t)}")
+            raise ModelError(f"threshold must be a probability between 0 and 1, got {brief(t)}")
         self.threshold = float(t)
         if not isinstance(self.trained, bool):
-            raise ModelError(f"trained must be true or false, got {_brief(self.trained)}")
+            raise ModelError(f"trained must be true or false, got {brief(self.trained)}")
         for key in ("training", "validation"):
             if not isinstance(getattr(self, key), dict):
-                raise ModelError(f"{key} must be a mapping, got {_brief(getattr(self, key))}")
+                raise ModelError(f"{key} must be a mapping, got {brief(getattr(self, key))}")
         for key in ("command", "parent", "licence"):
             _str_or_none(key, getattr(self, key))
         if self.sha256 is not None and not (
             isinstance(self.sha256, str) and _SHA256.fullmatch(self.sha256)
         ):
-            raise ModelError(f"sha256 must be 64 lower-case hex digits, got {_brief(self.sha256)}")
+            raise ModelError(f"sha256 must be 64 lower-case hex digits, got {brief(self.sha256)}")
 
     @property
     def multiple(self) -> int:
@@ -297,7 +297,7 @@ class ModelCard:
         unknown = sorted(set(data) - known, key=repr)
         if unknown:
             raise ModelError(
-                f"model card has unknown field(s) {_brief(unknown)}; known: {sorted(known)}"
+                f"model card has unknown field(s) {brief(unknown)}; known: {sorted(known)}"
             )
         try:
             data = copy.deepcopy(data)

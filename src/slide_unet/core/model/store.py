@@ -38,9 +38,14 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "ModelCard",
     "bundled_models_dir",
+    "bundled_names",
+    "is_bare_name",
     "list_models",
     "load_model",
+    "locate_model",
+    "model_files",
     "read_safetensors_header",
+    "save_destination",
     "save_model",
     "user_models_dir",
 ]
@@ -72,7 +77,8 @@ def _cards_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*" + CARD_SUFFIX) if not p.name.startswith("."))
 
 
-def _bundled_names() -> list[str]:
+def bundled_names() -> list[str]:
+    """Names of the models shipped in the package."""
     return [p.stem for p in _cards_in(bundled_models_dir())]
 
 
@@ -101,7 +107,7 @@ def list_models() -> dict[str, ModelCard]:
     return models
 
 
-def _is_bare_name(text: str) -> bool:
+def is_bare_name(text: str) -> bool:
     """A model name rather than a path: no folder, no weights or card suffix."""
     return (
         Path(text).name == text
@@ -111,7 +117,7 @@ def _is_bare_name(text: str) -> bool:
     )
 
 
-def _stem_paths(path: Path) -> tuple[Path, Path]:
+def model_files(path: Path) -> tuple[Path, Path]:
     """Weights and card paths of ``X``, ``X.safetensors`` or ``X.json``."""
     name = path.name
     for suffix in (WEIGHTS_SUFFIX, CARD_SUFFIX):
@@ -121,12 +127,12 @@ def _stem_paths(path: Path) -> tuple[Path, Path]:
     return path.with_name(name + WEIGHTS_SUFFIX), path.with_name(name + CARD_SUFFIX)
 
 
-def _locate(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
+def locate_model(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Weights and card paths of a model name or file."""
     text = os.fspath(spec)
-    if _is_bare_name(text):
+    if is_bare_name(text):
         for folder in (bundled_models_dir(), user_models_dir()):
-            weights, card = _stem_paths(folder / text)
+            weights, card = model_files(folder / text)
             if card.is_file() or weights.is_file():
                 return weights, card
         names = ", ".join(list_models()) or "none"
@@ -143,7 +149,7 @@ def _locate(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
             f"{path}: not a model this tool loads: expected a {WEIGHTS_SUFFIX} file with its "
             f"{CARD_SUFFIX} card beside it (pickled {path.suffix or 'files'} are never loaded)"
         )
-    weights, card = _stem_paths(path)
+    weights, card = model_files(path)
     if not path.exists() and path in (weights, card):
         raise ModelError(f"{path}: no such model file")
     if not card.is_file():
@@ -259,7 +265,7 @@ def load_model(
                 "as .card (load it with load_model, or set model.card)"
             )
         return name_or_path.to(torch.device(device)).eval()
-    weights, card_path = _locate(name_or_path)
+    weights, card_path = locate_model(name_or_path)
     card = ModelCard.from_json(card_path)
     if weights.is_file():
         model = _load_weights(weights, card, card_path)
@@ -278,10 +284,12 @@ def load_model(
     return model.to(torch.device(device)).eval()
 
 
-def _save_destination(path: str | os.PathLike[str], card: ModelCard) -> tuple[Path, Path]:
+def save_destination(path: str | os.PathLike[str], card: ModelCard) -> tuple[Path, Path]:
+    """Weights and card paths where :func:`save_model` would write ``card``'s model for
+    ``path`` (a bare name goes to the user models folder), checked as it checks them."""
     text = os.fspath(path)
-    bundled = set(_bundled_names())
-    if _is_bare_name(text):
+    bundled = set(bundled_names())
+    if is_bare_name(text):
         if not _USER_NAME.fullmatch(text):
             raise ModelError(
                 f"{text!r} is not a usable model name: use letters, digits, '.', '_' and '-', "
@@ -289,9 +297,9 @@ def _save_destination(path: str | os.PathLike[str], card: ModelCard) -> tuple[Pa
             )
         folder = user_models_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        weights, card_path = _stem_paths(folder / text)
+        weights, card_path = model_files(folder / text)
     else:
-        weights, card_path = _stem_paths(Path(text).expanduser())
+        weights, card_path = model_files(Path(text).expanduser())
     user_dir = user_models_dir()
     if user_dir.is_dir() and weights.parent.resolve() == user_dir.resolve():
         name = weights.name[: -len(WEIGHTS_SUFFIX)]
@@ -340,7 +348,7 @@ def save_model(model: UNet, path: str | os.PathLike[str], card: ModelCard) -> Pa
             f"the card describes {card.architecture} {card.parameters}, but the model is "
             f"{type(model).__name__} {config}"
         )
-    weights, card_path = _save_destination(path, card)
+    weights, card_path = save_destination(path, card)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "architecture": card.architecture, "name": card.name}
     with atomic_path(weights) as tmp:

@@ -38,7 +38,7 @@ MAX_CHANNELS = 64
 MAX_TENSOR_ELEMENTS = 50_000_000
 
 
-def _brief(value: Any) -> str:
+def brief(value: Any) -> str:
     """``repr(value)``, cut short: a hostile file's value may be megabytes long."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
@@ -121,9 +121,9 @@ def unet_tensor_shapes(
 
 def _check_int(name: str, value: Any, most: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {_brief(value)}")
+        raise InputError(f"{name} must be a positive integer, got {brief(value)}")
     if value > most:
-        raise InputError(f"{name} must be at most {most}, got {_brief(value)}")
+        raise InputError(f"{name} must be at most {most}, got {brief(value)}")
 
 
 def check_unet_config(
@@ -163,7 +163,7 @@ def check_unet_config(
     _check_int(key.format("base_width"), base_width, MAX_BASE_WIDTH)
     _check_int(key.format("depth"), depth, MAX_DEPTH)
     if not isinstance(norm, str) or norm not in NORMS:
-        raise InputError(f"{key.format('norm')} must be one of {NORMS}, got {_brief(norm)}")
+        raise InputError(f"{key.format('norm')} must be one of {NORMS}, got {brief(norm)}")
     if norm == "group":
         # GroupNorm splits a level's channels into min(8, channels) equal groups.
         uneven = [w for w in (base_width * 2**i for i in range(depth + 1)) if w % min(8, w)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from slide_unet.core.errors import ModelError
 from slide_unet.core.model.card import ModelCard
-from slide_unet.core.model.unet import _brief, unet_tensor_shapes
+from slide_unet.core.model.unet import brief, unet_tensor_shapes
 
 __all__ = ["MAX_HEADER_BYTES", "check_tensors_fit_card", "read_safetensors_header"]
 
@@ -51,25 +51,25 @@ def _header_problem(parsed: dict, body: int) -> str:
             ):
                 return "its __metadata__ is not a mapping of strings"
             continue
-        what = f"tensor {_brief(name)}"
+        what = f"tensor {brief(name)}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            return f"{what} is not {{dtype, shape, data_offsets}}: {_brief(entry)}"
+            return f"{what} is not {{dtype, shape, data_offsets}}: {brief(entry)}"
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
-            return f"{what} has an unknown dtype {_brief(dtype)}"
+            return f"{what} has an unknown dtype {brief(dtype)}"
         # A U-Net's tensors have at most 4 dimensions; the limit keeps math.prod cheap.
         if not isinstance(shape, list) or len(shape) > 8 or not all(map(_is_count, shape)):
-            return f"{what} has an invalid shape {_brief(shape)}"
+            return f"{what} has an invalid shape {brief(shape)}"
         if not (
             isinstance(offsets, list)
             and len(offsets) == 2
             and all(map(_is_count, offsets))
             and offsets[0] <= offsets[1] <= body
         ):
-            return f"{what} has data_offsets {_brief(offsets)} outside the {body:,} bytes of data"
+            return f"{what} has data_offsets {brief(offsets)} outside the {body:,} bytes of data"
         if offsets[1] - offsets[0] != math.prod(shape) * _ITEMSIZE[dtype]:
             return (
-                f"{what}: {dtype} {_brief(shape)} does not fill its data_offsets {_brief(offsets)}"
+                f"{what}: {dtype} {brief(shape)} does not fill its data_offsets {brief(offsets)}"
             )
         extents.append((offsets[0], offsets[1]))
     # safetensors stores the tensors back to back: anything else hides bytes in the file.
@@ -183,7 +183,7 @@ def check_tensors_fit_card(
     missing = sorted(expected.keys() - found.keys())
     # A hostile name may be long or hold line breaks: such names are quoted and cut.
     unexpected = [
-        k if len(k) <= 80 and k.isprintable() else _brief(k)
+        k if len(k) <= 80 and k.isprintable() else brief(k)
         for k in sorted(found.keys() - expected.keys())
     ]
     common = sorted(expected.keys() & found.keys())

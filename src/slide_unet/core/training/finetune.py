@@ -105,7 +105,7 @@ class FinetuneResult:
 
 def _base_model(model: str | os.PathLike[str] | UNet) -> tuple[UNet, Path | None]:
     """The model to start from (a private copy) and its weights file, if any."""
-    from slide_unet.core.model.store import _locate, load_model
+    from slide_unet.core.model.store import load_model, locate_model
 
     if isinstance(model, torch.nn.Module):
         if not isinstance(model, UNet) or not isinstance(getattr(model, "card", None), ModelCard):
@@ -117,41 +117,41 @@ def _base_model(model: str | os.PathLike[str] | UNet) -> tuple[UNet, Path | None
         base = copy.deepcopy(model).cpu()
         base.card = model.card
         return base, None
-    weights, _ = _locate(model)
+    weights, _ = locate_model(model)
     return load_model(model), weights.resolve()
 
 
 def _destination(out: str | os.PathLike[str], card: ModelCard, base_file: Path | None) -> str:
     """The new model's name; refuses, before any training, an ``out`` it may not write."""
     from slide_unet.core.model.store import (
-        _bundled_names,
-        _is_bare_name,
-        _save_destination,
-        _stem_paths,
         bundled_models_dir,
+        bundled_names,
+        is_bare_name,
+        model_files,
+        save_destination,
     )
 
     text = os.fspath(out)
     if not text:
         raise InputError("give the fine-tuned model a name or a file to be saved as")
-    bundled = _bundled_names()
-    if _is_bare_name(text) and text in bundled:
+    bundled = bundled_names()
+    if is_bare_name(text) and text in bundled:
         raise InputError(
             f"{text!r} is a bundled model: bundled models are never overwritten; name the "
             f"fine-tuned model something else (bundled: {', '.join(bundled)})"
         )
-    weights = _stem_paths(Path(text).expanduser())[0]
-    if not _is_bare_name(text) and weights.parent.resolve() == bundled_models_dir().resolve():
+    weights = model_files(Path(text).expanduser())[0]
+    if not is_bare_name(text) and weights.parent.resolve() == bundled_models_dir().resolve():
         raise InputError(
             f"{text}: that is the bundled models folder, whose weights are never modified; "
             "save under a bare name (the user's models folder) or elsewhere"
         )
-    if not _is_bare_name(text) and not weights.parent.is_dir():
+    if not is_bare_name(text) and not weights.parent.is_dir():
         raise InputError(f"{text}: the folder {weights.parent} does not exist")
     name = weights.name.removesuffix(".safetensors").removesuffix(".json")
     # The checks save_model makes (a usable name, no bundled name in the user's
     # folder), made now rather than after minutes of training.
-    target, _ = _save_destination(text, dataclasses.replace(card, name=name))
+    target, _ = save_destination(text, dataclasses.replace(card, name=name))
     if target.resolve() == base_file or (base_file is None and name == card.name):
         raise InputError(
             f"{text!r} is the model being fine-tuned: save the result under a new name "
