@@ -211,7 +211,7 @@ def save_mask(
         :func:`~slide_unet.core.masks.io.write_mask`).
     cancel : threading.Event or callable, optional
         Stops the write, leaving nothing, with
-        :class:`~slide_unet.core.masks.blocks.Cancelled`.
+        :class:`~slide_unet.core.errors.Cancelled`.
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """Whole-slide segmentation spread over processes or machines with dask.distributed.
 
-The client plans the run (:func:`~slide_unet.core.inference.segment.plan_segmentation`)
+The client plans the run (:func:`~slide_unet.core.inference.planning.plan_segmentation`)
 and creates the output zarr store; each task carries the picklable plan and a
 few block indices. A worker reopens the slide by path (tifffile handles do
 not pickle), loads the model once and keeps it, and writes its blocks into
@@ -158,7 +158,7 @@ def segment_distributed(
     progress, cancel
         ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
         callable or threading.Event) cancels outstanding tasks and raises
-        :class:`~slide_unet.core.masks.blocks.Cancelled`, leaving no output.
+        :class:`~slide_unet.core.errors.Cancelled`, leaving no output.
 
     Returns
     -------

@@ -326,7 +326,7 @@ def segment(
     cancel : callable or threading.Event, optional
         Checked between batches, and between blocks of clearing and of
         small-object removal; when true or set, stop and raise
-        :class:`~slide_unet.core.masks.blocks.Cancelled`.
+        :class:`~slide_unet.core.errors.Cancelled`.
     batch_size : int, optional
         Tiles per batch (default: about 4 of 512 x 512 on a CPU, more on a GPU).
     tile : int, optional
@@ -367,7 +367,7 @@ def segment(
     ------
     ValueError
         A bad region, channel count, tile, device, precision or output.
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         ``cancel`` asked to stop.
     """
     dev = resolve_device(device)

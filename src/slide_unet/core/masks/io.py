@@ -40,7 +40,7 @@ Progress and cancel
     :func:`write_mask` and :func:`export_mask` report ``progress(done, total)``
     as each format's writer gets through the mask (bands of rows or columns,
     then PNG's encoding or OME-TIFF's overview levels), and stop with
-    :class:`~slide_unet.core.masks.blocks.Cancelled` at the next step once
+    :class:`~slide_unet.core.errors.Cancelled` at the next step once
     ``cancel`` is set: the writers being atomic, nothing is left behind.
 
 This module is part of the napari-free core.
@@ -423,7 +423,7 @@ def write_mask(
         OME-TIFF overview level. ``total`` stays the same for one write.
     cancel : threading.Event or callable, optional
         Checked at the start and at each step; once set (or returning True)
-        the write stops with :class:`~slide_unet.core.masks.blocks.Cancelled`,
+        the write stops with :class:`~slide_unet.core.errors.Cancelled`,
         leaving no file and any existing one untouched.
 
     Returns
@@ -441,7 +441,7 @@ def write_mask(
     LimitError
         What the writer holds at once over the memory budget (see
         :mod:`slide_unet.core.limits`).
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         `cancel` asked to stop.
     """
     path = Path(path)
@@ -517,7 +517,7 @@ def export_mask(
         As :func:`read_mask` and :func:`write_mask`. What can be known before
         reading (an RLE or GeoJSON `src` with its `shape`) is checked before
         reading: a write that would be refused is refused at once.
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         `cancel` asked to stop; nothing was written.
     """
     src, dst = Path(src), Path(dst)

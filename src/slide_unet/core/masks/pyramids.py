@@ -287,7 +287,7 @@ def write_ome_tiff(
     progress : callable, optional
         ``progress(done, total)`` after each band of full-resolution rows and
         after each overview level. To stop, raise from it (e.g.
-        :class:`~slide_unet.core.masks.blocks.Cancelled`): no file is left, and any
+        :class:`~slide_unet.core.errors.Cancelled`): no file is left, and any
         existing one is untouched.
 
     Returns

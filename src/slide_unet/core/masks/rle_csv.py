@@ -63,7 +63,7 @@ def write_rle_csv(
         ``progress(done, total)`` after each band of columns encoded, the
         bands of every mask counted in one total (see
         :func:`~slide_unet.core.masks.rle.rle_encode_steps`). To stop, raise from it
-        (e.g. :class:`~slide_unet.core.masks.blocks.Cancelled`): nothing is written.
+        (e.g. :class:`~slide_unet.core.errors.Cancelled`): nothing is written.
 
     Returns
     -------

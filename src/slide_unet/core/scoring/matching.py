@@ -121,7 +121,7 @@ def count_pair(
 
     Raises
     ------
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         If `cancelled` returned True.
     """
     grid = BlockGrid.for_arrays(shape, block, [pred, truth])

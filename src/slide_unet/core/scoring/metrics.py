@@ -302,7 +302,7 @@ def match_objects(
     ------
     ValueError
         If the shapes differ, a mask is not 2-D, or a parameter is invalid.
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         If `cancelled` returned True.
     """
     pred, truth, shape = check_mask_pair(pred, truth)
@@ -432,7 +432,7 @@ def score(
     ------
     ValueError
         If the shapes differ, a mask is not 2-D, or a parameter is invalid.
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         If `cancelled` returned True.
     """
     pred, truth, shape = check_mask_pair(pred, truth)

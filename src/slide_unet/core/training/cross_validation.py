@@ -132,7 +132,7 @@ def cross_validate(
     progress : callable, optional
         ``progress(fold, record)`` with each epoch's record of each fold's training.
     cancel : callable or threading.Event, optional
-        Stops the fold under way and raises :class:`~slide_unet.core.masks.blocks.Cancelled`.
+        Stops the fold under way and raises :class:`~slide_unet.core.errors.Cancelled`.
     """
     say = say or (lambda _: None)
     folds = image_folds([p.stem for p in pairs], k, config.seed)

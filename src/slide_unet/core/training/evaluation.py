@@ -382,7 +382,7 @@ def evaluate(
         ``progress(done, total)`` in images: at the start and after each image.
     cancel : callable or threading.Event, optional
         Checked before each image and between batches of tiles; when true or
-        set, stop and raise :class:`~slide_unet.core.masks.blocks.Cancelled`.
+        set, stop and raise :class:`~slide_unet.core.errors.Cancelled`.
 
     Returns
     -------
@@ -396,7 +396,7 @@ def evaluate(
         is not its image's, an unreadable file, or a bad device or ``mpp``.
     slide_unet.core.errors.ModelError
         (a ValueError) A model that cannot be loaded.
-    slide_unet.core.masks.blocks.Cancelled
+    slide_unet.core.errors.Cancelled
         ``cancel`` asked to stop.
     """
     started = time.perf_counter()
