@@ -11,7 +11,8 @@ import tifffile
 
 from slide_unet.core.errors import MaskStoreWarning
 from slide_unet.core.masks.salvage import TolerantLevel, damaged_folder, read_region, salvage
-from slide_unet.core.masks.store import CHUNK_SIDE, MaskStore
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.masks.store_layout import CHUNK_SIDE
 from slide_unet.core.masks.windows import StoreWindow
 
 SIDE = 4 * CHUNK_SIDE

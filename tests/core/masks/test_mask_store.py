@@ -20,6 +20,7 @@ import pytest
 from slide_unet.core import paths
 from slide_unet.core.errors import MaskStoreError, MaskStoreWarning
 from slide_unet.core.masks import store as mask_store
+from slide_unet.core.masks import store_layout
 from slide_unet.core.masks.io import read_mask
 from slide_unet.core.masks.pyramids import halve_max
 from slide_unet.core.masks.store import MaskStore
@@ -32,8 +33,8 @@ def small_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private masks folder, and sizes scaled down for small masks."""
     folder = tmp_path / "masks"
     monkeypatch.setenv(paths.MASKS_DIR_ENV, str(folder))
-    monkeypatch.setattr(mask_store, "SMALLEST_SIDE", 24)
-    monkeypatch.setattr(mask_store, "CHUNK_SIDE", CHUNK)
+    monkeypatch.setattr(store_layout, "SMALLEST_SIDE", 24)
+    monkeypatch.setattr(store_layout, "CHUNK_SIDE", CHUNK)
     monkeypatch.setattr(mask_store, "REBUILD_TILE", 64)
     return folder
 
@@ -137,7 +138,7 @@ def test_attributes_record_what_the_mask_is(tmp_path: Path) -> None:
     path = slide_file(tmp_path)
     store = MaskStore.for_slide(path, (30, 40), mpp=0.25, source="segment glomeruli")
     info = store.info
-    assert info["version"] == mask_store.FORMAT_VERSION
+    assert info["version"] == store_layout.FORMAT_VERSION
     assert info["shape"] == [30, 40]
     assert info["slide"] == str(path.resolve())
     assert store.source == "segment glomeruli"
@@ -248,8 +249,9 @@ def test_deferred_overviews_left_by_a_killed_process_are_rebuilt_on_open(
         f"""
         import os, signal
         import numpy as np
-        from slide_unet.core.masks import store as mask_store
-        mask_store.SMALLEST_SIDE, mask_store.CHUNK_SIDE, mask_store.DEFER_SECONDS = 24, 32, 3600
+        from slide_unet.core.masks import store as mask_store, store_layout
+        store_layout.SMALLEST_SIDE, store_layout.CHUNK_SIDE = 24, 32
+        mask_store.DEFER_SECONDS = 3600
         store = mask_store.MaskStore({str(store.path)!r})
         store.write(40, 64, np.ones((100, 120), np.uint8), defer=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -402,13 +404,13 @@ def test_other_pixel_type_is_refused() -> None:
 
 
 def test_a_crash_while_creating_leaves_no_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_build = mask_store._build
+    real_build = store_layout.build_store
 
     def crash(folder: Path, *args: object) -> None:
         real_build(folder, *args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mask_store, "_build", crash)
+    monkeypatch.setattr(store_layout, "build_store", crash)
     with pytest.raises(KeyboardInterrupt):
         MaskStore.for_key("crash", (30, 30))
     assert list(paths.masks_dir().iterdir()) == []

@@ -38,6 +38,7 @@ import zarr
 from slide_unet.core import ngff
 from slide_unet.core.atomic import temporary_name
 from slide_unet.core.errors import MaskStoreError
+from slide_unet.core.masks import store_layout as layout
 
 if TYPE_CHECKING:
     from slide_unet.core.masks.store import MaskStore
@@ -258,9 +259,8 @@ def rebuild_metadata(
         There is nothing to recover (no chunks), or it still cannot be read.
     """
     from slide_unet.core.errors import MaskStoreWarning
-    from slide_unet.core.masks.store import _ATTRS, _build, _problem, level_count
 
-    problem = _problem(folder)
+    problem = layout.store_problem(folder)
     if not (folder / "0" / "c").is_dir():
         raise MaskStoreError(
             f"{folder}: damaged mask store ({problem}), with no chunks to recover"
@@ -268,11 +268,11 @@ def rebuild_metadata(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
     shutil.copytree(folder, aside)
-    shapes = ngff.level_shapes(shape, level_count(shape))
+    shapes = ngff.level_shapes(shape, layout.level_count(shape))
     scratch = folder.with_name(temporary_name(folder.name))
     try:
         side = _level0_chunk_side(folder, dtype)
-        _build(scratch, shape, mpp, dtype, side, slide, key, "recovered")
+        layout.build_store(scratch, shape, mpp, dtype, side, slide, key, "recovered")
         for k in range(len(shapes)):
             meta = folder / str(k) / "zarr.json"
             if _array_problem(folder, k, shapes[k], dtype):
@@ -280,14 +280,14 @@ def rebuild_metadata(
                 shutil.copy(scratch / str(k) / "zarr.json", meta)
         group = zarr.open_group(folder, mode="a", zarr_format=3)
         info = zarr.open_group(scratch, mode="r", zarr_format=3).attrs.asdict()
-        info[_ATTRS]["edited"] = True
+        info[layout.ATTRS]["edited"] = True
         group.attrs.update(info)
     except Exception as exc:
         raise MaskStoreError(f"{folder}: damaged mask store ({problem}): {exc}") from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if _problem(folder) is not None:
-        raise MaskStoreError(f"{folder}: damaged mask store ({_problem(folder)})")
+    if layout.store_problem(folder) is not None:
+        raise MaskStoreError(f"{folder}: damaged mask store ({layout.store_problem(folder)})")
     chunks = sum(1 for _ in (folder / "0" / "c").rglob("*") if _.is_file())
     warnings.warn(
         f"A saved mask's metadata was lost ({problem}): it was rebuilt and its {chunks} "
@@ -308,9 +308,7 @@ def _level0_chunk_side(folder: Path, dtype: np.dtype) -> int:
                 side = math.isqrt(int.from_bytes(header[4:8], "little") // dtype.itemsize)
                 if side >= 16:
                     return side
-    from slide_unet.core.masks.store import CHUNK_SIDE
-
-    return 2 * CHUNK_SIDE
+    return 2 * layout.CHUNK_SIDE
 
 
 def _array_problem(folder: Path, k: int, shape: tuple[int, int], dtype: np.dtype) -> bool:

@@ -12,7 +12,8 @@ Layout (zarr format 3)
     Arrays ``"0"``, ``"1"``, ...: level 0 is the full-resolution mask, level
     k+1 the 2x2 **maximum** of level k (:func:`~slide_unet.core.masks.pyramids.
     halve_max`: objects never vanish when zoomed out), halving until the
-    largest side is at most :data:`SMALLEST_SIDE`. Chunks are 1024 x 1024 at
+    largest side is at most
+    :data:`~slide_unet.core.masks.store_layout.SMALLEST_SIDE`. Chunks are 1024 x 1024 at
     full resolution (a 2048-pixel block of the engine writes 4, not 16: 40 %
     faster) and 512 x 512 in the overviews, Blosc zstd with bit-shuffle;
     chunks without foreground are not stored.
@@ -61,37 +62,24 @@ import dask.array as da
 import filelock
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
-from slide_unet.core import ngff
 from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
 from slide_unet.core.errors import MaskStoreError, MaskStoreWarning, StoreBusyError
+from slide_unet.core.masks import store_layout as layout
 from slide_unet.core.masks.overviews import rebuild, rebuild_stale
 from slide_unet.core.paths import masks_dir
 
 __all__ = [
-    "CHUNK_SIDE",
-    "FORMAT_VERSION",
     "KEEP_BACKUPS",
-    "SMALLEST_SIDE",
     "MaskStore",
-    "level_count",
 ]
 
-#: Version of the store layout; a store of another version is not opened.
-FORMAT_VERSION = 1
-#: Chunk side of every level (level 0's may be chosen per store).
-CHUNK_SIDE = 512
-#: Overview levels stop once the largest side is at most this many pixels.
-SMALLEST_SIDE = 512
 #: Overviews are rebuilt in tiles of at most this many pixels a side (even,
 #: and a multiple of the chunk side), so a big region never sits in memory whole.
 REBUILD_TILE = 4096
 #: Backups of a store kept beside it (see :meth:`MaskStore.backup`).
 KEEP_BACKUPS = 3
 
-_ATTRS = "slide_unet"
-_KIND = "slide-unet-mask"
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 #: How long a writer waits for another process's write or run to end (s).
@@ -105,21 +93,6 @@ _OWNING = threading.Lock()  # taking a file lock and recording its owner, togeth
 _STALE: dict[str, list[Any]] = {}
 #: Deferred overviews (``write(defer=True)``) are rebuilt at most this often (s).
 DEFER_SECONDS = 1.0
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) != 2 or any(int(s) != s or s < 1 for s in shape):
-        raise MaskStoreError(f"a mask is 2-D with sides >= 1; got shape {tuple(shape)}")
-    return int(shape[0]), int(shape[1])
-
-
-def level_count(shape: tuple[int, int]) -> int:
-    """Levels of a store for a mask of ``shape``, full resolution included."""
-    return ngff.level_count(_check_shape(tuple(shape)), SMALLEST_SIDE)
 
 
 def _safe_name(text: str) -> str:
@@ -171,76 +144,6 @@ def _lock_for(path: Path) -> threading.RLock:
         return _LOCKS.setdefault(str(path.resolve()), threading.RLock())
 
 
-def _build(
-    folder: Path,
-    shape: tuple[int, int],
-    mpp: float | None,
-    dtype: np.dtype,
-    chunk: int,
-    slide: str | None,
-    key: str | None,
-    source: str | None,
-) -> None:
-    """Create an empty store at ``folder`` (which must not exist)."""
-    shapes = ngff.level_shapes(shape, level_count(shape))
-    group = zarr.open_group(folder, mode="w", zarr_format=3)
-    for k, level_shape in enumerate(shapes):
-        side = chunk if k == 0 else CHUNK_SIDE
-        group.create_array(
-            str(k),
-            shape=level_shape,
-            chunks=(min(side, level_shape[0]), min(side, level_shape[1])),
-            dtype=dtype,
-            fill_value=0,
-            # Level 1: compresses about as well on masks as level 5 and writes
-            # twice as fast (the engine writes a block in a few milliseconds).
-            compressors=BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
-            # Fixed so that clear() can drop a level's chunks as one folder.
-            chunk_key_encoding={"name": "default", "separator": "/"},
-        )
-    now = _now()
-    # The attributes go last: a store with them is a complete store.
-    group.attrs.update(
-        {
-            _ATTRS: {
-                "kind": _KIND,
-                "version": FORMAT_VERSION,
-                "slide": slide,
-                "key": key,
-                "shape": list(shape),
-                "dtype": dtype.name,
-                "levels": len(shapes),
-                "mpp": mpp,
-                "created": now,
-                "modified": now,
-                "edited": False,
-                "source": source,
-                "regions": [],
-            },
-            "ome": ngff.label_metadata(folder.name, len(shapes), mpp, version="0.5"),
-        }
-    )
-
-
-def _problem(folder: Path) -> str | None:
-    """Why the store at ``folder`` cannot be used, or None when it can."""
-    try:
-        group = zarr.open_group(folder, mode="r", zarr_format=3)
-        info = group.attrs[_ATTRS]
-        if info.get("kind") != _KIND or "version" not in info:
-            return "its attributes are not those of a slide-unet mask store"
-        if info["version"] != FORMAT_VERSION:
-            return f"it is format version {info['version']}, this version reads {FORMAT_VERSION}"
-        shapes = ngff.level_shapes(tuple(info["shape"]), int(info["levels"]))
-        for k, level_shape in enumerate(shapes):
-            array = group[str(k)]
-            if tuple(array.shape) != level_shape or array.dtype != np.dtype(info["dtype"]):
-                return f"level {k} is {array.shape} {array.dtype}, expected {level_shape}"
-    except Exception as exc:  # zarr raises several kinds for a broken store
-        return f"it cannot be read ({type(exc).__name__}: {exc})"
-    return None
-
-
 class MaskStore:
     """One slide's mask: full resolution plus 2x2-maximum overview levels.
 
@@ -264,12 +167,12 @@ class MaskStore:
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"{self.path}: no mask store here")
-        problem = _problem(self.path)
+        problem = layout.store_problem(self.path)
         if problem is not None:
             raise MaskStoreError(f"{self.path}: damaged mask store: {problem}")
         self._lock = _lock_for(self.path)
         group = zarr.open_group(self.path, mode="r+", zarr_format=3)
-        info = group.attrs[_ATTRS]
+        info = group.attrs[layout.ATTRS]
         self.shape: tuple[int, int] = (int(info["shape"][0]), int(info["shape"][1]))
         self.dtype = np.dtype(info["dtype"])
         #: The levels as writable zarr arrays, full resolution first.
@@ -311,7 +214,8 @@ class MaskStore:
         dtype : numpy dtype
             Pixel type of a new store (``uint8`` for 0/1 masks).
         chunk : int, optional
-            Chunk side of a new store's level 0 (default twice :data:`CHUNK_SIDE`).
+            Chunk side of a new store's level 0 (default twice
+            :data:`~slide_unet.core.masks.store_layout.CHUNK_SIDE`).
         source : str, optional
             What a new store's mask comes from, e.g. ``"segment glomeruli"``.
         create : bool
@@ -325,7 +229,7 @@ class MaskStore:
         MaskStoreError
             The store holds another pixel type, or (``create=False``) it is damaged.
         """
-        shape = _check_shape(tuple(shape))
+        shape = layout.check_shape(tuple(shape))
         folder = _slide_folder(path, shape)
         return cls._open(
             folder, shape, mpp, dtype, chunk, str(Path(path).resolve()), None, source, create
@@ -348,7 +252,7 @@ class MaskStore:
         Parameters and errors are those of :meth:`for_slide`; the key and the
         shape together name the store.
         """
-        shape = _check_shape(tuple(shape))
+        shape = layout.check_shape(tuple(shape))
         folder = _key_folder(key, shape)
         return cls._open(folder, shape, mpp, dtype, chunk, None, key, source, create)
 
@@ -370,11 +274,11 @@ class MaskStore:
         MaskStoreError
             The slide's store is damaged beyond repair.
         """
-        shape = _check_shape(tuple(shape))
+        shape = layout.check_shape(tuple(shape))
         folder = _slide_folder(path, shape)
         if not folder.is_dir():
             return None
-        if _problem(folder) is not None:
+        if layout.store_problem(folder) is not None:
             from slide_unet.core.masks.salvage import rebuild_metadata
 
             rebuild_metadata(
@@ -385,7 +289,7 @@ class MaskStore:
     @classmethod
     def existing_for_key(cls, key: str, shape: tuple[int, int]) -> MaskStore | None:
         """Like :meth:`existing`, for a store made by :meth:`for_key`."""
-        folder = _key_folder(key, _check_shape(tuple(shape)))
+        folder = _key_folder(key, layout.check_shape(tuple(shape)))
         return cls(folder) if folder.is_dir() else None
 
     @classmethod
@@ -404,20 +308,20 @@ class MaskStore:
         dtype = np.dtype(dtype)
         if dtype.kind not in "biu":
             raise MaskStoreError(f"a mask store holds integer labels, not {dtype}")
-        chunk = 2 * CHUNK_SIDE if chunk is None else chunk
+        chunk = 2 * layout.CHUNK_SIDE if chunk is None else chunk
         if int(chunk) != chunk or chunk < 16:
             raise MaskStoreError(f"chunk must be a whole number >= 16, got {chunk}")
         with _lock_for(folder):
-            if folder.is_dir() and create and _problem(folder) is not None:
+            if folder.is_dir() and create and layout.store_problem(folder) is not None:
                 with contextlib.suppress(MaskStoreError):  # then moved aside, below
                     from slide_unet.core.masks.salvage import rebuild_metadata
 
                     rebuild_metadata(folder, shape, mpp, dtype, slide, key)
-            if folder.is_dir() and create and _problem(folder) is not None:
+            if folder.is_dir() and create and layout.store_problem(folder) is not None:
                 aside = folder.with_name(f"{folder.name}.damaged-{uuid.uuid4().hex[:8]}")
                 warnings.warn(
-                    f"{folder}: damaged mask store ({_problem(folder)}); moved to {aside.name} "
-                    "and started a new one",
+                    f"{folder}: damaged mask store ({layout.store_problem(folder)}); moved to "
+                    f"{aside.name} and started a new one",
                     MaskStoreWarning,
                     stacklevel=3,
                 )
@@ -452,11 +356,11 @@ class MaskStore:
         clean_stale_temporaries(folder.parent)
         tmp = folder.with_name(temporary_name(folder.name))
         try:
-            _build(tmp, shape, mpp, dtype, chunk, slide, key, source)
+            layout.build_store(tmp, shape, mpp, dtype, chunk, slide, key, source)
             try:
                 os.rename(tmp, folder)
             except OSError:
-                if _problem(folder) is not None:
+                if layout.store_problem(folder) is not None:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -466,12 +370,12 @@ class MaskStore:
     @property
     def info(self) -> dict[str, Any]:
         """The store's ``slide_unet`` attributes, read afresh from disk."""
-        return dict(zarr.open_group(self.path, mode="r", zarr_format=3).attrs[_ATTRS])
+        return dict(zarr.open_group(self.path, mode="r", zarr_format=3).attrs[layout.ATTRS])
 
     def _update_info(self, **changes: Any) -> None:
         with self.writing(), self._lock:
             group = zarr.open_group(self.path, mode="r+", zarr_format=3)
-            group.attrs[_ATTRS] = {**group.attrs[_ATTRS], **changes}
+            group.attrs[layout.ATTRS] = {**group.attrs[layout.ATTRS], **changes}
 
     @contextlib.contextmanager
     def writing(self, what: str = "writing", *, wait: float | None = None) -> Iterator[None]:
@@ -502,7 +406,7 @@ class MaskStore:
                 lock.acquire(timeout=BUSY_WAIT_SECONDS if wait is None else wait)
                 if lock.lock_counter == 1:
                     _owner_file(self.path).write_text(
-                        json.dumps({"pid": os.getpid(), "what": what, "since": _now()})
+                        json.dumps({"pid": os.getpid(), "what": what, "since": layout.now()})
                     )
         except filelock.Timeout:
             holder, pid = _describe_owner(self.path)
@@ -570,7 +474,7 @@ class MaskStore:
         source : str, optional
             New description of what the mask comes from.
         """
-        changes: dict[str, Any] = {"modified": _now()}
+        changes: dict[str, Any] = {"modified": layout.now()}
         if edited:
             changes["edited"] = True
         if source is not None:
@@ -667,7 +571,7 @@ class MaskStore:
                     self._rebuild_overviews(y0, y1, x0, x1, block)
             if stale and (not defer or time.monotonic() - self._rebuilt >= DEFER_SECONDS):
                 self._rebuild_stale(stale)
-            changes: dict[str, Any] = {"modified": _now(), "stale": list(stale)}
+            changes: dict[str, Any] = {"modified": layout.now(), "stale": list(stale)}
             if edited:
                 changes["edited"] = True
             self._update_info(**changes)
@@ -723,7 +627,7 @@ class MaskStore:
 
     def _rebuild_stale(self, stale: list[Any]) -> None:
         """Rebuild what deferred writes left waiting (``stale`` is emptied)."""
-        rebuild_stale(self.levels, stale, chunk=CHUNK_SIDE, tile=REBUILD_TILE)
+        rebuild_stale(self.levels, stale, chunk=layout.CHUNK_SIDE, tile=REBUILD_TILE)
         self._rebuilt = time.monotonic()
 
     def _rebuild_overviews(
@@ -766,7 +670,9 @@ class MaskStore:
             for k in range(len(self.levels)):
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
             _STALE.pop(str(self.path.resolve()), None)
-            self._update_info(modified=_now(), edited=False, source=None, regions=[], stale=[])
+            self._update_info(
+                modified=layout.now(), edited=False, source=None, regions=[], stale=[]
+            )
 
     def backup(self, keep: int = KEEP_BACKUPS) -> Path:
         """Copy the store aside, beside it, before something writes over hand edits.
