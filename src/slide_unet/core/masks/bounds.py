@@ -23,6 +23,7 @@ __all__ = [
     "MAX_MPP",
     "MAX_PLAUSIBLE_MPP",
     "check_mask_shape",
+    "check_shape",
     "check_written_mpp",
     "mask_shape_problem",
 ]
@@ -41,6 +42,41 @@ MAX_MPP = 1e6
 #: Coarsest pixel size read from a file as one (µm), as for slides: 72 dpi is
 #: 353 µm, a screen's, not a microscope's.
 MAX_PLAUSIBLE_MPP = MPP_RANGE[1]
+
+
+def check_shape(
+    shape: Any, *, allow_empty: bool = False, error: type[InputError] = InputError
+) -> tuple[int, int]:
+    """``shape`` as ``(height, width)``: two whole numbers, positive (or, with
+    ``allow_empty``, not negative).
+
+    The one rule for a mask's shape given as an argument (an RLE or GeoJSON mask's
+    size, a mask store's); :func:`check_mask_shape` then bounds its size.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    allow_empty : bool
+        Take sides of 0 (an RLE mask may be empty).
+    error : type of InputError
+        What to raise (a mask store raises :class:`~slide_unet.core.errors.MaskStoreError`).
+
+    Raises
+    ------
+    InputError
+        Not two whole numbers, or a side too small.
+    """
+    try:
+        height, width = (int(v) for v in shape)
+        whole = all(int(v) == v for v in shape)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise error(f"shape must be two integers (height, width), got {shape!r}")
+    if min(height, width) < (0 if allow_empty else 1):
+        least = "must not be negative" if allow_empty else "must be positive (height, width)"
+        raise error(f"shape {least}, got {shape!r}")
+    return height, width
 
 
 def mask_shape_problem(shape: tuple[int, ...]) -> str | None:

@@ -53,7 +53,7 @@ import numpy as np
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError
 from slide_unet.core.limits import check_decode
-from slide_unet.core.masks.bounds import check_mask_shape
+from slide_unet.core.masks.bounds import check_mask_shape, check_shape
 from slide_unet.core.masks.geojson_read import MAX_COORDINATE, geojson_polygons, read_geojson
 from slide_unet.core.masks.outlines import (
     Objects,
@@ -376,7 +376,7 @@ def geojson_to_mask(
     LimitError
         If the mask is over the memory budget (use :func:`geojson_to_dask`).
     """
-    height, width = _check_shape(shape)
+    height, width = check_mask_shape(check_shape(shape), "a mask drawn from GeoJSON")
     check_decode(height * width, f"a {height} x {width} mask drawn from GeoJSON")
     polygons = geojson_polygons(geojson, classification=classification)
     boxes = polygon_boxes(polygons)
@@ -409,7 +409,7 @@ def geojson_to_dask(
     MaskError, InputError
         As :func:`geojson_to_mask`.
     """
-    height, width = _check_shape(shape)
+    height, width = check_mask_shape(check_shape(shape), "a mask drawn from GeoJSON")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise InputError(f"chunk must be a positive integer, got {chunk!r}")
     polygons = geojson_polygons(geojson, classification=classification)
@@ -429,16 +429,6 @@ def geojson_to_dask(
                 window,
             )
     return da.Array(graph, name, chunks=(rows, cols), dtype=np.uint8)
-
-
-def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in shape)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"shape must be (height, width), got {shape!r}") from None
-    if height < 1 or width < 1:
-        raise InputError(f"shape must be positive (height, width), got {shape!r}")
-    return check_mask_shape((height, width), "a mask drawn from GeoJSON")
 
 
 def _overlapping(boxes: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError, LimitError
 from slide_unet.core.limits import check_decode
-from slide_unet.core.masks.bounds import check_mask_shape
+from slide_unet.core.masks.bounds import check_mask_shape, check_shape
 from slide_unet.core.masks.rle_parse import rle_runs
 
 if TYPE_CHECKING:
@@ -63,25 +63,6 @@ Progress = Callable[[int, int], None]
 
 
 # --- shapes, chunks and blocks -----------------------------------------------------
-
-
-def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """Validate a ``(height, width)`` shape and return it as a tuple of ints.
-
-    Raises
-    ------
-    InputError
-        Not two integers, or a negative one.
-    """
-    try:
-        height, width = (int(v) for v in shape)
-    except (TypeError, ValueError, OverflowError):
-        msg = f"shape must be two integers (height, width), got {shape!r}"
-        raise InputError(msg) from None
-    if height < 0 or width < 0:
-        msg = f"shape must not be negative, got {shape!r}"
-        raise InputError(msg)
-    return height, width
 
 
 def _chunk_bounds(array: Any, axis: int, size: int) -> np.ndarray | None:
@@ -483,7 +464,7 @@ def rle_decode(
     array([[0, 1],
            [1, 1]], dtype=uint8)
     """
-    height, width = _check_shape(shape)
+    height, width = check_shape(shape, allow_empty=True)
     size = height * width
     if out is None and size > MAX_IN_MEMORY_PIXELS:
         msg = (
@@ -548,7 +529,7 @@ def rle_decode_to_zarr(
     """
     import zarr
 
-    height, width = check_mask_shape(_check_shape(shape), "an RLE mask")
+    height, width = check_mask_shape(check_shape(shape, allow_empty=True), "an RLE mask")
     try:
         chunks = tuple(int(c) for c in chunks)
     except (TypeError, ValueError, OverflowError):

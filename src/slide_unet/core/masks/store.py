@@ -66,6 +66,7 @@ import zarr
 from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
 from slide_unet.core.errors import MaskStoreError, MaskStoreWarning, StoreBusyError
 from slide_unet.core.masks import store_layout as layout
+from slide_unet.core.masks.bounds import check_shape
 from slide_unet.core.masks.overviews import rebuild, rebuild_stale
 from slide_unet.core.paths import masks_dir
 
@@ -229,7 +230,7 @@ class MaskStore:
         MaskStoreError
             The store holds another pixel type, or (``create=False``) it is damaged.
         """
-        shape = layout.check_shape(tuple(shape))
+        shape = check_shape(shape, error=MaskStoreError)
         folder = _slide_folder(path, shape)
         return cls._open(
             folder, shape, mpp, dtype, chunk, str(Path(path).resolve()), None, source, create
@@ -252,7 +253,7 @@ class MaskStore:
         Parameters and errors are those of :meth:`for_slide`; the key and the
         shape together name the store.
         """
-        shape = layout.check_shape(tuple(shape))
+        shape = check_shape(shape, error=MaskStoreError)
         folder = _key_folder(key, shape)
         return cls._open(folder, shape, mpp, dtype, chunk, None, key, source, create)
 
@@ -274,7 +275,7 @@ class MaskStore:
         MaskStoreError
             The slide's store is damaged beyond repair.
         """
-        shape = layout.check_shape(tuple(shape))
+        shape = check_shape(shape, error=MaskStoreError)
         folder = _slide_folder(path, shape)
         if not folder.is_dir():
             return None
@@ -289,7 +290,7 @@ class MaskStore:
     @classmethod
     def existing_for_key(cls, key: str, shape: tuple[int, int]) -> MaskStore | None:
         """Like :meth:`existing`, for a store made by :meth:`for_key`."""
-        folder = _key_folder(key, layout.check_shape(tuple(shape)))
+        folder = _key_folder(key, check_shape(shape, error=MaskStoreError))
         return cls(folder) if folder.is_dir() else None
 
     @classmethod

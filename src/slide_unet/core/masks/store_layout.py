@@ -19,6 +19,7 @@ from zarr.codecs import BloscCodec
 
 from slide_unet.core import ngff
 from slide_unet.core.errors import MaskStoreError
+from slide_unet.core.masks.bounds import check_shape
 
 __all__ = [
     "ATTRS",
@@ -49,15 +50,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) != 2 or any(int(s) != s or s < 1 for s in shape):
-        raise MaskStoreError(f"a mask is 2-D with sides >= 1; got shape {tuple(shape)}")
-    return int(shape[0]), int(shape[1])
-
-
 def level_count(shape: tuple[int, int]) -> int:
     """Levels of a store for a mask of ``shape``, full resolution included."""
-    return ngff.level_count(check_shape(tuple(shape)), SMALLEST_SIDE)
+    return ngff.level_count(check_shape(shape, error=MaskStoreError), SMALLEST_SIDE)
 
 
 def build_store(
