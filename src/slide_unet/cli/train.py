@@ -184,15 +184,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     model.add_argument("--working-mpp", type=float, help="µm/px the model works at")
     model.add_argument("--tile", type=int, default=512, help="default inference tile")
     model.add_argument("--licence", help="licence of the weights, recorded in the card")
-    run = train.add_argument_group("training")
-    run.add_argument("--epochs", type=int, help="default 30 when --minutes is not given")
-    run.add_argument("--steps-per-epoch", type=int, default=50)
-    run.add_argument("--minutes", type=float, help="time budget")
-    run.add_argument("--patch", type=int, default=256)
-    run.add_argument("--batch-size", type=int, default=8)
-    run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    run.add_argument("--weight-decay", type=float, default=1e-4)
-    run.add_argument(
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, help="default 30 when --minutes is not given")
+    fit.add_argument("--steps-per-epoch", type=int, default=50)
+    fit.add_argument("--minutes", type=float, help="time budget")
+    fit.add_argument("--patch", type=int, default=256)
+    fit.add_argument("--batch-size", type=int, default=8)
+    fit.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    fit.add_argument("--weight-decay", type=float, default=1e-4)
+    fit.add_argument(
         "--ema",
         type=float,
         default=0.0,
@@ -200,15 +200,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="keep and validate a moving average of the weights with this decay "
         "(e.g. 0.995); default 0: off",
     )
-    run.add_argument("--foreground-fraction", type=float, default=0.5)
-    run.add_argument("--invert", type=float, default=0.0, help="inversion probability")
-    run.add_argument("--grayscale", type=float, default=0.0, help="grayscale probability")
-    run.add_argument(
+    fit.add_argument("--foreground-fraction", type=float, default=0.5)
+    fit.add_argument("--invert", type=float, default=0.0, help="inversion probability")
+    fit.add_argument("--grayscale", type=float, default=0.0, help="grayscale probability")
+    fit.add_argument(
         "--scale-jitter", type=float, default=0.2, help="patch scale jitter (default 0.2)"
     )
-    run.add_argument("--rotate", type=float, default=0.0, help="any-angle rotation probability")
-    run.add_argument("--elastic", type=float, default=0.0, help="elastic warp probability")
-    run.add_argument(
+    fit.add_argument("--rotate", type=float, default=0.0, help="any-angle rotation probability")
+    fit.add_argument("--elastic", type=float, default=0.0, help="elastic warp probability")
+    fit.add_argument(
         "--acquisition",
         type=float,
         default=0.0,
@@ -217,14 +217,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--acquisition-factor (area), sometimes JPEG-compressed, and brought back; "
         "default 0: off",
     )
-    run.add_argument(
+    fit.add_argument(
         "--acquisition-factor",
         type=float,
         default=4.0,
         metavar="F",
         help="largest shrink of --acquisition (default 4: 8 µm/px scans for a 2 µm/px model)",
     )
-    run.add_argument(
+    fit.add_argument(
         "--stain",
         type=float,
         default=0.05,
@@ -232,14 +232,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="stain jitter: each H, E and DAB optical density scaled by 1 + U(-S, S) "
         "and shifted by U(-S, S) (default 0.05)",
     )
-    run.add_argument(
+    fit.add_argument(
         "--channel-gamma",
         type=float,
         default=0.0,
         metavar="G",
         help="each colour channel raised to its own gamma exp(U(-G, G)); default 0: off",
     )
-    run.add_argument(
+    fit.add_argument(
         "--render-he",
         type=float,
         default=0.0,
@@ -247,7 +247,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="probability of rendering a patch of any modality (fluorescence, "
         "brightfield) as H&E, so nuclei of one teach the other; default 0: off",
     )
-    run.add_argument(
+    fit.add_argument(
         "--norm-batches",
         type=int,
         default=8,
@@ -255,7 +255,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="batches over which batch-norm statistics are re-estimated before each "
         "validation; default 8",
     )
-    run.add_argument(
+    fit.add_argument(
         "--folds",
         type=int,
         metavar="K",
@@ -263,10 +263,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "epoch of each), then train on every image and record the cross-validated Dice in "
         "the card (K + 1 trainings)",
     )
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    fit.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    fit.add_argument("--resume", action="store_true", help="continue an interrupted run")
     add_json_option(train, help="print a JSON summary only")
     train.set_defaults(run=run)
     return train
