@@ -67,6 +67,7 @@ from slide_unet.core.atomic import clean_stale_temporaries, temporary_name
 from slide_unet.core.errors import MaskStoreError, MaskStoreWarning, StoreBusyError
 from slide_unet.core.masks import store_layout as layout
 from slide_unet.core.masks.bounds import check_shape
+from slide_unet.core.masks.ledger import Ledger
 from slide_unet.core.masks.overviews import rebuild, rebuild_stale
 from slide_unet.core.paths import masks_dir
 
@@ -461,6 +462,12 @@ class MaskStore:
         return datetime.fromisoformat(self.info["modified"])
 
     @property
+    def ledger(self) -> Ledger:
+        """Which cells hold which result and which a person edited (see
+        :mod:`slide_unet.core.masks.ledger`)."""
+        return Ledger(self.path, self.shape)
+
+    @property
     def regions(self) -> list[tuple[int, int, int, int]]:
         """Regions recorded by :meth:`add_region`, as ``(y0, y1, x0, x1)``."""
         return [tuple(r) for r in self.info["regions"]]  # type: ignore[misc]
@@ -575,6 +582,7 @@ class MaskStore:
             changes: dict[str, Any] = {"modified": layout.now(), "stale": list(stale)}
             if edited:
                 changes["edited"] = True
+                self.ledger.mark_edited((y0, y1, x0, x1) for y0, y1, x0, x1, _ in checked)
             self._update_info(**changes)
 
     def _write_level0(self, y0: int, y1: int, x0: int, x1: int, block: np.ndarray) -> None:
@@ -671,6 +679,7 @@ class MaskStore:
             for k in range(len(self.levels)):
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
             _STALE.pop(str(self.path.resolve()), None)
+            self.ledger.clear()
             self._update_info(
                 modified=layout.now(), edited=False, source=None, regions=[], stale=[]
             )

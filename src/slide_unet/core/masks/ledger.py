@@ -1,0 +1,174 @@
+"""Which parts of a mask store hold which result, and which a person edited.
+
+The mask store (:mod:`slide_unet.core.masks.store`) keeps one mask per slide.
+To compute nothing twice (issue 18: the live viewport, the *Viewport* button
+and *Whole slide* skip what is already done) and to never let an automatic
+pass overwrite a hand edit, the store keeps a ledger beside its levels: the
+slide is cut into square cells of :data:`CELL` full-resolution pixels, and
+for every cell the ledger records
+
+- the result it holds: the index of a *signature* (a string that names the
+  model, its weights and every setting that changes the mask, see
+  :func:`slide_unet.core.inference.live.result_signature`), 0 for none;
+- whether a person edited any pixel of it.
+
+A result is recorded only for cells a run covered whole (or up to the
+slide's edge), after their pixels are written; writing another result there
+replaces the record. Clearing the store clears the ledger.
+
+Layout: a zarr group ``ledger`` inside the store's folder with two small
+arrays of one value per cell, ``results`` (uint16) and ``edited`` (uint8),
+and the list of signatures in its attributes. It is made on first use, so
+stores written before it exist have an empty ledger.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+__all__ = ["CELL", "Ledger"]
+
+#: Side of a ledger cell, full-resolution pixels.
+CELL = 256
+_GROUP = "ledger"
+_CHUNK = 256  # cells per chunk side of the ledger's arrays
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+Box = tuple[int, int, int, int]
+
+
+def _lock(path: Path) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(path.resolve()), threading.Lock())
+
+
+class Ledger:
+    """The ledger of the mask store at ``path`` whose full resolution is ``shape``.
+
+    Reads and writes go to disk each time (the arrays are small: one value
+    per 256 x 256 pixels); writes are serialised within the process, and the
+    callers hold the store for writing against other processes
+    (:meth:`~slide_unet.core.masks.store.MaskStore.writing`).
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.cells = (math.ceil(self.shape[0] / CELL), math.ceil(self.shape[1] / CELL))
+        self._lock = _lock(self.path)
+
+    # -- cells -----------------------------------------------------------------------
+
+    def cells_touching(self, box: Box) -> tuple[slice, slice]:
+        """The cells that any pixel of ``box`` (y0, y1, x0, x1) falls in."""
+        y0, y1, x0, x1 = box
+        return (
+            slice(max(0, y0 // CELL), min(self.cells[0], math.ceil(y1 / CELL))),
+            slice(max(0, x0 // CELL), min(self.cells[1], math.ceil(x1 / CELL))),
+        )
+
+    def cells_within(self, box: Box) -> tuple[slice, slice]:
+        """The cells ``box`` covers whole (a cell cut by the slide's edge counts whole)."""
+        y0, y1, x0, x1 = box
+        h, w = self.shape
+        rows = slice(math.ceil(y0 / CELL), (y1 if y1 < h else h + CELL - 1) // CELL)
+        cols = slice(math.ceil(x0 / CELL), (x1 if x1 < w else w + CELL - 1) // CELL)
+        return (
+            slice(rows.start, max(rows.start, min(rows.stop, self.cells[0]))),
+            slice(cols.start, max(cols.start, min(cols.stop, self.cells[1]))),
+        )
+
+    # -- storage ---------------------------------------------------------------------
+
+    def _group(self, create: bool) -> Any:
+        folder = self.path / _GROUP
+        if not folder.exists():
+            if not create:
+                return None
+            group = zarr.open_group(folder, mode="w", zarr_format=3)
+            chunks = (min(_CHUNK, self.cells[0]), min(_CHUNK, self.cells[1]))
+            for name, dtype in (("results", np.uint16), ("edited", np.uint8)):
+                group.create_array(
+                    name, shape=self.cells, chunks=chunks, dtype=dtype, fill_value=0
+                )
+            group.attrs["signatures"] = []
+            return group
+        return zarr.open_group(folder, mode="r+", zarr_format=3)
+
+    def _read(self, name: str, cells: tuple[slice, slice]) -> np.ndarray:
+        group = self._group(create=False)
+        size = (cells[0].stop - cells[0].start, cells[1].stop - cells[1].start)
+        if group is None:
+            return np.zeros(size, np.uint16 if name == "results" else np.uint8)
+        return np.asarray(group[name][cells])
+
+    def signatures(self) -> list[str]:
+        """The signatures recorded so far (index ``i`` is stored as ``i + 1``)."""
+        group = self._group(create=False)
+        return [] if group is None else list(group.attrs["signatures"])
+
+    # -- results ---------------------------------------------------------------------
+
+    def record(self, box: Box, signature: str) -> None:
+        """Record that the cells ``box`` covers whole now hold the result ``signature``."""
+        cells = self.cells_within(box)
+        if cells[0].stop <= cells[0].start or cells[1].stop <= cells[1].start:
+            return
+        with self._lock:
+            group = self._group(create=True)
+            known = list(group.attrs["signatures"])
+            if signature not in known:
+                known.append(signature)
+                group.attrs["signatures"] = known
+            group["results"][cells] = known.index(signature) + 1
+
+    def holds(self, box: Box, signature: str) -> bool:
+        """Whether every cell that ``box`` touches holds the result ``signature``."""
+        known = self.signatures()
+        if signature not in known:
+            return False
+        held = self._read("results", self.cells_touching(box))
+        return bool(np.all(held == known.index(signature) + 1))
+
+    def done_fraction(self, signature: str) -> float:
+        """The fraction of the slide's cells that hold ``signature``'s result."""
+        known = self.signatures()
+        if signature not in known:
+            return 0.0
+        whole = self._read("results", (slice(0, self.cells[0]), slice(0, self.cells[1])))
+        return float(np.mean(whole == known.index(signature) + 1))
+
+    # -- hand edits ------------------------------------------------------------------
+
+    def mark_edited(self, boxes: Iterable[Box]) -> None:
+        """Record that a person edited pixels in each box."""
+        boxes = list(boxes)
+        if not boxes:
+            return
+        with self._lock:
+            group = self._group(create=True)
+            edited = group["edited"]
+            for box in boxes:
+                cells = self.cells_touching(box)
+                edited[cells] = 1
+
+    def edited(self, box: Box) -> bool:
+        """Whether a person edited any cell that ``box`` touches."""
+        return bool(self._read("edited", self.cells_touching(box)).any())
+
+    def clear(self) -> None:
+        """Forget every result and edit (the store was cleared)."""
+        import shutil
+
+        with self._lock:
+            shutil.rmtree(self.path / _GROUP, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""The live segmenter (issue 18) without Qt: blocks nearest the centre first, nothing
+computed twice, hand edits never written over, a new request drops the old queue."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slide_unet.core.inference.live import LiveSegmenter
+from slide_unet.core.inference.segment import segment
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.slide.slide import open_slide
+
+SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas.ome.tif"
+WHOLE = (0, 2048, 0, 2048)
+
+
+@pytest.fixture
+def store() -> MaskStore:
+    with open_slide(SAMPLE) as slide:
+        store = MaskStore.for_slide(SAMPLE, slide.shape[:2], slide.mpp)
+    store.clear()  # the masks folder is shared by the session's tests
+    return store
+
+
+def _live(store: MaskStore, **options: object) -> LiveSegmenter:
+    options.setdefault("precision", "fp32")  # exactly independent of the tiling
+    return LiveSegmenter(SAMPLE, store, "glomeruli", device="cpu", **options)
+
+
+def test_blocks_land_nearest_the_centre_first_and_meet_without_seams(store: MaskStore) -> None:
+    landed: list[tuple[int, int, int, int]] = []
+    with _live(store, on_block=landed.append) as live:
+        queued = live.request(WHOLE, centre=(1800, 300))
+        assert queued[0] == (1024, 2048, 0, 1024)  # the block holding the centre
+        assert live.wait(timeout=120)
+    assert landed == queued
+    assert len(landed) == 4
+    # Four block calls give the mask one call on the whole slide gives.
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(np.asarray(store.level0[:]), whole)
+    assert whole.any()  # the sample has glomeruli: the comparison is not of two blanks
+
+
+def test_a_revisit_costs_no_model_call_and_new_settings_are_a_new_result(
+    store: MaskStore,
+) -> None:
+    with _live(store) as live:
+        live.request((0, 1024, 0, 2048))
+        assert live.wait(timeout=120)
+        calls = live.calls
+        assert calls == 2
+        assert live.request((0, 1024, 0, 2048)) == []  # panned back: all done
+        assert live.wait(timeout=10)
+        assert live.calls == calls
+        assert set(live.request(WHOLE)) == {(1024, 2048, 0, 1024), (1024, 2048, 1024, 2048)}
+        assert live.wait(timeout=120)
+        assert live.calls == 4
+    # Another threshold is another result: every block runs again, into the same store.
+    with _live(store, threshold=0.9) as stricter:
+        assert len(stricter.request(WHOLE)) == 4
+        assert stricter.wait(timeout=120)
+        assert stricter.calls == 4
+    assert store.ledger.holds(WHOLE, stricter.signature)
+    assert not store.ledger.holds((0, 1, 0, 1), live.signature)  # replaced
+
+
+def test_a_hand_edit_survives_live_passing_over_it(store: MaskStore) -> None:
+    edit = np.full((100, 100), 1, np.uint8)
+    store.write(50, 50, edit, edited=True)  # a painted square in the first block
+    with _live(store) as live:
+        queued = live.request(WHOLE)
+        assert (0, 1024, 0, 1024) not in queued
+        assert len(queued) == 3
+        assert live.wait(timeout=120)
+    np.testing.assert_array_equal(np.asarray(store.level0[50:150, 50:150]), edit)
+    assert not np.asarray(store.level0[0:1024, 0:1024])[200:, 200:].any()  # untouched
+
+
+def test_a_new_request_drops_what_left_the_view(store: MaskStore) -> None:
+    release = threading.Event()
+    landed: list[tuple[int, int, int, int]] = []
+
+    def hold_first(box: tuple[int, int, int, int]) -> None:
+        landed.append(box)
+        release.wait(timeout=60)
+
+    with _live(store, on_block=hold_first) as live:
+        first = live.request((0, 1024, 0, 2048), centre=(0, 0))
+        assert first == [(0, 1024, 0, 1024), (0, 1024, 1024, 2048)]
+        while not landed:  # the first block is written; its callback holds the worker
+            threading.Event().wait(0.02)
+        # The view moves to the bottom row: the top row's second block is dropped.
+        moved = live.request((1024, 2048, 0, 2048))
+        assert (0, 1024, 1024, 2048) not in moved
+        release.set()
+        assert live.wait(timeout=120)
+    assert landed == [(0, 1024, 0, 1024), *moved]
+    assert not store.ledger.holds((0, 1024, 1024, 2048), live.signature)
+    assert not live._thread.is_alive()  # closed: no work left behind
