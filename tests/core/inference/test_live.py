@@ -101,3 +101,35 @@ def test_a_new_request_drops_what_left_the_view(store: MaskStore) -> None:
     assert landed == [(0, 1024, 0, 1024), *moved]
     assert not store.ledger.holds((0, 1024, 1024, 2048), live.signature)
     assert not live._thread.is_alive()  # closed: no work left behind
+
+
+def test_live_skips_what_the_segment_button_did_with_the_same_settings(
+    store: MaskStore,
+) -> None:
+    from slide_unet.core.inference.into_store import segment_into_store
+
+    store.write(0, 0, np.ones((64, 64), np.uint8), edited=True)
+    segment_into_store(
+        store,
+        str(SAMPLE),
+        "glomeruli",
+        (0, 1024, 0, 2048),
+        mpp=None,
+        device="cpu",
+        tile=0,
+        batch_size=0,
+        threshold=0.0,
+        min_object_um2=0.0,
+        progress=None,
+        cancel=threading.Event(),
+        landed=lambda box: None,
+    )
+    # The button wrote over the edit (after a backup): Live may now pass there.
+    assert not store.ledger.edited((0, 64, 0, 64))
+    with _live(store, precision="auto") as live:
+        assert set(live.request(WHOLE)) == {(1024, 2048, 0, 1024), (1024, 2048, 1024, 2048)}
+        assert live.wait(timeout=120)
+    with _live(store, precision="auto", tta=True) as other:
+        assert len(other.request(WHOLE)) == 4  # other settings: another result
+        other.cancel()
+        assert other.wait(timeout=120)

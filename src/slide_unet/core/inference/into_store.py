@@ -51,7 +51,10 @@ def segment_into_store(
     started = time.perf_counter()
     with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
         # Imported here: the widget imports this module when it docks, torch only on a run.
+        from slide_unet.core.devices import resolve_device
+        from slide_unet.core.inference.live import result_signature
         from slide_unet.core.inference.segment import segment
+        from slide_unet.core.model.store import load_model
 
         flush_windows(store)
         backup = store.backup() if store.edited else None
@@ -65,10 +68,12 @@ def segment_into_store(
         # writer threads: straight into the store, announced with landed(); the
         # coarse overviews, which many blocks share, are rebuilt in batches.
         out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
+        loaded = load_model(model, device=resolve_device(device))
+        settings = {"mpp": mpp, "precision": "auto", "threshold": threshold or None, "tta": tta}
         try:
             segment(
                 source,
-                model,
+                loaded,
                 region=region,
                 mpp=mpp,
                 device=device,
@@ -85,6 +90,10 @@ def segment_into_store(
             store.flush_overviews()
             landed(region)
         store.add_region(*region)
+        # The whole region now holds this result (hand edits in it were copied aside
+        # and written over): Live and later runs need not segment it again.
+        signature = result_signature(loaded, **settings, min_object_um2=min_object_um2)
+        store.ledger.record(region, signature, replaces_edits=True)
         return {
             "seconds": time.perf_counter() - started,
             "region": region,

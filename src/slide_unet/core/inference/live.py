@@ -105,10 +105,11 @@ class LiveSegmenter:
         self.on_block = on_block
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device)
+        threshold = threshold or None  # 0, as the widget's form gives it, is the model's
         self.options = {"mpp": mpp, "precision": precision, "threshold": threshold, "tta": tta}
-        self.signature = result_signature(
-            self.model, mpp=mpp, precision=precision, threshold=threshold, tta=tta
-        )
+        # The settings as the Viewport and Whole slide runs record them, so each
+        # skips what the other did (Live removes no small objects).
+        self.signature = result_signature(self.model, **self.options, min_object_um2=0.0)
         #: Engine calls made (one per block run): what a revisit must not add to.
         self.calls = 0
         self._queue: list[Box] = []

@@ -119,8 +119,9 @@ class Ledger:
 
     # -- results ---------------------------------------------------------------------
 
-    def record(self, box: Box, signature: str) -> None:
-        """Record that the cells ``box`` covers whole now hold the result ``signature``."""
+    def record(self, box: Box, signature: str, *, replaces_edits: bool = False) -> None:
+        """Record that the cells ``box`` covers whole now hold the result ``signature``;
+        with ``replaces_edits``, that what a person painted there was written over too."""
         cells = self.cells_within(box)
         if cells[0].stop <= cells[0].start or cells[1].stop <= cells[1].start:
             return
@@ -131,6 +132,8 @@ class Ledger:
                 known.append(signature)
                 group.attrs["signatures"] = known
             group["results"][cells] = known.index(signature) + 1
+            if replaces_edits:
+                group["edited"][cells] = 0
 
     def holds(self, box: Box, signature: str) -> bool:
         """Whether every cell that ``box`` touches holds the result ``signature``."""
