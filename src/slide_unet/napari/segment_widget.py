@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
@@ -37,6 +37,7 @@ from slide_unet.napari.layers import (
     slide_path,
     visible_region,
 )
+from slide_unet.napari.live_view import LiveView
 from slide_unet.napari.mask_layer import attach_store, find_mask_layer, store_for_image
 from slide_unet.napari.params import form, read_form, setting
 from slide_unet.napari.pickers import device_choices, device_summary, model_summary
@@ -148,11 +149,19 @@ class SegmentWidget(QWidget):
         self.advanced = form(SegmentSettings, advanced=True)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.live_switch = CheckBox(
+            text="Live",
+            tooltip="segment what is on screen as you pan and zoom: blocks nearest the "
+            "centre first, none twice, hand edits never written over",
+        )
+        self.live: LiveView | None = None
         self.status = Label()
         top = Container(
             widgets=[self.image, self.model, self.model_info, *self.settings, self.device_info]
         )
-        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal")
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button, self.live_switch], layout="horizontal"
+        )
 
         fold = QCollapsible("Advanced options")
         fold.addWidget(self.advanced.native)
@@ -167,6 +176,12 @@ class SegmentWidget(QWidget):
         self.settings.device.changed.connect(self._show_device)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.live_switch.changed.connect(self._toggle_live)
+        # New model or settings while Live is on: a new result, from the view now.
+        self.model.changed.connect(self._restart_live)
+        self.image.changed.connect(self._restart_live)
+        for widget in (*self.settings, *self.advanced):
+            widget.changed.connect(self._restart_live)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
         self.reset_choices()
@@ -216,6 +231,60 @@ class SegmentWidget(QWidget):
             self.device_info.value = device_summary(self.settings.device.value)
         except UserError as exc:
             self.device_info.value = str(exc)
+
+    # -- live --------------------------------------------------------------------
+
+    def _toggle_live(self, on: bool) -> None:
+        if on:
+            self._start_live()
+        else:
+            self._stop_live()
+
+    def _start_live(self) -> None:
+        try:
+            image = layer_by_name(self.viewer, self.image.value)
+            if image is None:
+                raise InputError("no image layer: open a slide first (File > Open)")
+            if not self.model.value:
+                raise InputError("no model to run: none is bundled or saved")
+            options = read_form(SegmentSettings, self.settings, self.advanced)
+            store = store_for_image(image)
+        except (UserError, OSError) as exc:
+            notify_error(exc)
+            self.live_switch.value = False
+            return
+        card = self._cards.get(self.model.value)
+        path = slide_path(image)
+        settings = {
+            "source": path if path and (image.metadata or {}).get("slide_path") else image.data,
+            "model": self.model.value,
+            "device": options.device,
+            "threshold": options.threshold,
+            "tta": options.tta,
+            "working_mpp": None if card is None else card.working_mpp,
+        }
+        self.layer = self._mask_layer(store, image)
+        self.layer.metadata["model"] = self.model.value
+        self.live = LiveView(self.viewer, image, store, self.layer, settings, self._say)
+        self.live.failed.connect(self._live_failed)
+
+    def _say(self, text: str) -> None:
+        self.status.value = text
+
+    def _live_failed(self, error: BaseException) -> None:
+        notify_error(error)
+        self.live_switch.value = False  # stops it
+
+    def _stop_live(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
+            self.status.value = "Live off"
+
+    def _restart_live(self, _value: Any = None) -> None:
+        if self.live is not None:
+            self._stop_live()
+            self._start_live()
 
     # -- running -----------------------------------------------------------------
 
