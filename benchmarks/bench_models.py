@@ -87,7 +87,7 @@ def _mosaic(kind: str, working_mpp: float | None) -> np.ndarray:
 
 def _network(card: Any, base_width: int, depth: int, norm: str) -> Any:
     """An untrained U-Net of this size carrying ``card`` (with its size) as ``.card``."""
-    from slide_unet.core.model import UNet
+    from slide_unet.core.model.unet import UNet
 
     parameters = {**card.parameters, "base_width": base_width, "depth": depth, "norm": norm}
     model = UNet(**parameters).eval()
@@ -114,7 +114,7 @@ def _params(model: Any) -> float:
 
 
 def _dice(model: Any, kind: str) -> list[str]:
-    from slide_unet.core.evaluation import evaluate
+    from slide_unet.core.training.evaluation import evaluate
 
     cells = []
     for _, folder, mpp, stems in SETS[kind]:
