@@ -153,14 +153,15 @@ def child(slide: str, centre: list[float]) -> dict[str, Any]:
         "4x zoomed out": (far, mpp, 4.0),
         "revisit (the first view)": (a, mpp, 1.0),
     }
-    _view(viewer, *views["full resolution"])
+    # Live is switched on over the slide's top-left corner (background), away from
+    # every view measured, so each case starts from a view never segmented.
+    _view(viewer, (canvas[0] / 2, canvas[1] / 2), mpp, 1.0)
     nap._wait(app, lambda: False, 1.0)
     started = time.perf_counter()
     widget.live_switch.value = True
     nap._wait(app, lambda: widget.live.segmenter is not None, 120)
     result: dict[str, Any] = {"canvas": canvas, "model_ready_s": time.perf_counter() - started}
-    nap._wait(app, lambda: widget.live.segmenter.pending == 0, 120)  # the start view
-    widget.live.segmenter.store.clear()  # each case measured from an empty mask
+    nap._wait(app, lambda: widget.live.segmenter.pending == 0, 120)
     result["live"] = {
         name: _live_case(viewer, app, widget, beat, view) for name, view in views.items()
     }
