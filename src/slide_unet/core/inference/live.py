@@ -6,7 +6,7 @@ worker thread. :meth:`~LiveSegmenter.request` replaces what it still has to do
 by the blocks of a region, nearest a point (the centre of the view) first; the
 block running when a new request comes finishes, the rest of the old request
 is dropped. The first block of a request runs alone, for latency; after it,
-up to four neighbours (a 2 x 2 square of the block grid) that are all queued
+the queued blocks of a 2 x 2 square of the block grid (or two side by side)
 run together, for throughput (the model's halo, 96 pixels a side for the
 bundled U-Nets, costs less on a larger tile). Each run is one call of the
 engine (:func:`~slide_unet.core.inference.segment.segment` on a region: it
@@ -242,6 +242,11 @@ class LiveSegmenter:
                 for b in others:
                     self._queue.remove(b)
                 return [box, *others]
+            # Else a neighbour in the same square, side by side or one above the other.
+            for other in others:
+                if other in self._queue and (other[0] == box[0] or other[2] == box[2]):
+                    self._queue.remove(other)
+                    return [box, other]
         self._fresh = False
         return [box]
 
@@ -267,7 +272,7 @@ class LiveSegmenter:
                     self._changed.notify_all()
 
     def _run(self, boxes: list[Box]) -> None:
-        """Segment ``boxes`` (one block, or the blocks of a 2 x 2 square) in one call."""
+        """Segment ``boxes`` in one call when they make a rectangle, else one by one."""
         from slide_unet.core.inference.segment import segment
 
         region = (
@@ -276,7 +281,8 @@ class LiveSegmenter:
             min(b[2] for b in boxes),
             max(b[3] for b in boxes),
         )
-        if len(boxes) < 4 and len(boxes) > 1:  # not a whole square: one by one
+        area = sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes)
+        if area != (region[1] - region[0]) * (region[3] - region[2]):  # not a rectangle
             for box in boxes:
                 self._run([box])
             return
