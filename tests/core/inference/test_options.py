@@ -45,3 +45,22 @@ def test_engine_kwargs_are_every_field_but_the_model() -> None:
     assert "model" not in kwargs
     assert kwargs["tile"] == 256
     assert set(kwargs) == {f.name for f in dataclasses.fields(SegmentOptions)} - {"model"}
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        pytest.param("planning:plan_segmentation", id="plan_segmentation"),
+        pytest.param("live:LiveSegmenter", id="LiveSegmenter"),
+    ],
+)
+def test_the_options_other_takers_share_their_defaults(function: str) -> None:
+    import importlib
+
+    module, name = function.split(":")
+    taker = getattr(importlib.import_module(f"slide_unet.core.inference.{module}"), name)
+    parameters = inspect.signature(taker).parameters
+    shared = [f for f in dataclasses.fields(SegmentOptions) if f.name in parameters]
+    assert len(shared) >= 5
+    for field in shared:
+        assert parameters[field.name].default == field.default, field.name
