@@ -255,3 +255,26 @@ def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() ->
     assert model_summary(cv) == "works at 2 µm/px, cross-validated Dice 0.912 ± 0.031"
     one_split = SimpleNamespace(working_mpp=None, validation={"mean_dice": 0.9311})
     assert model_summary(one_split) == "validation Dice 0.931"
+
+
+def test_the_form_is_built_from_segment_options_and_read_back_into_them(
+    make_napari_viewer,
+) -> None:
+    from slide_unet.core.inference.options import SegmentOptions
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.model.value = "glomeruli"
+    # Labels and defaults from the one declaration; None shown as the form's 0.
+    assert widget.advanced.tile.label == "Tile (px)"
+    assert widget.advanced.tile.value == 0
+    assert widget.advanced.threshold.value == 0.0
+    assert widget.settings.device.value == SegmentOptions().device
+    # The form's 0s are None again ("the model's"): the core never sees a 0 tile.
+    assert widget.options() == SegmentOptions(model="glomeruli")
+    widget.advanced.tile.value = 256
+    widget.advanced.threshold.value = 0.7
+    widget.advanced.tta.value = True
+    options = widget.options(mpp=0.5)
+    assert (options.tile, options.threshold, options.tta, options.mpp) == (256, 0.7, True, 0.5)
+    assert options.batch_size is None

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from slide_unet.core.errors import UsageError
+from slide_unet.core.inference.options import DEVICES
 
 __all__ = [
     "DEVICES",
     "MASK_FORMATS",
     "add_device_option",
     "add_json_option",
+    "add_segment_options",
     "print_epoch",
     "progress_bar",
     "region_arg",
@@ -26,8 +28,6 @@ __all__ = [
     "training_pairs",
 ]
 
-#: Where a model may run (``auto``: a GPU when there is one, else the CPU).
-DEVICES = ("auto", "cpu", "cuda", "mps")
 #: The mask formats, by extension, for the help texts.
 MASK_FORMATS = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
 
@@ -46,6 +46,29 @@ def add_device_option(parser: Any) -> None:
         help="where the model runs: auto (a GPU when there is one, else the CPU), cpu, "
         "cuda or mps (default: %(default)s)",
     )
+
+
+def add_segment_options(parser: Any, *, names: Any = None) -> None:
+    """One flag per field of :class:`~slide_unet.core.inference.options.SegmentOptions`
+    (or of those in ``names``) that declares one: flag, type, default and help all
+    from the field, its default shown in the help."""
+    import dataclasses
+
+    from slide_unet.core.inference.options import SegmentOptions
+
+    for field in dataclasses.fields(SegmentOptions):
+        meta = field.metadata
+        if "cli" not in meta or (names is not None and field.name not in names):
+            continue
+        shown = meta.get("default_text", "%(default)s")
+        keywords = dict(meta["cli"])
+        if keywords.get("action") == "store_true":
+            help = meta["help"]
+        else:
+            help = f"{meta['help']} (default: {shown})"
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"), default=field.default, help=help, **keywords
+        )
 
 
 def progress_bar(label: str) -> Any:

@@ -32,12 +32,18 @@ def _print_table(result: Any) -> None:
     )
     for stem, value in result.per_image.items():
         size = result.mpp[stem]
-        at = "unknown" if size.mpp is None else f"{size.mpp:g} µm"
+        # No pixel size anywhere (a PNG, no --mpp, a card without a default): the
+        # model ran at the image's own scale, which "unknown (unknown)" did not say.
+        at = (
+            "image's own scale"
+            if size.mpp is None
+            else f"{size.mpp:g} µm ({_source(size.source)})"
+        )
         c = result.per_image_counts[stem]
         print(
             f"{stem:<{width}}  {value:>6.4f}  {result.per_image_iou[stem]:>6.4f}"
             f"  {c.true_positives:>4} {c.false_positives:>4} {c.false_negatives:>4}"
-            f"  {at} ({_source(size.source)})"
+            f"  {at}"
         )
     n = result.n_images
     print(f"mean Dice {result.mean_dice:.4f} over {n} image{'s' if n != 1 else ''}")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slide_unet.cli.common import MASK_FORMATS, add_json_option, shape_arg
+from slide_unet.cli.common import MASK_FORMATS, add_json_option, region_arg, shape_arg
 from slide_unet.core.errors import UsageError
 
 __all__ = ["add_parser", "run"]
@@ -121,6 +121,21 @@ def _read_pair(
     return read_mask(pred, image_id=pred_id, shape=shape or truth_mask.shape), truth_mask
 
 
+def _crop_to_region(pred: Any, truth: Any, region: Any, truth_path: Path) -> tuple[Any, Any]:
+    """The truth's crop ``Y0:Y1,X0:X1``; the prediction as it is when region-sized (as
+    ``segment --region`` writes it), else its crop too (a whole-slide prediction)."""
+    y0, y1, x0, x1 = region
+    height, width = truth.shape[:2]
+    if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+        raise UsageError(
+            f"--region {y0}:{y1},{x0}:{x1} is not inside the truth {truth_path.name} "
+            f"({height} x {width})"
+        )
+    if tuple(pred.shape[:2]) == (height, width) and (height, width) != (y1 - y0, x1 - x0):
+        pred = pred[y0:y1, x0:x1]
+    return pred, truth[y0:y1, x0:x1]
+
+
 def _print_scores(name: str, scores: Any) -> None:
     print(
         f"{name}: Dice {scores.dice:.4f}  IoU {scores.iou:.4f}  "
@@ -149,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name, pred, pred_id, truth, truth_id in _score_pairs(args):
         pred_mask, truth_mask = _read_pair(pred, pred_id, truth, truth_id, args.shape)
+        if args.region is not None:
+            pred_mask, truth_mask = _crop_to_region(pred_mask, truth_mask, args.region, truth)
         check_same_shape(pred_mask, truth_mask, (f"prediction {pred.name}", f"truth {truth.name}"))
         scores = score(pred_mask, truth_mask, tile=args.tile, iou_threshold=args.iou_threshold)
         results.append((name, pred, truth, scores))
@@ -196,6 +213,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     score.add_argument("--truth-id", help="RLE CSV row of the truth")
     score.add_argument(
         "--shape", type=shape_arg, help="HEIGHT,WIDTH when both sides are RLE or GeoJSON"
+    )
+    score.add_argument(
+        "--region",
+        type=region_arg,
+        help="Y0:Y1,X0:X1: score this crop of the truth, against a prediction of that size "
+        "(as `segment --region` writes it) or the same crop of a whole-slide prediction",
     )
     score.add_argument("--tile", type=int, default=1024, help="per-tile Dice grid (pixels)")
     score.add_argument(

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from slide_unet.cli.common import add_device_option, add_json_option, progress_bar, region_arg
+from slide_unet.cli.common import (
+    add_json_option,
+    add_segment_options,
+    progress_bar,
+    region_arg,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -18,17 +24,16 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from slide_unet.core.errors import PlaceholderModelWarning
+    from slide_unet.core.inference.options import SegmentOptions
 
     output = Path(args.output)
+    # The fields with a flag; the others (tissue) keep their defaults.
+    chosen = SegmentOptions(
+        **{f.name: getattr(args, f.name) for f in fields(SegmentOptions) if "cli" in f.metadata}
+    )
     options: dict[str, Any] = {
+        **chosen.engine_kwargs(),
         "region": args.region,
-        "mpp": args.mpp,
-        "device": args.device,
-        "tile": args.tile,
-        "threshold": args.threshold,
-        "batch_size": args.batch_size,
-        "tta": args.tta,
-        "min_object_um2": args.min_object_um2,
         "progress": progress_bar("segmenting"),
     }
     started = time.perf_counter()
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
             segment_distributed(
                 args.slide,
-                args.model,
+                chosen.model,
                 out=output,
                 workers=args.workers,
                 scheduler=args.scheduler,
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             from slide_unet.core.inference.segment import segment
 
-            segment(args.slide, args.model, out=output, **options)
+            segment(args.slide, chosen.model, out=output, **options)
     seconds = time.perf_counter() - started
     if args.rle:
         from slide_unet.core.masks.io import export_mask
@@ -74,30 +79,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     segment.add_argument("slide", help="TIFF, OME-TIFF, SVS, PNG or JPEG file")
     segment.add_argument("-o", "--output", required=True, help="output mask file")
-    segment.add_argument(
-        "--model", default="glomeruli", help="bundled or user model name, or a model file"
-    )
-    add_device_option(segment)
     segment.add_argument("--region", type=region_arg, help="Y0:Y1,X0:X1 in full-resolution pixels")
-    segment.add_argument(
-        "--mpp", type=float, help="input pixel size (µm) when the file does not record one"
-    )
     segment.add_argument("--rle", help="also write the mask as a Kaggle RLE CSV")
-    segment.add_argument("--tile", type=int, help="tile side at the model's working scale")
-    segment.add_argument("--batch-size", type=int, help="tiles per batch")
-    segment.add_argument("--threshold", type=float, help="probability threshold")
-    segment.add_argument(
-        "--tta",
-        action="store_true",
-        help="test-time augmentation: average the 8 rotations and flips of each tile (8x slower)",
-    )
-    segment.add_argument(
-        "--min-object-um2",
-        type=float,
-        default=0.0,
-        metavar="AREA",
-        help="remove objects smaller than AREA µm² (pixels if the pixel size is unknown)",
-    )
+    add_segment_options(segment)  # --model, --device, --precision, --tile, ...
     scale = segment.add_mutually_exclusive_group()
     scale.add_argument("--workers", type=int, help="run on a local cluster of N processes")
     scale.add_argument("--scheduler", help="run on an existing dask.distributed cluster")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from magicgui.widgets import Container, create_widget
 
-__all__ = ["form", "read_form", "setting"]
+__all__ = ["form", "option_settings", "read_form", "setting"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,33 @@ def setting(
         default=default,
         metadata={"label": label, "tooltip": tooltip, "advanced": advanced, "options": options},
     )
+
+
+def option_settings(options: type, **overrides: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The form fields of a core options dataclass (such as
+    :class:`~slide_unet.core.inference.options.SegmentOptions`), for
+    :func:`dataclasses.make_dataclass`: each of its fields whose metadata has a
+    ``form`` entry, with that entry's label, tooltip, type and widget options, and
+    the form's default (``options.form_value``: 0 for a None the form shows as 0).
+
+    ``overrides`` maps a field name to widget options that replace the core's
+    (what only the GUI knows, such as a device list read when the widget docks).
+    """
+    fields = []
+    for f in dataclasses.fields(options):
+        spec = f.metadata.get("form")
+        if spec is None:
+            continue
+        widget_options = {**spec.get("options", {}), **overrides.get(f.name, {})}
+        field = setting(
+            options.form_value(f.name),  # type: ignore[attr-defined]
+            spec["label"],
+            spec.get("tooltip", f.metadata.get("help", "")),
+            advanced=spec.get("advanced", False),
+            **widget_options,
+        )
+        fields.append((f.name, spec.get("type", type(f.default)), field))
+    return fields
 
 
 def form(cls: type, *, advanced: bool | None = None, **values: Any) -> Container:

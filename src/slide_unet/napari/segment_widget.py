@@ -14,8 +14,9 @@ are never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
@@ -26,6 +27,7 @@ from superqt import QCollapsible
 
 from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.inference.into_store import segment_into_store
+from slide_unet.core.inference.options import SegmentOptions
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
 from slide_unet.napari.layer_data import mask_layer_kwargs
@@ -39,7 +41,7 @@ from slide_unet.napari.layers import (
 )
 from slide_unet.napari.live_view import LiveView
 from slide_unet.napari.mask_layer import attach_store, find_mask_layer, store_for_image
-from slide_unet.napari.params import form, read_form, setting
+from slide_unet.napari.params import form, option_settings, read_form, setting
 from slide_unet.napari.pickers import device_choices, device_summary, model_summary
 from slide_unet.napari.scroll import scrolling_layout
 
@@ -57,61 +59,31 @@ REFRESH_SECONDS = 1.0
 LATE_REFRESH_SECONDS = 2.0
 
 
-@dataclass(frozen=True)
-class SegmentSettings:
-    """The Segment widget's options; the fields are
-    :func:`~slide_unet.core.inference.into_store.segment_into_store`'s arguments."""
-
-    region: str = setting(
-        VIEWPORT,
-        "Segment",
-        "Viewport: the part of the slide on screen now; Whole slide: every tile",
-        choices=[VIEWPORT, WHOLE_SLIDE],
-        widget_type="RadioButtons",
-    )
-    device: str = setting(
-        "auto",
-        "Device",
-        "auto: the GPU when there is one",
-        # A callable: magicgui re-evaluates it when the widget is docked.
-        choices=lambda _widget=None: device_choices(),
-    )
-    tile: int = setting(
-        0,
-        "Tile (px)",
-        "model tile side at working scale; 0: the model's",
-        advanced=True,
-        min=0,
-        max=4096,
-        step=16,
-    )
-    batch_size: int = setting(
-        0, "Batch", "tiles per batch; 0: chosen for the device", advanced=True, min=0, max=256
-    )
-    threshold: float = setting(
-        0.0,
-        "Threshold",
-        "probability above which a pixel is foreground; 0: the model's",
-        advanced=True,
-        min=0.0,
-        max=0.99,
-        step=0.05,
-    )
-    min_object_um2: float = setting(
-        0.0,
-        "Min. object (µm²)",
-        "remove objects smaller than this after segmenting; 0: keep all",
-        advanced=True,
-        min=0.0,
-        max=1e7,
-        step=100.0,
-    )
-    tta: bool = setting(
-        False,
-        "Test-time augmentation",
-        "average the 8 rotations and flips of every tile: a little more accurate, 8x slower",
-        advanced=True,
-    )
+#: The Segment widget's form: where to segment, then the fields of
+#: :class:`~slide_unet.core.inference.options.SegmentOptions` that have a form entry
+#: (device, tile, batch, threshold, min. object, TTA), labels, tooltips, limits and
+#: defaults all from there. :meth:`SegmentWidget.options` turns its values into
+#: SegmentOptions (``SegmentOptions.from_form`` maps the form's 0s back to None).
+SegmentSettings = make_dataclass(
+    "SegmentSettings",
+    [
+        (
+            "region",
+            str,
+            setting(
+                VIEWPORT,
+                "Segment",
+                "Viewport: the part of the slide on screen now; Whole slide: every tile",
+                choices=[VIEWPORT, WHOLE_SLIDE],
+                widget_type="RadioButtons",
+            ),
+        ),
+        # device's choices: a callable, which magicgui re-evaluates when the widget docks.
+        *option_settings(SegmentOptions, device={"choices": lambda _w=None: device_choices()}),
+    ],
+    frozen=True,
+)
+SegmentSettings.__module__ = __name__  # make_dataclass's module= needs Python 3.12
 
 
 def _warm_imports() -> None:
@@ -247,7 +219,7 @@ class SegmentWidget(QWidget):
                 raise InputError("no image layer: open a slide first (File > Open)")
             if not self.model.value:
                 raise InputError("no model to run: none is bundled or saved")
-            options = read_form(SegmentSettings, self.settings, self.advanced)
+            options = self.options()
             store = store_for_image(image)
         except (UserError, OSError) as exc:
             notify_error(exc)
@@ -288,6 +260,13 @@ class SegmentWidget(QWidget):
 
     # -- running -----------------------------------------------------------------
 
+    def options(self, **more: Any) -> SegmentOptions:
+        """The form's settings (and ``more``, such as the layer's pixel size) as the
+        core's :class:`SegmentOptions`."""
+        values = dataclasses.asdict(read_form(SegmentSettings, self.settings, self.advanced))
+        del values["region"]  # where, not how: the widget's own
+        return SegmentOptions.from_form(model=self.model.value, **values, **more)
+
     def run(self) -> Job | None:
         """Start segmenting; returns the running job (None when the input is bad)."""
         if self.job is not None and self.job.running:
@@ -305,9 +284,9 @@ class SegmentWidget(QWidget):
             raise InputError("no image layer: open a slide first (File > Open)")
         if not self.model.value:
             raise InputError("no model to run: none is bundled or saved")
-        options = read_form(SegmentSettings, self.settings, self.advanced)
+        options = self.options(mpp=layer_mpp(image))
         shape = full_resolution(image).shape[:2]
-        if options.region == VIEWPORT:
+        if self.settings.region.value == VIEWPORT:
             region = visible_region(self.viewer, image)
         else:
             region = (0, int(shape[0]), 0, int(shape[1]))
@@ -319,15 +298,8 @@ class SegmentWidget(QWidget):
             return segment_into_store(
                 store,
                 source,
-                self.model.value,
                 region,
-                mpp=layer_mpp(image),
-                device=options.device,
-                tile=options.tile,
-                batch_size=options.batch_size,
-                threshold=options.threshold,
-                min_object_um2=options.min_object_um2,
-                tta=options.tta,
+                options,
                 progress=progress,
                 cancel=cancel,
                 landed=partial,

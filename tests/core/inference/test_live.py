@@ -110,19 +110,14 @@ def test_live_skips_what_the_segment_button_did_with_the_same_settings(
     store: MaskStore,
 ) -> None:
     from slide_unet.core.inference.into_store import segment_into_store
+    from slide_unet.core.inference.options import SegmentOptions
 
     store.write(0, 0, np.ones((64, 64), np.uint8), edited=True)
     segment_into_store(
         store,
         str(SAMPLE),
-        "glomeruli",
         (0, 1024, 0, 2048),
-        mpp=None,
-        device="cpu",
-        tile=0,
-        batch_size=0,
-        threshold=0.0,
-        min_object_um2=0.0,
+        SegmentOptions(model="glomeruli", device="cpu"),
         progress=None,
         cancel=threading.Event(),
         landed=lambda box: None,

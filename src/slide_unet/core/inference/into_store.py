@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from slide_unet.core.inference.options import SegmentOptions
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import StoreWindow, flush_windows, reload_windows
 
@@ -21,21 +22,16 @@ __all__ = ["segment_into_store"]
 def segment_into_store(
     store: MaskStore,
     source: Any,
-    model: str,
     region: tuple[int, int, int, int],
+    options: SegmentOptions,
     *,
-    mpp: float | None,
-    device: str,
-    tile: int,
-    batch_size: int,
-    threshold: float,
-    min_object_um2: float,
     progress: Any,
-    tta: bool = False,
     cancel: threading.Event,
     landed: Any,
 ) -> dict[str, Any]:
-    """Segment ``region`` of ``source`` into ``store`` (run in a worker thread).
+    """Segment ``region`` of ``source`` into ``store`` with ``options`` (run in a
+    worker thread; the widget's form gives ``options`` through
+    :meth:`SegmentOptions.from_form`).
 
     One call of the core's :func:`~slide_unet.core.inference.segment.segment`, whose
     output is the store's window over the region: each finished block replaces
@@ -49,6 +45,7 @@ def segment_into_store(
     writes it meanwhile is told it is in use.
     """
     started = time.perf_counter()
+    model = options.model
     with store.writing(f"segmenting with {model}"):  # no other process mixes its writes in
         # Imported here: the widget imports this module when it docks, torch only on a run.
         from slide_unet.core.devices import resolve_device
@@ -68,23 +65,22 @@ def segment_into_store(
         # writer threads: straight into the store, announced with landed(); the
         # coarse overviews, which many blocks share, are rebuilt in batches.
         out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
-        loaded = load_model(model, device=resolve_device(device))
-        settings = {"mpp": mpp, "precision": "auto", "threshold": threshold or None, "tta": tta}
+        loaded = load_model(model, device=resolve_device(options.device))
+        settings = {
+            "mpp": options.mpp,
+            "precision": options.precision,
+            "threshold": options.threshold,
+            "tta": options.tta,
+        }
         try:
             segment(
                 source,
                 loaded,
                 region=region,
-                mpp=mpp,
-                device=device,
                 out=out,
                 progress=progress,
                 cancel=cancel,
-                batch_size=batch_size or None,
-                tile=tile or None,
-                threshold=threshold or None,
-                tta=tta,
-                min_object_um2=min_object_um2,
+                **options.engine_kwargs(),
             )
         finally:
             store.flush_overviews()
@@ -92,11 +88,11 @@ def segment_into_store(
         store.add_region(*region)
         # The whole region now holds this result (hand edits in it were copied aside
         # and written over): Live and later runs need not segment it again.
-        signature = result_signature(loaded, **settings, min_object_um2=min_object_um2)
+        signature = result_signature(loaded, **settings, min_object_um2=options.min_object_um2)
         store.ledger.record(region, signature, replaces_edits=True)
         return {
             "seconds": time.perf_counter() - started,
             "region": region,
-            "min_object_um2": min_object_um2,
+            "min_object_um2": options.min_object_um2,
             "backup": str(backup) if backup else None,
         }
