@@ -12,6 +12,7 @@ import pytest
 from slide_unet.core.inference.live import LiveSegmenter
 from slide_unet.core.inference.segment import segment
 from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.paths import MASKS_DIR_ENV
 from slide_unet.core.slide.slide import open_slide
 
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas.ome.tif"
@@ -19,11 +20,12 @@ WHOLE = (0, 2048, 0, 2048)
 
 
 @pytest.fixture
-def store() -> MaskStore:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MaskStore:
+    """The sample's store in a folder of this test's own: a store left in the session's
+    shared folder would come back as a layer when a later test opens the sample."""
+    monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
     with open_slide(SAMPLE) as slide:
-        store = MaskStore.for_slide(SAMPLE, slide.shape[:2], slide.mpp)
-    store.clear()  # the masks folder is shared by the session's tests
-    return store
+        return MaskStore.for_slide(SAMPLE, slide.shape[:2], slide.mpp)
 
 
 def _live(store: MaskStore, **options: object) -> LiveSegmenter:
