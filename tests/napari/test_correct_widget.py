@@ -330,12 +330,16 @@ def _assert_store_holds(path: Path, expected: np.ndarray, *, edited: bool = True
     def on_disk() -> list[np.ndarray]:
         return [np.asarray(level[:]) for level in store.levels]
 
-    # The writer lands level 0 before the overviews: wait for all of them, not
-    # only level 0 (waiting on level 0 alone failed once in a fresh-clone CI run).
+    def landed() -> bool:
+        return store.edited == edited and all(
+            np.array_equal(got, want) for got, want in zip(on_disk(), wanted, strict=True)
+        )
+
+    # The writer lands level 0, then the overviews, then the store's record (the
+    # edited mark): wait for all of them (waiting on level 0 alone, then on the
+    # levels alone, each failed once in a fresh-clone CI run).
     deadline = time.monotonic() + AUTOSAVE_SECONDS + 2.0
-    while time.monotonic() < deadline and not all(
-        np.array_equal(got, want) for got, want in zip(on_disk(), wanted, strict=True)
-    ):
+    while time.monotonic() < deadline and not landed():
         time.sleep(0.05)
     for got, want in zip(on_disk(), wanted, strict=True):
         np.testing.assert_array_equal(got, want)
