@@ -92,6 +92,12 @@ def _warm_imports() -> None:
     import pandas  # noqa: F401
 
 
+def _source_of(image: Any) -> Any:
+    """What the engine reads: the slide file the plugin opened, else the layer's data."""
+    path = slide_path(image)
+    return path if path and (image.metadata or {}).get("slide_path") else image.data
+
+
 class SegmentWidget(QWidget):
     """Segment the viewport or the whole slide of an image layer with a U-Net.
 
@@ -214,11 +220,7 @@ class SegmentWidget(QWidget):
 
     def _start_live(self) -> None:
         try:
-            image = layer_by_name(self.viewer, self.image.value)
-            if image is None:
-                raise InputError("no image layer: open a slide first (File > Open)")
-            if not self.model.value:
-                raise InputError("no model to run: none is bundled or saved")
+            image = self._chosen_image()
             options = self.options()
             store = store_for_image(image)
         except (UserError, OSError) as exc:
@@ -226,9 +228,8 @@ class SegmentWidget(QWidget):
             self.live_switch.value = False
             return
         card = self._cards.get(self.model.value)
-        path = slide_path(image)
         settings = {
-            "source": path if path and (image.metadata or {}).get("slide_path") else image.data,
+            "source": _source_of(image),
             "model": self.model.value,
             "device": options.device,
             "threshold": options.threshold,
@@ -278,20 +279,24 @@ class SegmentWidget(QWidget):
             notify_error(exc)
             return None
 
-    def _start(self) -> Job:
+    def _chosen_image(self) -> Any:
+        """The image layer picked, with a model to run on it; one clear error if not."""
         image = layer_by_name(self.viewer, self.image.value)
         if image is None:
             raise InputError("no image layer: open a slide first (File > Open)")
         if not self.model.value:
             raise InputError("no model to run: none is bundled or saved")
+        return image
+
+    def _start(self) -> Job:
+        image = self._chosen_image()
         options = self.options(mpp=layer_mpp(image))
         shape = full_resolution(image).shape[:2]
         if self.settings.region.value == VIEWPORT:
             region = visible_region(self.viewer, image)
         else:
             region = (0, int(shape[0]), 0, int(shape[1]))
-        path = slide_path(image)
-        source = path if path and (image.metadata or {}).get("slide_path") else image.data
+        source = _source_of(image)
         store = store_for_image(image)
 
         def work(progress: Any, cancel: threading.Event, partial: Any) -> dict[str, Any]:

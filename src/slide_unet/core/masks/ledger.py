@@ -143,14 +143,6 @@ class Ledger:
         held = self._read("results", self.cells_touching(box))
         return bool(np.all(held == known.index(signature) + 1))
 
-    def done_fraction(self, signature: str) -> float:
-        """The fraction of the slide's cells that hold ``signature``'s result."""
-        known = self.signatures()
-        if signature not in known:
-            return 0.0
-        whole = self._read("results", (slice(0, self.cells[0]), slice(0, self.cells[1])))
-        return float(np.mean(whole == known.index(signature) + 1))
-
     # -- hand edits ------------------------------------------------------------------
 
     def mark_edited(self, boxes: Iterable[Box]) -> None:
