@@ -133,3 +133,89 @@ def test_live_skips_what_the_segment_button_did_with_the_same_settings(
         assert len(other.request(WHOLE)) == 4  # other settings: another result
         other.cancel()
         assert other.wait(timeout=120)
+
+
+def _button(store: MaskStore, region: tuple[int, int, int, int], **kwargs: object) -> dict:
+    from slide_unet.core.inference.into_store import segment_into_store
+    from slide_unet.core.inference.options import SegmentOptions
+
+    cancel = kwargs.pop("cancel", threading.Event())
+    landed = kwargs.pop("landed", lambda box: None)
+    options = SegmentOptions(model="glomeruli", device="cpu", precision="fp32", **kwargs)
+    return segment_into_store(
+        store, str(SAMPLE), region, options, progress=None, cancel=cancel, landed=landed
+    )
+
+
+def test_the_segment_button_skips_the_blocks_live_did_and_does_the_rest(
+    store: MaskStore,
+) -> None:
+    with _live(store) as live:
+        live.request((0, 1024, 0, 1024))
+        assert live.wait(timeout=120)
+    # A mark the engine would write over if it ran the block again (not a hand edit:
+    # the ledger still says the block holds Live's result).
+    store.write(0, 0, np.full((1024, 1024), 1, np.uint8), edited=False)
+    _button(store, WHOLE)
+    level0 = np.asarray(store.level0[:])
+    assert level0[:1024, :1024].all()  # skipped: neither run nor cleared
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    rest = np.ones_like(whole, bool)
+    rest[:1024, :1024] = False
+    np.testing.assert_array_equal(level0[rest], whole[rest])  # the others ran
+    assert whole[1024:].any()  # ...and hold glomeruli: not a comparison of blanks
+    assert store.ledger.holds(WHOLE, live.signature)
+
+
+def test_a_cancelled_button_run_keeps_its_finished_blocks_for_the_next(
+    store: MaskStore,
+) -> None:
+    from slide_unet.core.errors import Cancelled
+
+    cancel = threading.Event()
+    landed: list[tuple[int, int, int, int]] = []
+
+    def first_then_stop(box: tuple[int, int, int, int]) -> None:
+        landed.append(box)
+        cancel.set()
+
+    # Four blocks of 1024 pixels (tile 480), one a batch: stopped after the first.
+    with pytest.raises(Cancelled):
+        _button(store, WHOLE, tile=480, batch_size=1, cancel=cancel, landed=first_then_stop)
+    with _live(store) as live:
+        done = [
+            b
+            for b in [
+                (0, 1024, 0, 1024),
+                (0, 1024, 1024, 2048),
+                (1024, 2048, 0, 1024),
+                (1024, 2048, 1024, 2048),
+            ]
+            if store.ledger.holds(b, live.signature)
+        ]
+        assert 0 < len(done) < 4  # what landed is recorded, the rest is not
+        assert len(live.request(WHOLE)) == 4 - len(done)
+        live.cancel()
+        assert live.wait(timeout=120)
+
+
+def test_a_minimum_object_area_records_the_result_only_when_the_run_ends(
+    store: MaskStore,
+) -> None:
+    from slide_unet.core.errors import Cancelled
+
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        _button(
+            store,
+            WHOLE,
+            min_object_um2=1000.0,
+            tile=480,  # blocks of 1024 pixels, four
+            batch_size=1,
+            cancel=cancel,
+            landed=lambda box: cancel.set(),
+        )
+    assert store.ledger.signatures() == []  # small objects were not removed yet
+    _button(store, WHOLE, min_object_um2=1000.0)
+    assert len(store.ledger.signatures()) == 1
+    assert store.ledger.holds(WHOLE, store.ledger.signatures()[0])

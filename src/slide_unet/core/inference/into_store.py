@@ -56,8 +56,23 @@ def segment_into_store(
         flush_windows(store)
         backup = store.backup() if store.edited else None
         store.touch(edited=False, source=f"segment {model}")
+        loaded = load_model(model, device=resolve_device(options.device))
+        signature = result_signature(
+            loaded,
+            mpp=options.mpp,
+            precision=options.precision,
+            threshold=options.threshold,
+            tta=options.tta,
+            min_object_um2=options.min_object_um2,
+        )
+        ledger = store.ledger
+        # Blocks landed one by one are this result at once, unless small objects are
+        # still to be removed over the whole region (then only at the end).
+        per_block = not options.min_object_um2
 
         def written(box: tuple[int, int, int, int]) -> None:
+            if per_block:
+                ledger.record(box, signature, replaces_edits=True)
             reload_windows(store, box)
             landed(box)
 
@@ -65,13 +80,6 @@ def segment_into_store(
         # writer threads: straight into the store, announced with landed(); the
         # coarse overviews, which many blocks share, are rebuilt in batches.
         out = StoreWindow(store, region, on_write=written, edited=False, defer_overviews=True)
-        loaded = load_model(model, device=resolve_device(options.device))
-        settings = {
-            "mpp": options.mpp,
-            "precision": options.precision,
-            "threshold": options.threshold,
-            "tta": options.tta,
-        }
         try:
             segment(
                 source,
@@ -80,6 +88,8 @@ def segment_into_store(
                 out=out,
                 progress=progress,
                 cancel=cancel,
+                # Live or an earlier run left this result there, and no one painted since.
+                done=ledger.done_map(signature),
                 **options.engine_kwargs(),
             )
         finally:
@@ -88,8 +98,7 @@ def segment_into_store(
         store.add_region(*region)
         # The whole region now holds this result (hand edits in it were copied aside
         # and written over): Live and later runs need not segment it again.
-        signature = result_signature(loaded, **settings, min_object_um2=options.min_object_um2)
-        store.ledger.record(region, signature, replaces_edits=True)
+        ledger.record(region, signature, replaces_edits=True)
         return {
             "seconds": time.perf_counter() - started,
             "region": region,

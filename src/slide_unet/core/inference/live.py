@@ -141,11 +141,9 @@ class LiveSegmenter:
 
     def _tile_for(self, box: Box) -> int:
         """The smallest tile that covers ``box`` at working scale with the model's halo."""
-        halo = int(getattr(self.model, "halo", 0))
-        multiple = int(getattr(self.model, "multiple", 1))
-        # Two multiples of slack: resampling and the pooling grid widen a block's span.
-        side = math.ceil(max(box[1] - box[0], box[3] - box[2]) / self._scale) + 2 * halo
-        return -(-side // multiple) * multiple + 2 * multiple
+        from slide_unet.core.inference.planning import tile_for_side
+
+        return tile_for_side(max(box[1] - box[0], box[3] - box[2]), self._scale, self.model)
 
     # -- what to do ------------------------------------------------------------------
 

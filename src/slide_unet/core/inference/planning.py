@@ -29,6 +29,7 @@ This module is part of the napari-free core.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "make_plan",
     "open_source",
     "plan_segmentation",
+    "tile_for_side",
 ]
 
 #: A pyramid level up to this much coarser than the working scale is still used.
@@ -376,6 +378,17 @@ def _default_tile(card: _Card, halo: int, multiple: int, device: torch.device) -
 
 
 # -- planning ------------------------------------------------------------------------
+
+
+def tile_for_side(side: int, scale: float, net: torch.nn.Module) -> int:
+    """The smallest model tile that computes a block of ``side`` full-resolution
+    pixels at ``scale`` (full-resolution pixels per working pixel), with the
+    model's halo and two multiples of slack (resampling and the pooling grid
+    widen a block's span)."""
+    halo = int(getattr(net, "halo", 0))
+    multiple = int(getattr(net, "multiple", 1))
+    working = math.ceil(side / scale) + 2 * halo
+    return -(-working // multiple) * multiple + 2 * multiple
 
 
 def make_plan(

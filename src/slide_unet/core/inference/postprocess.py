@@ -14,7 +14,7 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from slide_unet.core.objects.components import label_chunked
 
 if TYPE_CHECKING:
     from slide_unet.core.inference.planning import SegmentationPlan
+    from slide_unet.core.inference.tiling import OutputBlock
 
 __all__ = [
     "Steps",
@@ -184,8 +185,11 @@ def clear_skipped(
     array: Any,
     cancelled: Callable[[], bool],
     progress: Callable[[int, int], None] | None = None,
+    *,
+    keep: Collection[OutputBlock] = (),
 ) -> None:
-    """Set to 0 the blocks of the plan's region that it skips as background.
+    """Set to 0 the blocks of the plan's region that it skips as background
+    (but those in ``keep``, which already hold their result).
 
     Only blocks that hold foreground are written (a read of an unwritten store
     chunk costs nothing), one block at a time.
@@ -195,7 +199,7 @@ def clear_skipped(
     Cancelled
         ``cancelled()`` became true; the blocks cleared so far stay cleared.
     """
-    ran = set(plan.blocks)
+    ran = set(plan.blocks) | set(keep)
     skipped = [block for block in plan.grid.blocks() if block not in ran]
     ry, rx = plan.region[0], plan.region[2]
     for done, block in enumerate(skipped, 1):

@@ -26,6 +26,7 @@ This module is part of the napari-free core.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,7 @@ from slide_unet.core.inference.planning import (
     load_model_spec,
     make_plan,
     open_source,
+    tile_for_side,
 )
 from slide_unet.core.inference.postprocess import (
     Steps,
@@ -284,6 +286,7 @@ def segment(
     precision: str = "auto",
     tta: bool = False,
     min_object_um2: float = 0.0,
+    done: Callable[[tuple[int, int, int, int]], bool] | None = None,
 ) -> Any:
     """Segment a slide (or a region of it) with a U-Net, tile by tile.
 
@@ -354,6 +357,11 @@ def segment(
         Remove objects smaller than this area in µm² (in pixels when the
         pixel size is unknown) once every block is done; objects are measured
         whole across blocks. 0: keep everything. Masks only.
+    done : callable, optional
+        For an ``out`` array that may already hold this result in places (a
+        mask store's ledger knows where): ``done((y0, y1, x0, x1))``, a block
+        in full-resolution image pixels, is true when ``out`` holds that
+        block's result already. Such blocks are neither run nor cleared.
 
     Returns
     -------
@@ -405,23 +413,38 @@ def segment(
             "progress": progress,
             "cancel": check,
         }
-        every = range(len(plan.blocks))
         # A given array may hold an earlier result: the blocks the engine skips as
         # background are cleared too, after every block ran, so a cancelled run
-        # leaves everything but its finished blocks as it was.
+        # leaves everything but its finished blocks as it was. Blocks that already
+        # hold this result are left alone (see _leave_done).
         clear = kind == "array"
-        steps = Steps(
-            progress,
-            model=len(plan.blocks),
-            clear=(plan.total_blocks - len(plan.blocks)) if clear else 0,
-            small=small_object_steps(plan.shape) if min_object_um2 else 0,
-        )
-        options["progress"] = steps.phase("model")
+        parts: list[tuple[SegmentationPlan, frozenset[Any]]] = [(plan, frozenset())]
+        if done is not None and clear:
+
+            def finer(side: int) -> SegmentationPlan:
+                fine_tile = tile_for_side(side, plan.scale, net)
+                return make_plan(
+                    src, net, spec, region=box, mpp=mpp, device=dev, tile=fine_tile,
+                    threshold=threshold, tissue=tissue, probabilities=probabilities,
+                    tta=tta, align=side,
+                )  # fmt: skip
+
+            parts = _leave_done(plan, done, getattr(out, "block_alignment", None), finer)
+        sizes = {f"model{i}": len(p.blocks) for i, (p, _) in enumerate(parts)}
+        if clear:
+            for i, (p, keep) in enumerate(parts):
+                sizes[f"clear{i}"] = p.total_blocks - len(p.blocks) - len(keep)
+        sizes["small"] = small_object_steps(plan.shape) if min_object_um2 else 0
+        steps = Steps(progress, **sizes)
 
         def compute(p: SegmentationPlan, array: Any) -> None:
-            run_blocks(p, every, out_array=array, **options)
+            runs = parts if clear else [(p, frozenset())]
+            for i, (part, _) in enumerate(runs):
+                options["progress"] = steps.phase(f"model{i}")
+                run_blocks(part, range(len(part.blocks)), out_array=array, **options)
             if clear:
-                clear_skipped(p, array, check, steps.phase("clear"))
+                for i, (part, keep) in enumerate(runs):
+                    clear_skipped(part, array, check, steps.phase(f"clear{i}"), keep=keep)
             drop_small(p, array, min_object_um2, check, steps.phase("small"))
 
         if kind == "numpy":
@@ -436,6 +459,60 @@ def segment(
             compute(plan, out)
             return out
         return stream_to_output(plan, out, compute)
+
+
+def _squares(box: tuple[int, int, int, int], side: int) -> list[tuple[int, int, int, int]]:
+    """``box`` cut on the image's grid of ``side``."""
+    y0, y1, x0, x1 = box
+    ys = [y0, *range((y0 // side + 1) * side, y1, side), y1]
+    xs = [x0, *range((x0 // side + 1) * side, x1, side), x1]
+    return [(a, b, c, d) for a, b in itertools.pairwise(ys) for c, d in itertools.pairwise(xs)]
+
+
+def _leave_done(
+    plan: SegmentationPlan,
+    done: Callable[[tuple[int, int, int, int]], bool],
+    align: int | None,
+    finer: Callable[[int], SegmentationPlan],
+) -> list[tuple[SegmentationPlan, frozenset[Any]]]:
+    """The plan without the blocks ``done`` says the output holds, as runs of
+    ``(plan, blocks to leave alone)``.
+
+    A block done whole is left alone. A block done only in part (a viewer
+    segmented some of its squares of ``align`` pixels) is run as those squares
+    that are not done, by a second plan of ``align``-sized blocks from
+    ``finer(align)`` (smaller tiles: more halo per pixel, so only there).
+    """
+    kept = {b for b in plan.grid.blocks() if done((b.y0, b.y1, b.x0, b.x1))}
+    partial = set()
+    if align:
+        for b in plan.grid.blocks():
+            squares = [] if b in kept else _squares((b.y0, b.y1, b.x0, b.x1), align)
+            if len(squares) > 1 and any(done(square) for square in squares):
+                partial.add(b)
+    coarse = [(dataclasses.replace(plan, blocks=tuple(
+        b for b in plan.blocks if b not in kept and b not in partial
+    )), frozenset(kept | partial))]  # fmt: skip
+    if not partial:
+        return coarse
+    fine = finer(int(align))  # type: ignore[arg-type]
+
+    def within(f: Any) -> Any:
+        return next((b for b in partial if b.y0 <= f.y0 and f.y1 <= b.y1 and b.x0 <= f.x0
+                     and f.x1 <= b.x1), None)  # fmt: skip
+
+    inside = {f: within(f) for f in fine.grid.blocks()}
+    touching = [
+        f for f in fine.grid.blocks()
+        if any(f.y0 < b.y1 and b.y0 < f.y1 and f.x0 < b.x1 and b.x0 < f.x1 for b in partial)
+    ]  # fmt: skip
+    if any(inside[f] is None for f in touching):  # the finer grid does not nest: run them whole
+        return [(dataclasses.replace(plan, blocks=tuple(
+            b for b in plan.blocks if b not in kept
+        )), frozenset(kept))]  # fmt: skip
+    needed = {f for f in touching if not done((f.y0, f.y1, f.x0, f.x1))}
+    fine = dataclasses.replace(fine, blocks=tuple(f for f in fine.blocks if f in needed))
+    return [*coarse, (fine, frozenset(f for f in fine.grid.blocks() if f not in needed))]
 
 
 def stream_to_output(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,22 @@ class Ledger:
             return False
         held = self._read("results", self.cells_touching(box))
         return bool(np.all(held == known.index(signature) + 1))
+
+    def done_map(self, signature: str) -> Callable[[Box], bool]:
+        """``done(box)``: whether every cell ``box`` touches holds ``signature`` and no
+        one edited it since, from one read of the ledger (for a run that asks of
+        many blocks)."""
+        known = self.signatures()
+        if signature not in known:
+            return lambda box: False
+        every = (slice(0, self.cells[0]), slice(0, self.cells[1]))
+        held = self._read("results", every) == known.index(signature) + 1
+        held &= self._read("edited", every) == 0
+
+        def done(box: Box) -> bool:
+            return bool(held[self.cells_touching(box)].all())
+
+        return done
 
     # -- hand edits ------------------------------------------------------------------
 
