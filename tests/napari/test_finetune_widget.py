@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from qtpy.QtCore import Qt
 
+from slide_unet.core.inference.segment import segment as segment_array
 from slide_unet.core.model.store import bundled_models_dir, list_models
 from slide_unet.core.paths import MASKS_DIR_ENV, MODELS_DIR_ENV
 from slide_unet.napari import finetune_input
+from slide_unet.napari.segment_request import segment_widgets
 
 pytestmark = pytest.mark.gui
 
@@ -174,13 +177,21 @@ def test_finetunes_corrected_layers_and_segment_lists_and_runs_the_new_model(
     assert segment.model.value == name
     # A fresh default name for the next run (this one is taken now).
     assert widget.new_name.value != name
-    # Segment viewport with it: a mask of the image on screen, from the new model.
+    # Segment viewport with it (the button, clicked): the Segment widget's mask of the
+    # image on screen, from the new model, in its Labels layer and mask store.
     assert widget.segment_button.enabled
     with qtbot.waitSignal(segment.finished, timeout=WAIT_MS):
-        assert widget.segment_viewport() is not None
-    assert segment.layer.metadata["model"] == name
-    assert segment.last_result is not None
+        qtbot.mouseClick(widget.segment_button.native, Qt.MouseButton.LeftButton)
     assert errors == []
+    assert segment.last_result is not None
+    y0, y1, x0, x1 = segment.last_result["region"]
+    labels = segment.layer
+    assert labels in viewer.layers
+    assert labels.metadata["model"] == name
+    shown = np.asarray(labels.data[0] if labels.multiscale else labels.data)
+    expected = segment_array(viewer.layers["tissue0"].data, name, region=(y0, y1, x0, x1))
+    np.testing.assert_array_equal(shown[y0:y1, x0:x1], expected)
+    assert expected.any()  # the disks, found by the fine-tuned model
     assert _bundled_hashes() == hashes
 
 
@@ -190,10 +201,10 @@ def test_segment_viewport_opens_the_segment_widget_when_none_is_open(
     viewer = make_napari_viewer()
     widget = _open(viewer, regions=False)
     _run(qtbot, widget, epochs=1)
-    assert widget.segment_widgets() == []
+    assert segment_widgets(viewer) == []
     job = widget.segment_viewport()
     assert job is not None
-    (segment,) = widget.segment_widgets()
+    (segment,) = segment_widgets(viewer)
     qtbot.waitUntil(lambda: not job.running, timeout=WAIT_MS)
     assert segment.model.value == widget.result.card.name
     assert errors == []
