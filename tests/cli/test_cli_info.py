@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
-from slide_factories import gray_image, rgb_image, write_ome_pyramid, write_tiled
 
 from slide_unet import __version__, cli
 from slide_unet.cli import info as cli_info
@@ -26,8 +26,10 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def pyramid(tmp_path: Path) -> Path:
-    return write_ome_pyramid(tmp_path / "kidney.ome.tif", rgb_image(600, 800), levels=3, mpp=0.25)
+def pyramid(slides, tmp_path: Path) -> Path:
+    return slides.write_ome_pyramid(
+        tmp_path / "kidney.ome.tif", slides.rgb_image(600, 800), levels=3, mpp=0.25
+    )
 
 
 def test_info_prints_levels_and_pixel_size(
@@ -47,10 +49,10 @@ def test_info_prints_levels_and_pixel_size(
 
 
 def test_info_says_when_the_pixel_size_is_unknown(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    slides, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "gray.png"
-    Image.fromarray(gray_image(30, 40, "uint8")).save(path)
+    Image.fromarray(slides.gray_image(30, 40, "uint8")).save(path)
     assert cli.main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "YX, uint8, pixel size unknown" in out
@@ -79,13 +81,15 @@ def test_info_json_is_parseable_with_levels_and_mpp(
 
 
 def test_info_json_of_a_large_flat_slide_reports_its_overview_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(slide_module, "OVERVIEW_THRESHOLD", 256)
     monkeypatch.setattr(overviews, "SMALLEST_SIDE", 128)
     monkeypatch.setattr(overviews, "BAND_ROWS", 128)
     monkeypatch.setattr(overviews, "CHUNK_SIDE", 64)
-    path = write_tiled(tmp_path / "flat.tif", rgb_image(300, 500), tile=64, compression=None)
+    path = slides.write_tiled(
+        tmp_path / "flat.tif", slides.rgb_image(300, 500), tile=64, compression=None
+    )
 
     assert cli.main(["info", "--json", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -103,25 +107,25 @@ def test_info_json_of_a_large_flat_slide_reports_its_overview_cache(
     assert "overviews: cached" in capsys.readouterr().out
 
 
-def _text_file(tmp: Path) -> Path:
+def _text_file(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "notes.tif"
     path.write_text("not an image\n")
     return path
 
 
-def _empty_file(tmp: Path) -> Path:
+def _empty_file(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "empty.svs"
     path.touch()
     return path
 
 
-def _truncated_tiff(tmp: Path) -> Path:
-    path = write_tiled(tmp / "cut.tif", rgb_image(256, 256), compression="zlib")
+def _truncated_tiff(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_tiled(tmp / "cut.tif", slides.rgb_image(256, 256), compression="zlib")
     path.write_bytes(path.read_bytes()[:-500])
     return path
 
 
-def _complex(tmp: Path) -> Path:
+def _complex(tmp: Path, slides: SimpleNamespace) -> Path:
     import tifffile
 
     path = tmp / "complex.tif"
@@ -131,14 +135,14 @@ def _complex(tmp: Path) -> Path:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda tmp: tmp / "missing.tif", _text_file, _empty_file, _truncated_tiff, _complex],
+    [lambda tmp, slides: tmp / "missing.tif", _text_file, _empty_file, _truncated_tiff, _complex],
     ids=["missing", "text", "empty", "truncated", "complex64"],
 )
 @pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
 def test_info_on_a_bad_file_exits_1_with_one_line_naming_it(
-    tmp_path: Path, make, json_flag: list[str], capsys: pytest.CaptureFixture[str]
+    slides, tmp_path: Path, make, json_flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = make(tmp_path)
+    path = make(tmp_path, slides)
     assert cli.main(["info", *json_flag, str(path)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -171,8 +175,8 @@ def _console_script() -> list[str]:
     return [found] if found else [sys.executable, "-m", "slide_unet.cli"]
 
 
-def test_console_script_runs_info_in_a_real_process(tmp_path: Path, pyramid: Path) -> None:
-    bad = _text_file(tmp_path)
+def test_console_script_runs_info_in_a_real_process(slides, tmp_path: Path, pyramid: Path) -> None:
+    bad = _text_file(tmp_path, slides)
     env = {**os.environ, "SLIDE_UNET_CACHE_DIR": str(tmp_path / "cache")}
     command = _console_script()
 

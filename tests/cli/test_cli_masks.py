@@ -20,7 +20,6 @@ import tifffile
 import zarr
 from PIL import Image
 from scipy import ndimage
-from slide_factories import rgb_image
 
 import slide_unet
 from slide_unet import cli
@@ -523,10 +522,10 @@ def test_score_a_zarr_named_folder_that_is_no_store_is_one_line_error(
 
 
 def test_score_rgb_photo_as_truth_is_not_a_mask(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    slides, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photo = tmp_path / "photo.png"
-    Image.fromarray(rgb_image(*SMALL)).save(photo)
+    Image.fromarray(slides.rgb_image(*SMALL)).save(photo)
     pred = write_tif(tmp_path / "pred.tif", TRUTHS["a"])
     err = assert_one_line_error(*run(capsys, "score", pred, photo), "score")
     assert "photo.png" in err

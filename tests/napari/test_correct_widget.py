@@ -28,7 +28,6 @@ from slide_unet.napari.mask_layer import attach_store
 pytestmark = pytest.mark.gui
 
 TRUTH = Path(__file__).resolve().parents[2] / "sample_data" / "kidney_pas_mask.ome.tif"
-PLUGIN = "napari-slide-unet"
 MPP = 0.5
 EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -483,7 +482,7 @@ def test_a_brush_dab_lands_in_memory_and_reaches_the_store_within_a_second(
 
 
 def test_export_and_score_of_the_view_include_a_stroke_not_yet_autosaved(
-    viewer, widget, truth, large, qtbot, tmp_path
+    viewer, dock, widget, truth, large, qtbot, tmp_path
 ) -> None:
     store = _store(truth)
     view = _store_layer(viewer, store)
@@ -494,7 +493,7 @@ def test_export_and_score_of_the_view_include_a_stroke_not_yet_autosaved(
     window.layer.data_setitem((np.array([5]), np.array([5])), 1)
     assert store.level0[y0 + 5, x0 + 5] == 0  # only in the window so far
 
-    _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    export = dock("Export")
     export.layer.value = view
     export.options["format"].value = "pyramidal OME-TIFF"
     export.options["path"].value = tmp_path / "view.ome.tif"

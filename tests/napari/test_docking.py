@@ -17,7 +17,6 @@ from superqt import QCollapsible
 
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-slide-unet"
 WIDGETS = ["Segment", "Correct", "Score", "Export", "Fine-tune"]
 SCREEN_HEIGHT = 1000  # px, as a laptop's, less the title bar
 
@@ -27,10 +26,10 @@ def _scroll_area(widget: QWidget) -> QScrollArea:
     return area
 
 
-def test_segment_and_finetune_docked_together_fit_a_1000_px_screen(make_napari_viewer) -> None:
-    viewer = make_napari_viewer(show=True)
+@pytest.mark.viewer(show=True)
+def test_segment_and_finetune_docked_together_fit_a_1000_px_screen(viewer, dock) -> None:
     window = viewer.window._qt_window
-    docked = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in WIDGETS[::4]]
+    docked = [dock(name) for name in WIDGETS[::4]]
     QApplication.processEvents()
     assert window.minimumSizeHint().height() <= SCREEN_HEIGHT
     window.resize(1400, SCREEN_HEIGHT)
@@ -46,13 +45,10 @@ def test_segment_and_finetune_docked_together_fit_a_1000_px_screen(make_napari_v
     assert 0 <= top_left.y() <= area.viewport().height() - target.height()
 
 
+@pytest.mark.viewer(show=True, size=(1400, 700))  # a short screen
 @pytest.mark.parametrize("name", WIDGETS)
-def test_no_row_of_a_docked_widget_is_squeezed_below_its_own_height(
-    make_napari_viewer, name: str
-) -> None:
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 700)  # a short screen
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+def test_no_row_of_a_docked_widget_is_squeezed_below_its_own_height(dock, name: str) -> None:
+    widget = dock(name)
     QApplication.processEvents()
     area = widget.findChild(QScrollArea)
     body = area.widget() if area is not None else widget

@@ -38,9 +38,8 @@ def test_a_file_system_error_is_its_one_line(shown) -> None:
 
 
 def test_a_bug_in_a_job_asks_for_a_report_and_keeps_its_traceback(
-    make_napari_viewer, qtbot, shown, capsys
+    viewer, qtbot, shown, capsys
 ) -> None:
-    make_napari_viewer()
 
     def work(progress, cancel, partial):
         progress(1, 4)

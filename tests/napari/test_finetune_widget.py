@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from qtpy.QtCore import Qt
 
+from slide_unet.core.inference.segment import segment as segment_array
 from slide_unet.core.model.store import bundled_models_dir, list_models
 from slide_unet.core.paths import MASKS_DIR_ENV, MODELS_DIR_ENV
 from slide_unet.napari import finetune_input
+from slide_unet.napari.segment_request import segment_widgets
 
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-slide-unet"
 BASE = "tinydisks"
 WAIT_MS = 240_000
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -108,7 +110,7 @@ def _bundled_hashes() -> dict[str, str]:
     }
 
 
-def _open(viewer, *, seeds=(0,), regions: bool = True):
+def _open(viewer, dock, *, seeds=(0,), regions: bool = True):
     """Image and corrected Labels layers (and a Shapes layer of two boxes); the widget."""
     for seed in seeds:
         image, mask = disks(seed)
@@ -117,7 +119,7 @@ def _open(viewer, *, seeds=(0,), regions: bool = True):
     if regions:
         boxes = [np.array([[5, 5], [5, 90], [90, 90], [90, 5]]), np.array([[80, 70], [150, 150]])]
         viewer.add_shapes(boxes, shape_type=["rectangle", "rectangle"], name="corrected")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget = dock("Fine-tune")
     widget.model.value = BASE
     widget.image.value = f"tissue{seeds[0]}"
     widget.mask.value = f"tissue{seeds[0]} mask"
@@ -138,12 +140,11 @@ def _run(qtbot, widget, epochs: int):
 
 
 def test_finetunes_corrected_layers_and_segment_lists_and_runs_the_new_model(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
     hashes = _bundled_hashes()
-    viewer = make_napari_viewer()
-    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
-    widget = _open(viewer)
+    segment = dock("Segment")
+    widget = _open(viewer, dock)
     name = widget.new_name.value
     assert name.startswith(f"{BASE}-finetuned-")
     records: list[dict] = []
@@ -174,34 +175,40 @@ def test_finetunes_corrected_layers_and_segment_lists_and_runs_the_new_model(
     assert segment.model.value == name
     # A fresh default name for the next run (this one is taken now).
     assert widget.new_name.value != name
-    # Segment viewport with it: a mask of the image on screen, from the new model.
+    # Segment viewport with it (the button, clicked): the Segment widget's mask of the
+    # image on screen, from the new model, in its Labels layer and mask store.
     assert widget.segment_button.enabled
     with qtbot.waitSignal(segment.finished, timeout=WAIT_MS):
-        assert widget.segment_viewport() is not None
-    assert segment.layer.metadata["model"] == name
-    assert segment.last_result is not None
+        qtbot.mouseClick(widget.segment_button.native, Qt.MouseButton.LeftButton)
     assert errors == []
+    assert segment.last_result is not None
+    y0, y1, x0, x1 = segment.last_result["region"]
+    labels = segment.layer
+    assert labels in viewer.layers
+    assert labels.metadata["model"] == name
+    shown = np.asarray(labels.data[0] if labels.multiscale else labels.data)
+    expected = segment_array(viewer.layers["tissue0"].data, name, region=(y0, y1, x0, x1))
+    np.testing.assert_array_equal(shown[y0:y1, x0:x1], expected)
+    assert expected.any()  # the disks, found by the fine-tuned model
     assert _bundled_hashes() == hashes
 
 
 def test_segment_viewport_opens_the_segment_widget_when_none_is_open(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer, regions=False)
+    widget = _open(viewer, dock, regions=False)
     _run(qtbot, widget, epochs=1)
-    assert widget.segment_widgets() == []
+    assert segment_widgets(viewer) == []
     job = widget.segment_viewport()
     assert job is not None
-    (segment,) = widget.segment_widgets()
+    (segment,) = segment_widgets(viewer)
     qtbot.waitUntil(lambda: not job.running, timeout=WAIT_MS)
     assert segment.model.value == widget.result.card.name
     assert errors == []
 
 
-def test_several_pairs_from_the_list_train_together(make_napari_viewer, qtbot, errors) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer, seeds=(0, 1), regions=False)
+def test_several_pairs_from_the_list_train_together(viewer, dock, qtbot, errors) -> None:
+    widget = _open(viewer, dock, seeds=(0, 1), regions=False)
     assert widget.add_pair()
     widget.image.value, widget.mask.value = "tissue1", "tissue1 mask"
     assert widget.add_pair()
@@ -222,10 +229,9 @@ def test_several_pairs_from_the_list_train_together(make_napari_viewer, qtbot, e
     assert [p[0] for p in widget.pairs] == ["tissue1"]
 
 
-def test_folders_of_images_and_masks(make_napari_viewer, qtbot, errors, tmp_path) -> None:
-    viewer = make_napari_viewer()
+def test_folders_of_images_and_masks(dock, qtbot, errors, tmp_path) -> None:
     images, masks = _write_pairs(tmp_path / "data", range(10, 13))
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget = dock("Fine-tune")
     widget.source.value = "Folders"
     assert not widget.image.visible
     widget.images_dir.value, widget.masks_dir.value = images, masks
@@ -239,10 +245,9 @@ def test_folders_of_images_and_masks(make_napari_viewer, qtbot, errors, tmp_path
 
 
 def test_cancel_after_the_first_epoch_keeps_the_best_and_the_widget_stays_usable(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer)
+    widget = _open(viewer, dock)
     widget.advanced.epochs.value = 1000
     name = widget.new_name.value
 
@@ -269,9 +274,8 @@ def test_cancel_after_the_first_epoch_keeps_the_best_and_the_widget_stays_usable
     assert widget.result.stopped == "finished"
 
 
-def test_napari_activity_dock_cancel_stops_the_run(make_napari_viewer, qtbot, errors) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer)
+def test_napari_activity_dock_cancel_stops_the_run(viewer, dock, qtbot, errors) -> None:
+    widget = _open(viewer, dock)
     widget.advanced.epochs.value = 1000
 
     def first_epoch(value: object) -> None:
@@ -288,10 +292,9 @@ def test_napari_activity_dock_cancel_stops_the_run(make_napari_viewer, qtbot, er
 
 
 def test_cancel_before_the_first_epoch_keeps_the_base_weights_and_says_so(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer)
+    widget = _open(viewer, dock)
     widget.advanced.epochs.value = 1000
     name = widget.new_name.value
     with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
@@ -309,7 +312,7 @@ def test_cancel_before_the_first_epoch_keeps_the_base_weights_and_says_so(
 
 
 def test_the_curve_moves_while_training_and_the_time_budget_holds(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
     from slide_unet.core.training.finetune import STEPS_PER_EPOCH
     from slide_unet.core.training.image_pairs import ImagePair, read_pair
@@ -318,10 +321,9 @@ def test_the_curve_moves_while_training_and_the_time_budget_holds(
     image, mask, mpp = read_pair(
         ImagePair("kidney", SAMPLE / "kidney_pas.ome.tif", SAMPLE / "kidney_pas_mask.ome.tif")
     )
-    viewer = make_napari_viewer()
     viewer.add_image(image, name="kidney", rgb=True)
     viewer.add_labels(mask.astype(np.uint8), name="kidney mask")
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget = dock("Fine-tune")
     widget.model.value = "glomeruli"
     widget.image.value, widget.mask.value, widget.regions.value = "kidney", "kidney mask", None
     widget.pixel_size.mpp.value = mpp
@@ -371,10 +373,9 @@ def test_the_curve_moves_while_training_and_the_time_budget_holds(
     ],
 )
 def test_bad_input_is_one_notification_and_starts_nothing(
-    make_napari_viewer, errors, monkeypatch, change: str, message: str
+    viewer, dock, errors, monkeypatch, change: str, message: str
 ) -> None:
-    viewer = make_napari_viewer()
-    widget = _open(viewer, regions=change == "empty_regions")
+    widget = _open(viewer, dock, regions=change == "empty_regions")
     if change == "no_image":
         viewer.layers.remove("tissue0")
         widget.mask.value = "tissue0 mask"
@@ -400,9 +401,8 @@ def test_bad_input_is_one_notification_and_starts_nothing(
     assert set(list_models()) == models
 
 
-def test_large_images_read_only_the_regions_bounding_area(make_napari_viewer, monkeypatch) -> None:
-    viewer = make_napari_viewer()
-    _open(viewer)
+def test_large_images_read_only_the_regions_bounding_area(viewer, dock, monkeypatch) -> None:
+    _open(viewer, dock)
     monkeypatch.setattr(finetune_input, "MAX_PIXELS", 150 * 150)
     pair = finetune_input.layer_pair(viewer, "tissue0", "tissue0 mask", "corrected")
     assert pair.window == (5, 150, 5, 150)
@@ -416,8 +416,7 @@ def test_large_images_read_only_the_regions_bounding_area(make_napari_viewer, mo
         finetune_input.layer_pair(viewer, "tissue0", "tissue0 mask", "corrected")
 
 
-def test_regions_follow_the_layers_scale_and_translation(make_napari_viewer) -> None:
-    viewer = make_napari_viewer()
+def test_regions_follow_the_layers_scale_and_translation(viewer) -> None:
     image = viewer.add_image(np.zeros((200, 300), np.uint8), scale=(0.5, 0.5), translate=(10, 20))
     # World (µm) box from (20, 30) to (40, 70): image pixels rows 20-60, columns 20-100.
     shapes = viewer.add_shapes([np.array([[20, 30], [40, 70]])], shape_type="rectangle")

@@ -40,12 +40,9 @@ def _settled(qtbot, widget) -> None:
     qtbot.wait(2 * 250)  # the batched refresh
 
 
-def test_live_follows_the_view_and_a_revisit_costs_no_model_call(
-    make_napari_viewer, qtbot
-) -> None:
-    viewer = make_napari_viewer()
+def test_live_follows_the_view_and_a_revisit_costs_no_model_call(viewer, dock, qtbot) -> None:
     image = viewer.open(SAMPLE, plugin=PLUGIN)[0]
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = dock("Segment")
     widget.model.value = "glomeruli"
     _look_at(viewer, (256.0, 256.0), 400.0)  # the top-left corner (world units: µm)
     widget.live_switch.value = True
@@ -79,14 +76,13 @@ def test_live_follows_the_view_and_a_revisit_costs_no_model_call(
 
 
 def test_zoomed_far_out_live_asks_to_zoom_in_instead_of_queuing(
-    make_napari_viewer, qtbot, monkeypatch
+    viewer, dock, qtbot, monkeypatch
 ) -> None:
     from slide_unet.napari import live_view
 
     monkeypatch.setattr(live_view, "MAX_VIEW_MPX", 0.01)  # the sample is small: shrink it
-    viewer = make_napari_viewer()
     viewer.open(SAMPLE, plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = dock("Segment")
     widget.model.value = "glomeruli"
     _look_at(viewer, (512.0, 512.0), 1024.0)
     widget.live_switch.value = True
@@ -97,12 +93,9 @@ def test_zoomed_far_out_live_asks_to_zoom_in_instead_of_queuing(
     widget.live_switch.value = False
 
 
-def test_new_settings_start_a_new_result_and_hand_edits_survive_it(
-    make_napari_viewer, qtbot
-) -> None:
-    viewer = make_napari_viewer()
+def test_new_settings_start_a_new_result_and_hand_edits_survive_it(viewer, dock, qtbot) -> None:
     viewer.open(SAMPLE, plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = dock("Segment")
     widget.model.value = "glomeruli"
     _look_at(viewer, (256.0, 256.0), 400.0)
     widget.live_switch.value = True

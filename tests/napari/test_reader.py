@@ -170,8 +170,7 @@ def test_headless_open_of_a_flat_slide_builds_and_caches_its_overviews(viewer_mo
 
 
 @pytest.mark.gui
-def test_sample_data_opens_image_and_expert_mask_in_a_real_viewer(make_napari_viewer):
-    viewer = make_napari_viewer()
+def test_sample_data_opens_image_and_expert_mask_in_a_real_viewer(viewer):
     viewer.open_sample(PLUGIN, "kidney_pas")
     kinds = {type(layer).__name__ for layer in viewer.layers}
     assert kinds == {"Image", "Labels"}
@@ -183,10 +182,8 @@ def test_sample_data_opens_image_and_expert_mask_in_a_real_viewer(make_napari_vi
 
 
 @pytest.mark.gui
-def test_flat_slide_fills_in_while_overviews_build_in_the_background(
-    make_napari_viewer, qtbot, flat_slide
-):
-    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black here
+@pytest.mark.viewer(show=True)  # a hidden canvas renders black here
+def test_flat_slide_fills_in_while_overviews_build_in_the_background(viewer, qtbot, flat_slide):
     (layer,) = viewer.open(flat_slide, plugin=PLUGIN)
     cache = overviews.OverviewCache.for_slide(slide.open_slide(flat_slide))
     qtbot.waitUntil(lambda: cache.complete, timeout=30_000)
@@ -204,7 +201,7 @@ def test_flat_slide_fills_in_while_overviews_build_in_the_background(
 
 
 def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
-    make_napari_viewer, tmp_path
+    viewer, tmp_path
 ) -> None:
     from slide_unet.core.errors import MaskStoreWarning
     from slide_unet.core.masks.store import MaskStore
@@ -220,7 +217,7 @@ def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
     chunks[-1].write_bytes(b"damaged on disk")
 
     with pytest.warns(MaskStoreWarning, match="damaged"):
-        layers = make_napari_viewer().open(path, plugin=PLUGIN)
+        layers = viewer.open(path, plugin=PLUGIN)
     restored = [layer for layer in layers if layer.name.endswith("mask (autosaved)")]
     assert len(restored) == 1
     shown = np.asarray(restored[0].data[:, :])

@@ -30,9 +30,9 @@ def _private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
 
 
-def _open(viewer):
+def _open(viewer, dock):
     layers = viewer.open(SAMPLE, plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = dock("Segment")
     widget.model.value = "glomeruli"
     return layers[0], widget
 
@@ -58,10 +58,9 @@ def _mask(layer) -> np.ndarray:
 
 
 def test_viewport_run_fills_only_the_region_on_screen_and_matches_the_engine(
-    make_napari_viewer, qtbot
+    viewer, dock, qtbot
 ) -> None:
-    viewer = make_napari_viewer()
-    image, widget = _open(viewer)
+    image, widget = _open(viewer, dock)
     # Look at the top-left quarter of the slide (world units are microns).
     _look_at(viewer, (256.0, 256.0), 512.0)
     _run(qtbot, widget, "Viewport")
@@ -81,9 +80,8 @@ def test_viewport_run_fills_only_the_region_on_screen_and_matches_the_engine(
     assert not outside.any()
 
 
-def test_whole_slide_run_gives_the_cli_mask_and_its_dice(make_napari_viewer, qtbot) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+def test_whole_slide_run_gives_the_cli_mask_and_its_dice(viewer, dock, qtbot) -> None:
+    _, widget = _open(viewer, dock)
     progress: list[tuple[int, int]] = []
     widget.settings.region.value = "Whole slide"
     with qtbot.waitSignal(widget.finished, timeout=WAIT_MS):
@@ -97,11 +95,8 @@ def test_whole_slide_run_gives_the_cli_mask_and_its_dice(make_napari_viewer, qtb
     assert widget.run_button.enabled
 
 
-def test_cancel_stops_the_run_and_the_widget_stays_usable(
-    make_napari_viewer, qtbot, errors
-) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+def test_cancel_stops_the_run_and_the_widget_stays_usable(viewer, dock, qtbot, errors) -> None:
+    _, widget = _open(viewer, dock)
     widget.settings.region.value = "Whole slide"
     widget.advanced.tile.value = 256  # many small tiles: time to cancel midway
     seen: list[int] = []
@@ -132,10 +127,9 @@ def _progress_bars(viewer, description: str) -> list:
 
 
 def test_the_progress_bar_shows_the_blocks_done_and_an_eta_while_it_runs(
-    make_napari_viewer, qtbot
+    viewer, dock, qtbot
 ) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+    _, widget = _open(viewer, dock)
     widget.settings.region.value = "Whole slide"
     widget.advanced.tile.value = 256  # many blocks
     shown: list[tuple[int, int, int, str]] = []
@@ -165,10 +159,9 @@ def test_the_progress_bar_shows_the_blocks_done_and_an_eta_while_it_runs(
 
 
 def test_cancelling_a_second_run_keeps_the_earlier_mask_outside_its_finished_blocks(
-    make_napari_viewer, qtbot, errors
+    viewer, dock, qtbot, errors
 ) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+    _, widget = _open(viewer, dock)
     _run(qtbot, widget, "Whole slide")
     store = widget.layer.data.store
     # A hand-drawn square far from where the next run starts (its first block is the top left).
@@ -195,16 +188,15 @@ def test_cancelling_a_second_run_keeps_the_earlier_mask_outside_its_finished_blo
     assert len(store.backups()) == 1  # the hand edit was also copied aside first
 
 
-def test_a_segmented_mask_comes_back_when_the_slide_is_reopened(make_napari_viewer, qtbot) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+def test_a_segmented_mask_comes_back_when_the_slide_is_reopened(
+    viewer, dock, qtbot, reopened
+) -> None:
+    _, widget = _open(viewer, dock)
     _run(qtbot, widget, "Whole slide")
     segmented = _mask(widget.layer)
     assert segmented.any()
-    viewer.close()
 
-    again = make_napari_viewer()
-    layers = again.open(SAMPLE, plugin=PLUGIN)
+    layers = reopened(SAMPLE)
     image, restored = layers
     assert image.name == "kidney_pas"
     assert restored.name.startswith("kidney_pas mask (glomeruli, 20")
@@ -212,9 +204,8 @@ def test_a_segmented_mask_comes_back_when_the_slide_is_reopened(make_napari_view
     assert tuple(restored.units) == tuple(image.units)
 
 
-def test_no_image_layer_is_one_clear_notification(make_napari_viewer, errors) -> None:
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+def test_no_image_layer_is_one_clear_notification(viewer, dock, errors) -> None:
+    widget = dock("Segment")
     # Docked, the device picker still lists this machine's devices.
     assert {"auto", "cpu"} <= set(widget.settings.device.choices)
     assert widget.run() is None
@@ -224,10 +215,9 @@ def test_no_image_layer_is_one_clear_notification(make_napari_viewer, errors) ->
 
 
 def test_hand_edits_are_autosaved_and_come_back_when_the_slide_is_reopened(
-    make_napari_viewer, qtbot
+    viewer, dock, qtbot, reopened
 ) -> None:
-    viewer = make_napari_viewer()
-    _, widget = _open(viewer)
+    _, widget = _open(viewer, dock)
     _look_at(viewer, (256.0, 256.0), 256.0)
     _run(qtbot, widget, "Viewport")
     labels = widget.layer
@@ -236,10 +226,8 @@ def test_hand_edits_are_autosaved_and_come_back_when_the_slide_is_reopened(
     rows, cols = np.mgrid[1500:1540, 1500:1540]
     labels.data_setitem((rows.ravel(), cols.ravel()), 1)
     edited = _mask(labels)
-    viewer.close()
 
-    again = make_napari_viewer()
-    layers = again.open(SAMPLE, plugin=PLUGIN)
+    layers = reopened(SAMPLE)
     restored = [layer for layer in layers if layer.name.endswith("mask (autosaved)")]
     assert len(restored) == 1
     np.testing.assert_array_equal(_mask(restored[0]), edited)
@@ -257,13 +245,10 @@ def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() ->
     assert model_summary(one_split) == "validation Dice 0.931"
 
 
-def test_the_form_is_built_from_segment_options_and_read_back_into_them(
-    make_napari_viewer,
-) -> None:
+def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) -> None:
     from slide_unet.core.inference.options import SegmentOptions
 
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget = dock("Segment")
     widget.model.value = "glomeruli"
     # Labels and defaults from the one declaration; None shown as the form's 0.
     assert widget.advanced.tile.label == "Tile (px)"

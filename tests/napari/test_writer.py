@@ -51,9 +51,8 @@ def save(viewer, path: Path) -> list[str]:
 @pytest.mark.gui
 @pytest.mark.parametrize("extension", EXTENSIONS)
 def test_napari_saves_a_labels_layer_that_reads_back_pixel_for_pixel(
-    make_napari_viewer, tmp_path, sample_mask, extension
+    viewer, tmp_path, sample_mask, extension
 ):
-    viewer = make_napari_viewer()
     layer = viewer.add_labels(sample_mask, name="kidney_pas", scale=(SAMPLE_MPP, SAMPLE_MPP))
     viewer.layers.selection = {layer}
     path = tmp_path / f"kidney_pas{extension}"
@@ -69,9 +68,8 @@ def test_napari_saves_a_labels_layer_that_reads_back_pixel_for_pixel(
 
 @pytest.mark.gui
 def test_rle_csv_row_is_named_by_the_layers_rle_id_else_the_file_stem(
-    make_napari_viewer, tmp_path, sample_mask
+    viewer, tmp_path, sample_mask
 ):
-    viewer = make_napari_viewer()
     plain = viewer.add_labels(sample_mask, name="plain")
     named = viewer.add_labels(sample_mask, name="named", metadata={"rle_id": "aaa0f1"})
 
@@ -89,10 +87,9 @@ def test_rle_csv_row_is_named_by_the_layers_rle_id_else_the_file_stem(
 @pytest.mark.gui
 @pytest.mark.parametrize("extension", [".ome.tif", ".ome.zarr", ".csv", ".geojson"])
 def test_a_multiscale_labels_layer_writes_its_full_resolution_level(
-    make_napari_viewer, tmp_path, sample_mask, extension
+    viewer, tmp_path, sample_mask, extension
 ):
     levels = [sample_mask, halve_max(sample_mask), halve_max(halve_max(sample_mask))]
-    viewer = make_napari_viewer()
     layer = viewer.add_labels(levels, multiscale=True, metadata={"mpp": SAMPLE_MPP})
     viewer.layers.selection = {layer}
     path = tmp_path / f"pyramid{extension}"
@@ -105,10 +102,9 @@ def test_a_multiscale_labels_layer_writes_its_full_resolution_level(
 
 @pytest.mark.gui
 @pytest.mark.parametrize("extension", [".ome.tif", ".zarr"])
-def test_instance_labels_keep_their_ids(make_napari_viewer, tmp_path, sample_mask, extension):
+def test_instance_labels_keep_their_ids(viewer, tmp_path, sample_mask, extension):
     labels, count = ndimage.label(sample_mask, structure=np.ones((3, 3)))
     assert count > 1
-    viewer = make_napari_viewer()
     viewer.layers.selection = {viewer.add_labels(labels.astype(np.uint16))}
     path = tmp_path / f"instances{extension}"
 
@@ -118,8 +114,7 @@ def test_instance_labels_keep_their_ids(make_napari_viewer, tmp_path, sample_mas
 
 
 @pytest.mark.gui
-def test_a_layer_that_is_not_one_plane_writes_nothing(make_napari_viewer, tmp_path):
-    viewer = make_napari_viewer()
+def test_a_layer_that_is_not_one_plane_writes_nothing(viewer, tmp_path):
     viewer.layers.selection = {viewer.add_labels(np.zeros((3, 32, 32), np.uint8))}
     path = tmp_path / "stack.ome.tif"
 

@@ -17,7 +17,9 @@ epoch's validation Dice. The time budget covers the whole run, the last
 validation and the save included. When it ends (finished, time budget spent,
 or cancelled) the best weights are saved as a new user model, Dice before and
 after is shown, every open Segment widget lists and selects the new model at
-once, and *Segment viewport with it* runs it on what is on screen.
+once, and *Segment viewport with it* runs it on what is on screen (both asked of
+the Segment widget through :mod:`slide_unet.napari.segment_request`, not by
+importing it).
 
 Memory is bounded: a pair is read whole only when it has at most
 :data:`MAX_PIXELS` pixels; a larger image (a whole slide) needs regions, and
@@ -60,7 +62,8 @@ from slide_unet.napari.layers import image_layers, labels_layers
 from slide_unet.napari.params import form, read_form, setting
 from slide_unet.napari.pickers import device_choices, model_summary
 from slide_unet.napari.scroll import scrolling_layout
-from slide_unet.napari.segment_widget import VIEWPORT, SegmentWidget
+from slide_unet.napari.segment_request import publish_model
+from slide_unet.napari.segment_request import segment_viewport as request_segment_viewport
 
 if TYPE_CHECKING:
     import napari
@@ -69,7 +72,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FinetuneSettings", "FinetuneWidget"]
 
-PLUGIN = "napari-slide-unet"
 LAYERS, FOLDERS = "Layers", "Folders"
 #: How often the progress bar follows the clock between epochs (and napari's
 #: Cancel button in the activity dock is noticed).
@@ -528,39 +530,21 @@ class FinetuneWidget(QWidget):
         self.finished.emit()
 
     # -- the new model in Segment --------------------------------------------------
-
-    def segment_widgets(self) -> list[SegmentWidget]:
-        """The Segment widgets docked in the viewer's window."""
-        window = getattr(self.viewer, "window", None)
-        docked = getattr(window, "dock_widgets", None) or {}
-        return [widget for widget in docked.values() if isinstance(widget, SegmentWidget)]
+    # Asked of the Segment widget through slide_unet.napari.segment_request: this
+    # module does not import the Segment widget.
 
     def publish(self, name: str) -> None:
         """List (and select) model ``name`` here and in every open Segment widget."""
         self.new_name.value = ""  # taken now: the next run gets a fresh default
         self.refresh_models()
-        for widget in self.segment_widgets():
-            widget.refresh_models(select=name)
+        publish_model(self.viewer, name)
 
     def segment_viewport(self) -> Job | None:
         """Segment what is on screen with the new model (opening Segment if needed)."""
         if self.result is None:
             notify_error(UserError("fine-tune a model first"))
             return None
-        name = self.result.card.name
-        widgets = self.segment_widgets()
-        if widgets:
-            widget = widgets[0]
-        else:
-            _, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
-        widget.refresh_models(select=name)
-        if widget.model.value != name:
-            notify_error(UserError(f"the model {name!r} is not listed: was it deleted?"))
-            return None
-        if self._trained_on in widget.image.choices:
-            widget.image.value = self._trained_on
-        widget.settings.region.value = VIEWPORT
-        return widget.run()
+        return request_segment_viewport(self.viewer, self.result.card.name, self._trained_on)
 
 
 def _dice_text(value: float | None) -> str:

@@ -279,6 +279,19 @@ class SegmentWidget(QWidget):
             notify_error(exc)
             return None
 
+    def segment_viewport(self, model: str, image: str | None = None) -> Job | None:
+        """Segment what is on screen with ``model`` (on the image layer ``image`` when
+        it is one): what another widget asks through
+        :mod:`slide_unet.napari.segment_request`. None after one notification."""
+        self.refresh_models(select=model)
+        if self.model.value != model:
+            notify_error(UserError(f"the model {model!r} is not listed: was it deleted?"))
+            return None
+        if image in self.image.choices:
+            self.image.value = image
+        self.settings.region.value = VIEWPORT
+        return self.run()
+
     def _chosen_image(self) -> Any:
         """The image layer picked, with a model to run on it; one clear error if not."""
         image = layer_by_name(self.viewer, self.image.value)

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from model_factories import MEAN, STD, RedThreshold, random_rgb, tiny_unet
-from slide_factories import write_ome_pyramid
 
 from slide_unet.core.devices import resolve_device
 from slide_unet.core.errors import Cancelled
@@ -26,10 +24,11 @@ from slide_unet.core.masks.io import read_mask
 from slide_unet.core.model.unet import UNet
 
 
-def normalise(image: np.ndarray) -> torch.Tensor:
+def normalise(image: np.ndarray, model: UNet) -> torch.Tensor:
+    """``image`` as the model's input, normalised as its card says."""
     x = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None] / 255
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(model.card.normalization["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.card.normalization["std"]).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -45,7 +44,9 @@ def whole_pass(model: UNet, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("tile", [160, 224, 352])
-def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) -> None:
+def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(
+    random_rgb, tiny_unet, tile: int
+) -> None:
     model = tiny_unet()
     image = random_rgb(301, 419)
     # fp32: the reference is a float32 pass (CPUs with native bf16 default to bf16).
@@ -53,7 +54,7 @@ def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) 
     probs = segment(image, model, tile=tile, probabilities=True, **exact)
     assert probs.dtype == np.float32
     assert probs.shape == image.shape[:2]
-    whole = whole_pass(model, normalise(image))
+    whole = whole_pass(model, normalise(image, model))
     h = model.halo
     inner = (slice(h, -h), slice(h, -h))
     np.testing.assert_allclose(probs[inner], whole[inner], atol=1e-4, rtol=0)
@@ -67,7 +68,7 @@ def test_tiled_output_equals_a_whole_image_pass_away_from_the_border(tile: int) 
     np.testing.assert_array_equal(mask[inner][clear[inner]], expected[inner][clear[inner]])
 
 
-def test_tta_averages_the_eight_rotations_and_flips_of_each_tile() -> None:
+def test_tta_averages_the_eight_rotations_and_flips_of_each_tile(random_rgb, tiny_unet) -> None:
     model = tiny_unet()
     image = random_rgb(256, 320, seed=3)  # sides on the pooling grid: flips keep it
     exact = {"tissue": False, "device": "cpu", "precision": "fp32", "probabilities": True}
@@ -87,7 +88,7 @@ def test_tta_averages_the_eight_rotations_and_flips_of_each_tile() -> None:
     assert set(np.unique(mask)) <= {0, 1}
 
 
-def test_tile_size_does_not_change_the_result_even_at_the_border() -> None:
+def test_tile_size_does_not_change_the_result_even_at_the_border(random_rgb, tiny_unet) -> None:
     # Mirrored context is absolute, not per tile, so tilings agree everywhere.
     model = tiny_unet()
     image = random_rgb(250, 333, seed=1)
@@ -107,7 +108,7 @@ def _reference_at_scale(
     rows, cols = resample_taps(0, work_h, ratio), resample_taps(0, work_w, ratio)
     working = apply_taps(level, reflect_index(rows.index, level.shape[0]), rows.weight, 0)
     working = apply_taps(working, reflect_index(cols.index, level.shape[1]), cols.weight, 1)
-    probs = whole_pass(model, normalise(working))
+    probs = whole_pass(model, normalise(working, model))
     back_r = resample_taps(0, full_shape[0], 1 / scale)
     back_c = resample_taps(0, full_shape[1], 1 / scale)
     out = apply_taps(probs, np.clip(back_r.index, 0, work_h - 1), back_r.weight, 0)
@@ -116,10 +117,12 @@ def _reference_at_scale(
 
 @pytest.mark.parametrize(("working_mpp", "level"), [(2.0, 2), (1.3, 1), (0.35, 0)])
 def test_tiled_output_equals_a_whole_pass_at_the_working_scale(
-    tmp_path: Path, working_mpp: float, level: int
+    random_rgb, slides, tiny_unet, tmp_path: Path, working_mpp: float, level: int
 ) -> None:
     image = random_rgb(560, 720, seed=2)
-    path = write_ome_pyramid(tmp_path / "s.ome.tif", image, levels=3, compression="zlib", mpp=0.5)
+    path = slides.write_ome_pyramid(
+        tmp_path / "s.ome.tif", image, levels=3, compression="zlib", mpp=0.5
+    )
     model = tiny_unet(working_mpp=working_mpp)
     plan = plan_segmentation(path, model, tile=192, tissue=False, device="cpu")
     assert plan.level == level
@@ -135,7 +138,7 @@ def test_tiled_output_equals_a_whole_pass_at_the_working_scale(
     np.testing.assert_allclose(probs[inner], reference[inner], atol=1e-4, rtol=0)
 
 
-def test_region_equals_the_same_window_of_a_whole_slide_run() -> None:
+def test_region_equals_the_same_window_of_a_whole_slide_run(random_rgb, tiny_unet) -> None:
     model = tiny_unet()
     image = random_rgb(300, 400, seed=3)
     whole = segment(image, model, tile=192, probabilities=True, tissue=False, device="cpu")
@@ -152,11 +155,11 @@ def test_region_equals_the_same_window_of_a_whole_slide_run() -> None:
 
 
 @pytest.fixture
-def red_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def red_slide(slides, tmp_path: Path) -> tuple[Path, np.ndarray]:
     """A 0.5 µm pyramidal OME-TIFF: a red rectangle on black."""
     image = np.zeros((1024, 1536, 3), np.uint8)
     image[200:520, 300:900, 0] = 255
-    path = write_ome_pyramid(
+    path = slides.write_ome_pyramid(
         tmp_path / "red.ome.tif", image, levels=3, compression="zlib", mpp=0.5
     )
     return path, image
@@ -167,6 +170,7 @@ def red_slide(tmp_path: Path) -> tuple[Path, np.ndarray]:
     [(0.5, 0, 0), (2.0, 2, 0), (1.0, 1, 0), (1.3, 1, 2), (0.3, 0, 1)],
 )
 def test_objects_land_in_place_at_full_resolution(
+    red_threshold,
     red_slide: tuple[Path, np.ndarray],
     monkeypatch: pytest.MonkeyPatch,
     working_mpp: float,
@@ -182,7 +186,7 @@ def test_objects_land_in_place_at_full_resolution(
         return real_read(level_array, *box)
 
     monkeypatch.setattr(pipeline, "read_box", spy)
-    model = RedThreshold(working_mpp=working_mpp)
+    model = red_threshold(working_mpp=working_mpp)
     mask = segment(path, model, tissue=False, device="cpu")
     assert mask.shape == image.shape[:2]
     assert read_shapes == {(1024 // 2**level, 1536 // 2**level)}
@@ -200,9 +204,9 @@ def test_objects_land_in_place_at_full_resolution(
     assert abs(int(mask.sum()) - int(truth.sum())) < 0.01 * truth.sum()
 
 
-def test_pixel_size_from_argument_then_card_default_for_arrays() -> None:
+def test_pixel_size_from_argument_then_card_default_for_arrays(red_threshold) -> None:
     image = np.zeros((400, 400, 3), np.uint8)
-    model = RedThreshold(working_mpp=2.0)
+    model = red_threshold(working_mpp=2.0)
     assert plan_segmentation(image, model, mpp=0.5, device="cpu").scale == 4.0
     model.card.default_input_mpp = 1.0
     assert plan_segmentation(image, model, device="cpu").scale == 2.0
@@ -212,7 +216,7 @@ def test_pixel_size_from_argument_then_card_default_for_arrays() -> None:
         assert plan_segmentation(image, model, device="cpu").scale == 1.0
 
 
-def test_channels_rgba_gray_and_16_bit_are_matched_to_the_model() -> None:
+def test_channels_rgba_gray_and_16_bit_are_matched_to_the_model(random_rgb, tiny_unet) -> None:
     model = tiny_unet()
     rgb = random_rgb(150, 170, seed=4)
     run = {"tile": 160, "probabilities": True, "tissue": False, "device": "cpu"}
@@ -233,7 +237,8 @@ def test_channels_rgba_gray_and_16_bit_are_matched_to_the_model() -> None:
         np.float32
     )
     x = torch.from_numpy(luma)[None, None] / 255
-    x = (x - MEAN[0]) / STD[0]
+    gray_norm = gray_model.card.normalization
+    x = (x - gray_norm["mean"][0]) / gray_norm["std"][0]
     whole = whole_pass(gray_model, x)
     h = gray_model.halo
     np.testing.assert_allclose(
@@ -244,13 +249,13 @@ def test_channels_rgba_gray_and_16_bit_are_matched_to_the_model() -> None:
 # -- tissue ------------------------------------------------------------------------------
 
 
-def test_background_blocks_are_not_run_and_stay_zero() -> None:
+def test_background_blocks_are_not_run_and_stay_zero(red_threshold) -> None:
     image = np.full((1024, 1024, 3), 244, np.uint8)
     rng = np.random.default_rng(5)
     image[:, :400] = np.clip(
         np.array([200, 110, 170]) + rng.integers(-30, 30, (1024, 400, 3)), 0, 255
     )
-    model = RedThreshold(tile=256)
+    model = red_threshold(tile=256)
     everything = segment(image, model, tissue=False, device="cpu")
     assert model.tiles == 16
     assert everything[:, 512:].all()  # white is "red above half" for this model
@@ -261,7 +266,7 @@ def test_background_blocks_are_not_run_and_stay_zero() -> None:
     np.testing.assert_array_equal(mask[:, :512], everything[:, :512])
 
 
-def test_chunk_cache_decodes_each_chunk_once_for_overlapping_tiles() -> None:
+def test_chunk_cache_decodes_each_chunk_once_for_overlapping_tiles(random_rgb) -> None:
     import dask.array as da
 
     image = random_rgb(300, 400, seed=7)
@@ -290,17 +295,19 @@ def test_chunk_cache_decodes_each_chunk_once_for_overlapping_tiles() -> None:
 
 
 @pytest.fixture
-def small_slide(tmp_path: Path) -> Path:
+def small_slide(random_rgb, slides, tmp_path: Path) -> Path:
     folder = tmp_path / "in"
     folder.mkdir()
     image = random_rgb(300, 420, seed=6)
-    return write_ome_pyramid(
+    return slides.write_ome_pyramid(
         folder / "slide.ome.tif", image, levels=2, compression="zlib", mpp=0.5
     )
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".ome.tif", ".png", ".csv"])
-def test_outputs_files_equal_to_the_array(small_slide: Path, tmp_path: Path, suffix: str) -> None:
+def test_outputs_files_equal_to_the_array(
+    tiny_unet, small_slide: Path, tmp_path: Path, suffix: str
+) -> None:
     model = tiny_unet()
     probs = segment(small_slide, model, tile=192, device="cpu", probabilities=True)
     run = {"tile": 192, "device": "cpu", "threshold": float(np.median(probs))}
@@ -322,14 +329,14 @@ def test_outputs_files_equal_to_the_array(small_slide: Path, tmp_path: Path, suf
 
 @pytest.mark.parametrize("out", [None, "mask.zarr", "mask.ome.tif"])
 def test_min_object_area_removes_small_objects_in_square_microns(
-    tmp_path: Path, out: str | None
+    red_threshold, tmp_path: Path, out: str | None
 ) -> None:
     image = np.zeros((200, 300, 3), np.uint8)
     image[10:20, 10:20, 0] = 255  # 100 px = 25 µm² at 0.5 µm/px: removed
     image[50:100, 50:150, 0] = 255  # 5000 px = 1250 µm²: kept
     image[150:199, 250:299, 0] = 255  # 2401 px = 600.25 µm²: kept
     image[150:155, 10:14, 0] = 255  # 20 px: removed
-    model = RedThreshold(tile=64)  # many blocks: objects are measured whole across them
+    model = red_threshold(tile=64)  # many blocks: objects are measured whole across them
     run = {"mpp": 0.5, "tissue": False, "device": "cpu"}
     plain = segment(image, model, **run)
     assert plain.sum() == 100 + 5000 + 2401 + 20
@@ -352,15 +359,15 @@ def test_min_object_area_removes_small_objects_in_square_microns(
         segment(image, model, min_object_um2=10.0, probabilities=True, **run)
 
 
-def test_an_array_given_as_out_is_filled_in_place() -> None:
+def test_an_array_given_as_out_is_filled_in_place(red_threshold) -> None:
     image = np.zeros((300, 260, 3), np.uint8)
     image[100:200, 50:120, 0] = 255
     out = np.full((100, 200), 9, np.uint8)
-    result = segment(image, RedThreshold(), region=(50, 150, 20, 220), out=out, device="cpu")
+    result = segment(image, red_threshold(), region=(50, 150, 20, 220), out=out, device="cpu")
     assert result is out
     np.testing.assert_array_equal(out, image[50:150, 20:220, 0] > 0)
     with pytest.raises(ValueError, match=r"out has shape \(100, 200\); the region needs"):
-        segment(image, RedThreshold(), out=out, device="cpu")
+        segment(image, red_threshold(), out=out, device="cpu")
 
 
 def _tissue_left_white_right() -> np.ndarray:
@@ -373,10 +380,12 @@ def _tissue_left_white_right() -> np.ndarray:
     return image
 
 
-def test_an_out_array_loses_its_earlier_result_only_where_a_cancelled_run_finished() -> None:
+def test_an_out_array_loses_its_earlier_result_only_where_a_cancelled_run_finished(
+    red_threshold,
+) -> None:
     image = _tissue_left_white_right()
     run = {"tile": 256, "batch_size": 1, "device": "cpu"}
-    fresh = segment(image, RedThreshold(tile=256), **run)
+    fresh = segment(image, red_threshold(tile=256), **run)
     earlier = np.full(fresh.shape, 7, np.uint8)  # another model's result, say
     out = earlier.copy()
     event = threading.Event()
@@ -386,24 +395,26 @@ def test_an_out_array_loses_its_earlier_result_only_where_a_cancelled_run_finish
             event.set()
 
     with pytest.raises(Cancelled):
-        segment(image, RedThreshold(tile=256), out=out, progress=progress, cancel=event, **run)
+        segment(image, red_threshold(tile=256), out=out, progress=progress, cancel=event, **run)
     # The first block (256 px, top left) was replaced by the new result; nothing else moved.
     np.testing.assert_array_equal(out[:256, :256], fresh[:256, :256])
     outside = out != 7
     outside[:256, :256] = False
     assert not outside.any()  # background blocks (x >= 512) are not cleared by a cancelled run
     # Run to the end: every block replaced, background cleared: the fresh result.
-    segment(image, RedThreshold(tile=256), out=out, **run)
+    segment(image, red_threshold(tile=256), out=out, **run)
     np.testing.assert_array_equal(out, fresh)
 
 
-def test_progress_runs_once_over_model_clearing_and_small_objects_and_cancel_stops_each() -> None:
+def test_progress_runs_once_over_model_clearing_and_small_objects_and_cancel_stops_each(
+    red_threshold,
+) -> None:
     image = _tissue_left_white_right()
     image[600:604, 100:104] = (255, 0, 0)  # a speck the small-object pass removes
     run = {"tile": 256, "batch_size": 1, "device": "cpu", "mpp": 0.5, "min_object_um2": 50.0}
     calls: list[tuple[int, int]] = []
     out = np.ones((1024, 1024), np.uint8)
-    segment(image, RedThreshold(tile=256), out=out, progress=lambda *a: calls.append(a), **run)
+    segment(image, red_threshold(tile=256), out=out, progress=lambda *a: calls.append(a), **run)
     total = calls[0][1]
     assert all(t == total for _, t in calls)
     assert calls[-1] == (total, total)
@@ -428,7 +439,7 @@ def test_progress_runs_once_over_model_clearing_and_small_objects_and_cancel_sto
         with pytest.raises(Cancelled):
             segment(
                 image,
-                RedThreshold(tile=256),
+                red_threshold(tile=256),
                 out=np.ones((1024, 1024), np.uint8),
                 progress=progress,
                 cancel=event,
@@ -443,7 +454,7 @@ class AlignedOut(np.ndarray):
     block_alignment = 256
 
 
-def test_blocks_aligned_to_an_output_give_the_same_result() -> None:
+def test_blocks_aligned_to_an_output_give_the_same_result(random_rgb, tiny_unet) -> None:
     image = random_rgb(700, 900, seed=3)
     run = {"tile": 256, "tissue": False, "device": "cpu", "precision": "fp32"}
     region = (37, 650, 101, 877)
@@ -455,7 +466,9 @@ def test_blocks_aligned_to_an_output_give_the_same_result() -> None:
     assert plan.grid.block % 256  # the plain plan is not aligned: the test means something
 
 
-def test_zarr_output_chunks_follow_the_blocks(small_slide: Path, tmp_path: Path) -> None:
+def test_zarr_output_chunks_follow_the_blocks(
+    tiny_unet, small_slide: Path, tmp_path: Path
+) -> None:
     model = tiny_unet()
     plan = plan_segmentation(small_slide, model, tile=192, device="cpu")
     array = segment(small_slide, model, tile=192, device="cpu", out=tmp_path / "m.zarr")
@@ -466,15 +479,17 @@ def test_zarr_output_chunks_follow_the_blocks(small_slide: Path, tmp_path: Path)
     assert plan.grid.block % plan.grid.store_chunk == 0
 
 
-def test_too_big_for_memory_asks_for_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_big_for_memory_asks_for_out(red_threshold, monkeypatch: pytest.MonkeyPatch) -> None:
     from slide_unet.core.inference import segment as predict
 
     monkeypatch.setattr(predict, "MAX_IN_MEMORY_PIXELS", 1000)
     with pytest.raises(ValueError, match="out="):
-        segment(np.zeros((100, 100, 3), np.uint8), RedThreshold(), device="cpu")
+        segment(np.zeros((100, 100, 3), np.uint8), red_threshold(), device="cpu")
 
 
-def test_blocks_can_run_in_parts_into_one_store(small_slide: Path, tmp_path: Path) -> None:
+def test_blocks_can_run_in_parts_into_one_store(
+    tiny_unet, small_slide: Path, tmp_path: Path
+) -> None:
     # What scale-out does: a picklable plan, disjoint blocks, one zarr store.
     from slide_unet.core.slide.slide import open_slide
 
@@ -502,10 +517,12 @@ def test_blocks_can_run_in_parts_into_one_store(small_slide: Path, tmp_path: Pat
     np.testing.assert_array_equal(store[...], expected)
 
 
-def test_run_blocks_finds_the_planned_level_or_says_it_is_missing(small_slide: Path) -> None:
+def test_run_blocks_finds_the_planned_level_or_says_it_is_missing(
+    red_threshold, small_slide: Path
+) -> None:
     from slide_unet.core.slide.slide import open_slide
 
-    model = RedThreshold(working_mpp=1.0)
+    model = red_threshold(working_mpp=1.0)
     plan = plan_segmentation(small_slide, model, device="cpu", tissue=False)
     assert (plan.level, plan.level_shape) == (1, (150, 210))
     with open_slide(small_slide) as slide:
@@ -521,7 +538,7 @@ def test_run_blocks_finds_the_planned_level_or_says_it_is_missing(small_slide: P
 # -- progress, cancel, failure -------------------------------------------------------------
 
 
-def test_progress_counts_blocks_up_to_the_total() -> None:
+def test_progress_counts_blocks_up_to_the_total(random_rgb, tiny_unet) -> None:
     calls: list[tuple[int, int]] = []
     segment(
         random_rgb(300, 300),
@@ -542,7 +559,7 @@ def test_progress_counts_blocks_up_to_the_total() -> None:
 @pytest.mark.parametrize("suffix", [".zarr", ".ome.tif"])
 @pytest.mark.parametrize("kind", ["callable", "event"])
 def test_cancel_after_the_first_batch_leaves_nothing_behind(
-    small_slide: Path, tmp_path: Path, suffix: str, kind: str
+    tiny_unet, small_slide: Path, tmp_path: Path, suffix: str, kind: str
 ) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
@@ -571,7 +588,7 @@ def test_cancel_after_the_first_batch_leaves_nothing_behind(
     assert list(folder.iterdir()) == []
 
 
-def test_a_failing_model_leaves_no_output(small_slide: Path, tmp_path: Path) -> None:
+def test_a_failing_model_leaves_no_output(tiny_unet, small_slide: Path, tmp_path: Path) -> None:
     model = tiny_unet()
     calls = []
 
@@ -586,7 +603,9 @@ def test_a_failing_model_leaves_no_output(small_slide: Path, tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-def test_out_of_memory_halves_the_batch_and_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_halves_the_batch_and_warns_once(
+    random_rgb, tiny_unet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = tiny_unet()
     image = random_rgb(300, 300)
     expected = segment(image, model, tile=160, tissue=False, device="cpu", probabilities=True)
@@ -612,7 +631,7 @@ def test_out_of_memory_halves_the_batch_and_warns_once(monkeypatch: pytest.Monke
 # -- bad input -----------------------------------------------------------------------------
 
 
-def test_bad_input_is_refused_with_what_was_expected() -> None:
+def test_bad_input_is_refused_with_what_was_expected(tiny_unet) -> None:
     model = tiny_unet()
     with pytest.raises(ValueError, match=r"3 channels.*5 channels.*expected YX"):
         segment(np.zeros((64, 64, 5), np.uint8), model, device="cpu")
@@ -636,9 +655,9 @@ def test_bad_input_is_refused_with_what_was_expected() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_cuda_when_absent_is_a_clear_error() -> None:
+def test_cuda_when_absent_is_a_clear_error(red_threshold) -> None:
     with pytest.raises(ValueError, match=r"'cuda' is not available.*available: cpu"):
-        segment(np.zeros((64, 64, 3), np.uint8), RedThreshold(), device="cuda")
+        segment(np.zeros((64, 64, 3), np.uint8), red_threshold(), device="cuda")
 
 
 @pytest.mark.skipif(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
-from slide_factories import gray_image, rgb_image, write_ome_pyramid, write_striped, write_tiled
 
 from slide_unet import open_slide
 from slide_unet.core.slide import overviews, tiff_level
@@ -60,13 +60,15 @@ def assert_halves(smaller: np.ndarray, larger: np.ndarray) -> None:
     assert error.mean() < 0.5
 
 
-def flat_rgb(tmp_path: Path, height: int = 1100, width: int = 1300, **options: Any) -> Path:
+def flat_rgb(
+    slides: SimpleNamespace, tmp_path: Path, height: int = 1100, width: int = 1300, **options: Any
+) -> Path:
     """A flat, tiled RGB slide at 0.5 µm/px, over the (shrunk) overview threshold."""
-    image = rgb_image(height, width, seed=height + width)
+    image = slides.rgb_image(height, width, seed=height + width)
     options.setdefault("compression", None)
     options.setdefault("resolution", (1e4 / 0.5, 1e4 / 0.5))
     options.setdefault("resolutionunit", "CENTIMETER")
-    return write_tiled(tmp_path / "flat.tif", image, tile=256, **options)
+    return slides.write_tiled(tmp_path / "flat.tif", image, tile=256, **options)
 
 
 def _refuse(*args: object, **kwargs: object) -> None:
@@ -76,8 +78,8 @@ def _refuse(*args: object, **kwargs: object) -> None:
 # -- when overviews are needed -----------------------------------------------------
 
 
-def test_large_flat_slide_needs_overviews(tmp_path: Path, small_overviews: Path) -> None:
-    with open_slide(flat_rgb(tmp_path, 1500, 2100, compression="zlib")) as slide:
+def test_large_flat_slide_needs_overviews(slides, tmp_path: Path, small_overviews: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path, 1500, 2100, compression="zlib")) as slide:
         assert slide.is_flat_and_large
         assert slide.needs_overviews
         assert len(slide.levels) == 1
@@ -97,9 +99,13 @@ def test_large_flat_slide_needs_overviews(tmp_path: Path, small_overviews: Path)
     assert not small_overviews.exists()  # opening writes nothing
 
 
-def test_small_or_pyramidal_slides_need_no_overviews(tmp_path: Path) -> None:
-    small = write_tiled(tmp_path / "small.tif", rgb_image(900, 1000), compression="zlib")
-    pyramid = write_ome_pyramid(tmp_path / "p.ome.tif", rgb_image(1500, 2100), levels=2)
+def test_small_or_pyramidal_slides_need_no_overviews(slides, tmp_path: Path) -> None:
+    small = slides.write_tiled(
+        tmp_path / "small.tif", slides.rgb_image(900, 1000), compression="zlib"
+    )
+    pyramid = slides.write_ome_pyramid(
+        tmp_path / "p.ome.tif", slides.rgb_image(1500, 2100), levels=2
+    )
     for path in (small, pyramid):
         with open_slide(path) as slide:
             assert not slide.needs_overviews
@@ -115,9 +121,9 @@ def test_small_or_pyramidal_slides_need_no_overviews(tmp_path: Path) -> None:
     ("height", "width"), [(1500, 2100), (1199, 1501)], ids=["even", "odd-sizes"]
 )
 def test_build_overviews_writes_2x2_averages_of_each_level(
-    tmp_path: Path, height: int, width: int
+    slides, tmp_path: Path, height: int, width: int
 ) -> None:
-    path = flat_rgb(tmp_path, height, width)
+    path = flat_rgb(slides, tmp_path, height, width)
     full = tifffile.imread(path)
     progress: list[tuple[int, int]] = []
     with open_slide(path) as slide:
@@ -139,9 +145,9 @@ def test_build_overviews_writes_2x2_averages_of_each_level(
     assert max(shapes[-1][:2]) <= SMALLEST_SIDE < max(shapes[-2][:2])
 
 
-def test_uint16_gray_slide_gets_gray_uint16_overviews(tmp_path: Path) -> None:
-    image = gray_image(1100, 1299, "uint16", seed=3)
-    path = write_striped(tmp_path / "gray16.tif", image, rowsperstrip=16)
+def test_uint16_gray_slide_gets_gray_uint16_overviews(slides, tmp_path: Path) -> None:
+    image = slides.gray_image(1100, 1299, "uint16", seed=3)
+    path = slides.write_striped(tmp_path / "gray16.tif", image, rowsperstrip=16)
     with open_slide(path) as slide:
         assert slide.needs_overviews
         assert slide.build_overviews()
@@ -160,7 +166,7 @@ def test_uint16_gray_slide_gets_gray_uint16_overviews(tmp_path: Path) -> None:
 
 
 def test_build_streams_bands_and_decodes_each_tile_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     boxes: list[tuple[slice, ...]] = []
     original = TiffLevelReader.read
@@ -170,7 +176,7 @@ def test_build_streams_bands_and_decodes_each_tile_once(
         return original(self, box)
 
     monkeypatch.setattr(TiffLevelReader, "read", recording_read)
-    with open_slide(flat_rgb(tmp_path)) as slide:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         chunks = slide.levels[0].npartitions
         slide.build_overviews()
     # Never the whole slide at once: no read is taller than a band...
@@ -184,9 +190,9 @@ def test_build_streams_bands_and_decodes_each_tile_once(
 
 
 def test_reopening_uses_the_cache_without_building(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = flat_rgb(tmp_path)
+    path = flat_rgb(slides, tmp_path)
     with open_slide(path) as slide:
         slide.build_overviews()
         built = [np.asarray(level.compute()) for level in slide.levels[1:]]
@@ -201,8 +207,8 @@ def test_reopening_uses_the_cache_without_building(
         assert len(slide.levels) == 1 + len(built)
 
 
-def test_modified_file_gets_a_new_cache_key(tmp_path: Path) -> None:
-    path = flat_rgb(tmp_path)
+def test_modified_file_gets_a_new_cache_key(slides, tmp_path: Path) -> None:
+    path = flat_rgb(slides, tmp_path)
     with open_slide(path) as slide:
         slide.build_overviews()
         old_cache = slide.overview_cache.path
@@ -224,18 +230,18 @@ def test_modified_file_gets_a_new_cache_key(tmp_path: Path) -> None:
     assert old_cache.is_dir()  # the old entry is left alone, not reused
 
 
-def test_same_file_keeps_its_key(tmp_path: Path) -> None:
-    path = flat_rgb(tmp_path)
+def test_same_file_keeps_its_key(slides, tmp_path: Path) -> None:
+    path = flat_rgb(slides, tmp_path)
     assert overviews.slide_key(path) == overviews.slide_key(Path(str(path)))
     with open_slide(path) as first, open_slide(path) as second:
         assert first.overview_cache.path == second.overview_cache.path
 
 
 def test_cancelling_leaves_no_cache_and_no_temporary_folder(
-    tmp_path: Path, small_overviews: Path
+    slides, tmp_path: Path, small_overviews: Path
 ) -> None:
     progress: list[tuple[int, int]] = []
-    with open_slide(flat_rgb(tmp_path)) as slide:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         done = slide.build_overviews(
             progress=lambda done, total: progress.append((done, total)),
             cancelled=lambda: bool(progress),
@@ -250,15 +256,17 @@ def test_cancelling_leaves_no_cache_and_no_temporary_folder(
     assert not list(small_overviews.parent.rglob("*.tmp-*"))
 
 
-def test_build_after_a_cancel_completes(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_build_after_a_cancel_completes(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         assert slide.build_overviews(cancelled=lambda: True) is False
         assert slide.build_overviews() is True
         assert len(slide.levels) > 1
 
 
-def test_closing_the_build_generator_cancels_it(tmp_path: Path, small_overviews: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_closing_the_build_generator_cancels_it(
+    slides, tmp_path: Path, small_overviews: Path
+) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         steps = slide.overview_cache.iter_build(slide.levels[0])
         assert next(steps) == (1, slide.overview_cache.band_count())
         prefix = slide.overview_cache.path.name + ".tmp-"
@@ -268,8 +276,8 @@ def test_closing_the_build_generator_cancels_it(tmp_path: Path, small_overviews:
         assert not slide.overview_cache.complete
 
 
-def test_cache_is_ome_zarr_0_5_with_scale_transforms(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_cache_is_ome_zarr_0_5_with_scale_transforms(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         slide.build_overviews()
         cache = slide.overview_cache
         shapes = cache.shapes
@@ -293,8 +301,8 @@ def test_cache_is_ome_zarr_0_5_with_scale_transforms(tmp_path: Path) -> None:
         assert array.dtype == np.uint8
 
 
-def test_cache_without_pixel_size_has_unitless_scales(tmp_path: Path) -> None:
-    path = flat_rgb(tmp_path, resolution=None, resolutionunit=None, metadata=None)
+def test_cache_without_pixel_size_has_unitless_scales(slides, tmp_path: Path) -> None:
+    path = flat_rgb(slides, tmp_path, resolution=None, resolutionunit=None, metadata=None)
     with open_slide(path) as slide:
         assert slide.mpp is None
         slide.build_overviews()
@@ -305,8 +313,8 @@ def test_cache_without_pixel_size_has_unitless_scales(tmp_path: Path) -> None:
     assert scales[0] == [1.0, 2.0, 2.0]
 
 
-def test_stale_or_foreign_cache_folder_is_not_complete(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_stale_or_foreign_cache_folder_is_not_complete(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         cache = slide.overview_cache
         cache.path.mkdir(parents=True)  # an empty folder (say, a crashed old version)
         assert not cache.complete
@@ -332,8 +340,8 @@ KEYS = [
 ]
 
 
-def test_live_levels_read_zeros_before_the_build_and_pixels_after(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_live_levels_read_zeros_before_the_build_and_pixels_after(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         cache = slide.overview_cache
         live = cache.live_levels()
         assert [level.shape for level in live] == cache.shapes
@@ -352,8 +360,8 @@ def test_live_levels_read_zeros_before_the_build_and_pixels_after(tmp_path: Path
         np.testing.assert_array_equal(level[...], expected)
 
 
-def test_live_levels_support_napari_style_keys(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_live_levels_support_napari_style_keys(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         live = slide.overview_cache.live_levels()[0]
         before = [live[key] for key in KEYS]
         slide.build_overviews()
@@ -367,8 +375,8 @@ def test_live_levels_support_napari_style_keys(tmp_path: Path) -> None:
         np.testing.assert_array_equal(after, expected[key], err_msg=repr(key))
 
 
-def test_live_levels_show_a_running_build_band_by_band(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_live_levels_show_a_running_build_band_by_band(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         cache = slide.overview_cache
         live = cache.live_levels()[0]
         steps = cache.iter_build(slide.levels[0])
@@ -385,8 +393,10 @@ def test_live_levels_show_a_running_build_band_by_band(tmp_path: Path) -> None:
     np.testing.assert_array_equal(partial[:rows], final[:rows])
 
 
-def test_every_live_level_fills_in_band_by_band_not_only_the_largest(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_every_live_level_fills_in_band_by_band_not_only_the_largest(
+    slides, tmp_path: Path
+) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         cache = slide.overview_cache
         live = cache.live_levels()
         assert len(live) >= 2
@@ -401,9 +411,9 @@ def test_every_live_level_fills_in_band_by_band_not_only_the_largest(tmp_path: P
     assert all(b > a for a, b in itertools.pairwise(seen))
 
 
-def test_live_level_of_a_gray_slide_is_2d(tmp_path: Path) -> None:
-    image = gray_image(1100, 1299, "uint16", seed=4)
-    path = write_striped(tmp_path / "gray16.tif", image, rowsperstrip=16)
+def test_live_level_of_a_gray_slide_is_2d(slides, tmp_path: Path) -> None:
+    image = slides.gray_image(1100, 1299, "uint16", seed=4)
+    path = slides.write_striped(tmp_path / "gray16.tif", image, rowsperstrip=16)
     with open_slide(path) as slide:
         live = slide.overview_cache.live_levels()
         assert live[0].shape == (550, 650)
@@ -418,11 +428,11 @@ def test_live_level_of_a_gray_slide_is_2d(tmp_path: Path) -> None:
 
 
 def test_deep_pyramids_stay_right_when_levels_outnumber_band_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(overviews, "SMALLEST_SIDE", 64)
     monkeypatch.setattr(overviews, "BAND_ROWS", 16)  # 5 levels need bands of 32 rows
-    with open_slide(flat_rgb(tmp_path)) as slide:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         assert len(slide.overview_cache.shapes) == 5
         slide.build_overviews()
         levels = [np.asarray(level.compute()) for level in slide.levels]
@@ -430,8 +440,8 @@ def test_deep_pyramids_stay_right_when_levels_outnumber_band_rows(
         assert_halves(levels[k], levels[k - 1])
 
 
-def test_live_levels_read_negative_steps(tmp_path: Path) -> None:
-    with open_slide(flat_rgb(tmp_path)) as slide:
+def test_live_levels_read_negative_steps(slides, tmp_path: Path) -> None:
+    with open_slide(flat_rgb(slides, tmp_path)) as slide:
         live = slide.overview_cache.live_levels()[0]
         slide.build_overviews()
         expected = np.asarray(slide.levels[1].compute())

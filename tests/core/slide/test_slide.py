@@ -11,25 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from slide_factories import (
-    gray_image,
-    halved,
-    rgb_image,
-    write_hubmap,
-    write_multiseries,
-    write_ome_pyramid,
-    write_pil,
-    write_planar,
-    write_striped,
-    write_svs,
-    write_tiled,
-)
 
 import slide_unet
 from slide_unet import Slide, SlideError, open_slide
@@ -93,82 +81,82 @@ class Layout:
     written: np.ndarray | None = None
 
 
-def _ome_jpeg(tmp: Path) -> Layout:
-    image = rgb_image(700, 900)
-    path = write_ome_pyramid(tmp / "pyramid.ome.tif", image, compression="jpeg")
+def _ome_jpeg(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(700, 900)
+    path = slides.write_ome_pyramid(tmp / "pyramid.ome.tif", image, compression="jpeg")
     expected = [tiff_truth(path, level=k) for k in range(3)]
     return Layout(path, expected, "YXC", rgb=True, mpp=0.25)
 
 
-def _ome_zlib(tmp: Path) -> Layout:
-    image = rgb_image(700, 900, seed=1)
-    path = write_ome_pyramid(tmp / "pyramid.ome.tif", image, compression="zlib")
-    expected = [halved(image, k) for k in range(3)]
+def _ome_zlib(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(700, 900, seed=1)
+    path = slides.write_ome_pyramid(tmp / "pyramid.ome.tif", image, compression="zlib")
+    expected = [slides.halved(image, k) for k in range(3)]
     return Layout(path, expected, "YXC", rgb=True, mpp=0.25, written=image)
 
 
-def _ome_gray_uint16(tmp: Path) -> Layout:
-    image = gray_image(600, 520, "uint16")
-    path = write_ome_pyramid(tmp / "gray.ome.tiff", image, compression="zlib", levels=2)
-    return Layout(path, [image, halved(image, 1)], "YX", rgb=False, mpp=0.25, written=image)
+def _ome_gray_uint16(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.gray_image(600, 520, "uint16")
+    path = slides.write_ome_pyramid(tmp / "gray.ome.tiff", image, compression="zlib", levels=2)
+    return Layout(path, [image, slides.halved(image, 1)], "YX", rgb=False, mpp=0.25, written=image)
 
 
-def _svs(tmp: Path) -> Layout:
-    image = rgb_image(768, 1024, seed=2)
-    path = write_svs(tmp / "slide.svs", image)
+def _svs(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(768, 1024, seed=2)
+    path = slides.write_svs(tmp / "slide.svs", image)
     expected = [tiff_truth(path, level=k) for k in range(3)]
     return Layout(path, expected, "YXC", rgb=True, mpp=0.499)
 
 
-def _multiseries(tmp: Path) -> Layout:
-    image = rgb_image(520, 600, seed=3)
-    path = write_multiseries(tmp / "series.tif", image)
+def _multiseries(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(520, 600, seed=3)
+    path = slides.write_multiseries(tmp / "series.tif", image)
     expected = [tiff_truth(path, series=k) for k in range(3)]
-    assert all(np.array_equal(e, halved(image, k)) for k, e in enumerate(expected))
+    assert all(np.array_equal(e, slides.halved(image, k)) for k, e in enumerate(expected))
     return Layout(path, expected, "YXC", rgb=True, written=image)
 
 
-def _flat_tiled_bigtiff_jpeg(tmp: Path) -> Layout:
-    image = rgb_image(700, 900, seed=4)
-    path = write_tiled(tmp / "flat.tif", image, compression="jpeg", bigtiff=True)
+def _flat_tiled_bigtiff_jpeg(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(700, 900, seed=4)
+    path = slides.write_tiled(tmp / "flat.tif", image, compression="jpeg", bigtiff=True)
     return Layout(path, [tiff_truth(path)], "YXC", rgb=True)
 
 
-def _flat_striped_uint16(tmp: Path) -> Layout:
-    image = gray_image(300, 410, "uint16", seed=5)
-    path = write_striped(tmp / "striped.tif", image, rowsperstrip=16, compression="zlib")
+def _flat_striped_uint16(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.gray_image(300, 410, "uint16", seed=5)
+    path = slides.write_striped(tmp / "striped.tif", image, rowsperstrip=16, compression="zlib")
     return Layout(path, [image], "YX", rgb=False, written=image)
 
 
-def _striped_rgb(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=6)
-    path = write_striped(tmp / "striped_rgb.tif", image, rowsperstrip=7, compression="lzw")
+def _striped_rgb(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=6)
+    path = slides.write_striped(tmp / "striped_rgb.tif", image, rowsperstrip=7, compression="lzw")
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _planar_rgb(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=7)
-    path = write_planar(tmp / "planar.tif", image)
+def _planar_rgb(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=7)
+    path = slides.write_planar(tmp / "planar.tif", image)
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _planar_rgb_tiled(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=8)
-    path = write_planar(tmp / "planar_tiled.tif", image, tile=128)
+def _planar_rgb_tiled(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=8)
+    path = slides.write_planar(tmp / "planar_tiled.tif", image, tile=128)
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _hubmap_planar_rgb(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=9)
-    path = write_hubmap(tmp / "hubmap.tiff", image, photometric="rgb")
+def _hubmap_planar_rgb(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=9)
+    path = slides.write_hubmap(tmp / "hubmap.tiff", image, photometric="rgb")
     with tifffile.TiffFile(path) as tif:
         assert tif.series[0].shape == (1, 1, 3, 300, 410)
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _hubmap_three_pages(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=10)
-    path = write_hubmap(tmp / "hubmap_pages.tiff", image, photometric="minisblack")
+def _hubmap_three_pages(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=10)
+    path = slides.write_hubmap(tmp / "hubmap_pages.tiff", image, photometric="minisblack")
     with tifffile.TiffFile(path) as tif:
         assert tif.series[0].shape == (1, 1, 3, 300, 410)
         assert tif.series[0].axes == "QQQYX"
@@ -177,92 +165,98 @@ def _hubmap_three_pages(tmp: Path) -> Layout:
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _rgba(tmp: Path) -> Layout:
-    image = rgb_image(300, 410, seed=11, channels=4)
-    path = write_tiled(tmp / "rgba.tif", image, compression="zlib", tile=128, extrasamples=[2])
+def _rgba(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(300, 410, seed=11, channels=4)
+    path = slides.write_tiled(
+        tmp / "rgba.tif", image, compression="zlib", tile=128, extrasamples=[2]
+    )
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _uint16_gray_tiled(tmp: Path) -> Layout:
-    image = gray_image(300, 410, "uint16", seed=12)
-    path = write_tiled(tmp / "gray16.tif", image, compression="zlib", tile=128, bigtiff=False)
+def _uint16_gray_tiled(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.gray_image(300, 410, "uint16", seed=12)
+    path = slides.write_tiled(
+        tmp / "gray16.tif", image, compression="zlib", tile=128, bigtiff=False
+    )
     return Layout(path, [image], "YX", rgb=False, written=image)
 
 
-def _float32(tmp: Path) -> Layout:
-    image = gray_image(300, 410, "float32", seed=13)
-    path = write_tiled(tmp / "float.tif", image, compression="zlib", tile=128)
+def _float32(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.gray_image(300, 410, "float32", seed=13)
+    path = slides.write_tiled(tmp / "float.tif", image, compression="zlib", tile=128)
     return Layout(path, [image], "YX", rgb=False, written=image)
 
 
-def _png_rgb(tmp: Path) -> Layout:
-    image = rgb_image(123, 157, seed=14)
-    path = write_pil(tmp / "rgb.png", Image.fromarray(image))
+def _png_rgb(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(123, 157, seed=14)
+    path = slides.write_pil(tmp / "rgb.png", Image.fromarray(image))
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _png_gray(tmp: Path) -> Layout:
-    image = rgb_image(123, 157, seed=15)[..., 0].copy()
-    path = write_pil(tmp / "gray.png", Image.fromarray(image, mode="L"))
+def _png_gray(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(123, 157, seed=15)[..., 0].copy()
+    path = slides.write_pil(tmp / "gray.png", Image.fromarray(image, mode="L"))
     return Layout(path, [image], "YX", rgb=False, written=image)
 
 
-def _png_16bit(tmp: Path) -> Layout:
-    image = gray_image(123, 157, "uint16", seed=16)
-    path = write_pil(tmp / "gray16.png", Image.fromarray(image))
+def _png_16bit(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.gray_image(123, 157, "uint16", seed=16)
+    path = slides.write_pil(tmp / "gray16.png", Image.fromarray(image))
     with Image.open(path) as reread:
         assert reread.mode == "I;16"
     return Layout(path, [image], "YX", rgb=False, written=image)
 
 
-def _png_rgba(tmp: Path) -> Layout:
-    image = rgb_image(123, 157, seed=17, channels=4)
-    path = write_pil(tmp / "rgba.png", Image.fromarray(image, mode="RGBA"))
+def _png_rgba(tmp: Path, slides: SimpleNamespace) -> Layout:
+    image = slides.rgb_image(123, 157, seed=17, channels=4)
+    path = slides.write_pil(tmp / "rgba.png", Image.fromarray(image, mode="RGBA"))
     return Layout(path, [image], "YXC", rgb=True, written=image)
 
 
-def _png_palette(tmp: Path) -> Layout:
-    rgb = Image.fromarray(rgb_image(123, 157, seed=18))
-    path = write_pil(tmp / "palette.png", rgb.quantize(colors=16))
+def _png_palette(tmp: Path, slides: SimpleNamespace) -> Layout:
+    rgb = Image.fromarray(slides.rgb_image(123, 157, seed=18))
+    path = slides.write_pil(tmp / "palette.png", rgb.quantize(colors=16))
     with Image.open(path) as reread:
         assert reread.mode == "P"
     return Layout(path, [pil_truth(path, "RGB")], "YXC", rgb=True)
 
 
-def _png_palette_transparent(tmp: Path) -> Layout:
-    rgb = Image.fromarray(rgb_image(123, 157, seed=19))
-    path = write_pil(tmp / "palette_alpha.png", rgb.quantize(colors=16), transparency=0)
+def _png_palette_transparent(tmp: Path, slides: SimpleNamespace) -> Layout:
+    rgb = Image.fromarray(slides.rgb_image(123, 157, seed=19))
+    path = slides.write_pil(tmp / "palette_alpha.png", rgb.quantize(colors=16), transparency=0)
     return Layout(path, [pil_truth(path, "RGBA")], "YXC", rgb=True)
 
 
-def _png_1bit(tmp: Path) -> Layout:
-    bits = rgb_image(123, 157, seed=22)[..., 0] > 127
-    path = write_pil(tmp / "bits.png", Image.fromarray(bits).convert("1"))
+def _png_1bit(tmp: Path, slides: SimpleNamespace) -> Layout:
+    bits = slides.rgb_image(123, 157, seed=22)[..., 0] > 127
+    path = slides.write_pil(tmp / "bits.png", Image.fromarray(bits).convert("1"))
     with Image.open(path) as reread:
         assert reread.mode == "1"
     return Layout(path, [np.where(bits, 255, 0).astype(np.uint8)], "YX", rgb=False)
 
 
-def _jpeg_cmyk(tmp: Path) -> Layout:
-    cmyk = Image.fromarray(rgb_image(123, 157, seed=23)).convert("CMYK")
-    path = write_pil(tmp / "cmyk.jpg", cmyk)
+def _jpeg_cmyk(tmp: Path, slides: SimpleNamespace) -> Layout:
+    cmyk = Image.fromarray(slides.rgb_image(123, 157, seed=23)).convert("CMYK")
+    path = slides.write_pil(tmp / "cmyk.jpg", cmyk)
     with Image.open(path) as reread:
         assert reread.mode == "CMYK"
     return Layout(path, [pil_truth(path, "RGB")], "YXC", rgb=True)
 
 
-def _jpeg(tmp: Path) -> Layout:
-    path = write_pil(tmp / "photo.jpg", Image.fromarray(rgb_image(123, 157, seed=20)), quality=80)
+def _jpeg(tmp: Path, slides: SimpleNamespace) -> Layout:
+    path = slides.write_pil(
+        tmp / "photo.jpg", Image.fromarray(slides.rgb_image(123, 157, seed=20)), quality=80
+    )
     return Layout(path, [pil_truth(path)], "YXC", rgb=True)
 
 
-def _jpeg_gray(tmp: Path) -> Layout:
-    gray = Image.fromarray(rgb_image(123, 157, seed=21)[..., 1].copy(), mode="L")
-    path = write_pil(tmp / "gray.jpeg", gray)
+def _jpeg_gray(tmp: Path, slides: SimpleNamespace) -> Layout:
+    gray = Image.fromarray(slides.rgb_image(123, 157, seed=21)[..., 1].copy(), mode="L")
+    path = slides.write_pil(tmp / "gray.jpeg", gray)
     return Layout(path, [pil_truth(path)], "YX", rgb=False)
 
 
-LAYOUTS: dict[str, Callable[[Path], Layout]] = {
+LAYOUTS: dict[str, Callable[[Path, SimpleNamespace], Layout]] = {
     "ome-subifds-jpeg": _ome_jpeg,
     "ome-subifds-zlib": _ome_zlib,
     "ome-subifds-uint16-gray": _ome_gray_uint16,
@@ -293,9 +287,9 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
 
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_every_layout_reads_exactly_what_the_codec_decodes(
-    tmp_path: Path, layout: Callable[[Path], Layout]
+    slides, tmp_path: Path, layout: Callable[[Path, SimpleNamespace], Layout]
 ) -> None:
-    case = layout(tmp_path)
+    case = layout(tmp_path, slides)
     with open_slide(case.path) as slide:
         assert slide.axes == case.axes
         assert slide.rgb is case.rgb
@@ -313,9 +307,11 @@ def test_every_layout_reads_exactly_what_the_codec_decodes(
             np.testing.assert_array_equal(slide.levels[0].compute(), case.written)
 
 
-def test_ome_pyramid_lists_levels_largest_first_with_their_pixel_size(tmp_path: Path) -> None:
-    image = rgb_image(700, 900)
-    path = write_ome_pyramid(tmp_path / "p.ome.tif", image, levels=3, mpp=0.25)
+def test_ome_pyramid_lists_levels_largest_first_with_their_pixel_size(
+    slides, tmp_path: Path
+) -> None:
+    image = slides.rgb_image(700, 900)
+    path = slides.write_ome_pyramid(tmp_path / "p.ome.tif", image, levels=3, mpp=0.25)
     with open_slide(path) as slide:
         assert [level.shape for level in slide.levels] == [
             (700, 900, 3),
@@ -332,9 +328,11 @@ def test_ome_pyramid_lists_levels_largest_first_with_their_pixel_size(tmp_path: 
         assert "700x900x3" in repr(slide)
 
 
-def test_svs_like_file_is_an_svs_pyramid_for_tifffile_and_for_open_slide(tmp_path: Path) -> None:
-    image = rgb_image(768, 1024, seed=2)
-    path = write_svs(tmp_path / "CMU-1.svs", image, levels=3, mpp=0.499)
+def test_svs_like_file_is_an_svs_pyramid_for_tifffile_and_for_open_slide(
+    slides, tmp_path: Path
+) -> None:
+    image = slides.rgb_image(768, 1024, seed=2)
+    path = slides.write_svs(tmp_path / "CMU-1.svs", image, levels=3, mpp=0.499)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_svs
         assert tif.series[0].kind == "svs"
@@ -352,9 +350,9 @@ def test_svs_like_file_is_an_svs_pyramid_for_tifffile_and_for_open_slide(tmp_pat
         assert slide.name == "CMU-1"
 
 
-def test_multi_series_pyramid_returns_all_levels(tmp_path: Path) -> None:
-    image = rgb_image(520, 600)
-    path = write_multiseries(tmp_path / "series.tif", image, levels=4)
+def test_multi_series_pyramid_returns_all_levels(slides, tmp_path: Path) -> None:
+    image = slides.rgb_image(520, 600)
+    path = slides.write_multiseries(tmp_path / "series.tif", image, levels=4)
     with tifffile.TiffFile(path) as tif:
         assert len(tif.series) == 4
         assert all(len(s.levels) == 1 for s in tif.series)
@@ -367,26 +365,28 @@ def test_multi_series_pyramid_returns_all_levels(tmp_path: Path) -> None:
         ]
         assert slide.downsamples == [1.0, 2.0, 4.0, 8.0]
         for k, level in enumerate(slide.levels):
-            np.testing.assert_array_equal(level.compute(), halved(image, k))
+            np.testing.assert_array_equal(level.compute(), slides.halved(image, k))
 
 
-def test_multi_series_ignores_series_of_another_aspect_or_channel_count(tmp_path: Path) -> None:
-    image = rgb_image(400, 600)
+def test_multi_series_ignores_series_of_another_aspect_or_channel_count(
+    slides, tmp_path: Path
+) -> None:
+    image = slides.rgb_image(400, 600)
     path = tmp_path / "with_label.tif"
     with tifffile.TiffWriter(path) as tif:
         tif.write(image, tile=(128, 128), photometric="rgb")
-        tif.write(halved(image, 1), tile=(128, 128), photometric="rgb")
-        tif.write(rgb_image(100, 100), photometric="rgb")  # a square label photo
-        tif.write(halved(image, 1)[..., 0], photometric="minisblack")  # gray, same size
+        tif.write(slides.halved(image, 1), tile=(128, 128), photometric="rgb")
+        tif.write(slides.rgb_image(100, 100), photometric="rgb")  # a square label photo
+        tif.write(slides.halved(image, 1)[..., 0], photometric="minisblack")  # gray, same size
     with open_slide(path) as slide:
         assert [level.shape for level in slide.levels] == [(400, 600, 3), (200, 300, 3)]
 
 
-def test_main_series_is_the_largest_not_the_first(tmp_path: Path) -> None:
-    image = rgb_image(300, 400)
+def test_main_series_is_the_largest_not_the_first(slides, tmp_path: Path) -> None:
+    image = slides.rgb_image(300, 400)
     path = tmp_path / "label_first.tif"
     with tifffile.TiffWriter(path) as tif:
-        tif.write(rgb_image(50, 50, seed=9), photometric="rgb")
+        tif.write(slides.rgb_image(50, 50, seed=9), photometric="rgb")
         tif.write(image, tile=(128, 128), photometric="rgb")
     with open_slide(path) as slide:
         assert slide.shape == (300, 400, 3)
@@ -406,14 +406,16 @@ def test_main_series_is_the_largest_not_the_first(tmp_path: Path) -> None:
         ("v.bin", "v"),
     ],
 )
-def test_slide_name_drops_image_extensions(tmp_path: Path, filename: str, name: str) -> None:
-    path = write_tiled(tmp_path / filename, gray_image(20, 30, "uint8"), tile=16)
+def test_slide_name_drops_image_extensions(
+    slides, tmp_path: Path, filename: str, name: str
+) -> None:
+    path = slides.write_tiled(tmp_path / filename, slides.gray_image(20, 30, "uint8"), tile=16)
     with open_slide(path) as slide:
         assert slide.name == name
 
 
-def test_open_slide_accepts_str_and_pathlike(tmp_path: Path) -> None:
-    path = write_tiled(tmp_path / "a.tif", gray_image(20, 30, "uint8"), tile=16)
+def test_open_slide_accepts_str_and_pathlike(slides, tmp_path: Path) -> None:
+    path = slides.write_tiled(tmp_path / "a.tif", slides.gray_image(20, 30, "uint8"), tile=16)
     for argument in (str(path), path):
         with open_slide(argument) as slide:
             assert slide.path == path
@@ -423,67 +425,79 @@ def test_open_slide_accepts_str_and_pathlike(tmp_path: Path) -> None:
 # -- pixel size ----------------------------------------------------------------------
 
 
-def _gray(height: int = 40, width: int = 50) -> np.ndarray:
-    return gray_image(height, width, "uint8")
+def _gray(slides: SimpleNamespace, height: int = 40, width: int = 50) -> np.ndarray:
+    return slides.gray_image(height, width, "uint8")
 
 
-def _mpp_ome_um(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), ome=True, metadata={"PhysicalSizeX": 0.25})
+def _mpp_ome_um(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(path, _gray(slides), ome=True, metadata={"PhysicalSizeX": 0.25})
 
 
-def _mpp_ome_nm(path: Path) -> None:
+def _mpp_ome_nm(path: Path, slides: SimpleNamespace) -> None:
     tifffile.imwrite(
-        path, _gray(), ome=True, metadata={"PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm"}
+        path, _gray(slides), ome=True, metadata={"PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm"}
     )
 
 
-def _mpp_aperio(path: Path) -> None:
-    write_svs(path, rgb_image(512, 512), levels=2, mpp=0.499)
+def _mpp_aperio(path: Path, slides: SimpleNamespace) -> None:
+    slides.write_svs(path, slides.rgb_image(512, 512), levels=2, mpp=0.499)
 
 
-def _mpp_resolution_cm(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
-
-
-def _mpp_resolution_inch(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), resolution=(25400 / 0.5, 25400 / 0.5), resolutionunit="INCH")
-
-
-def _mpp_imagej_micron(path: Path) -> None:
+def _mpp_resolution_cm(path: Path, slides: SimpleNamespace) -> None:
     tifffile.imwrite(
-        path, _gray(), imagej=True, resolution=(1 / 0.3, 1 / 0.3), metadata={"unit": "micron"}
+        path, _gray(slides), resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER"
     )
 
 
-def _mpp_imagej_escaped_micro_sign(path: Path) -> None:
+def _mpp_resolution_inch(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(
+        path, _gray(slides), resolution=(25400 / 0.5, 25400 / 0.5), resolutionunit="INCH"
+    )
+
+
+def _mpp_imagej_micron(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(
+        path,
+        _gray(slides),
+        imagej=True,
+        resolution=(1 / 0.3, 1 / 0.3),
+        metadata={"unit": "micron"},
+    )
+
+
+def _mpp_imagej_escaped_micro_sign(path: Path, slides: SimpleNamespace) -> None:
     """Fiji writes "µm" as the ASCII escape ``\\u00B5m`` in the ImageJ description."""
     tifffile.imwrite(
-        path, _gray(), imagej=True, resolution=(1 / 0.3, 1 / 0.3), metadata={"unit": "\\u00B5m"}
+        path,
+        _gray(slides),
+        imagej=True,
+        resolution=(1 / 0.3, 1 / 0.3),
+        metadata={"unit": "\\u00B5m"},
     )
 
 
-def _mpp_none(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), metadata=None)
+def _mpp_none(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(path, _gray(slides), metadata=None)
 
 
-def _mpp_screen_72dpi(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), resolution=(72, 72), resolutionunit="INCH")
+def _mpp_screen_72dpi(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(path, _gray(slides), resolution=(72, 72), resolutionunit="INCH")
 
 
-def _mpp_unitless_resolution(path: Path) -> None:
-    tifffile.imwrite(path, _gray(), resolution=(4, 4), resolutionunit="NONE")
+def _mpp_unitless_resolution(path: Path, slides: SimpleNamespace) -> None:
+    tifffile.imwrite(path, _gray(slides), resolution=(4, 4), resolutionunit="NONE")
 
 
-def _mpp_png_dpi(path: Path) -> None:
-    Image.fromarray(_gray()).save(path, dpi=(50800, 50800))
+def _mpp_png_dpi(path: Path, slides: SimpleNamespace) -> None:
+    Image.fromarray(_gray(slides)).save(path, dpi=(50800, 50800))
 
 
-def _mpp_png_72dpi(path: Path) -> None:
-    Image.fromarray(_gray()).save(path, dpi=(72, 72))
+def _mpp_png_72dpi(path: Path, slides: SimpleNamespace) -> None:
+    Image.fromarray(_gray(slides)).save(path, dpi=(72, 72))
 
 
-def _mpp_jpeg_dpi(path: Path) -> None:
-    Image.fromarray(_gray()).save(path, dpi=(50800, 50800))
+def _mpp_jpeg_dpi(path: Path, slides: SimpleNamespace) -> None:
+    Image.fromarray(_gray(slides)).save(path, dpi=(50800, 50800))
 
 
 @pytest.mark.parametrize(
@@ -520,10 +534,14 @@ def _mpp_jpeg_dpi(path: Path) -> None:
     ],
 )
 def test_pixel_size_comes_from_the_file_or_is_none(
-    tmp_path: Path, write: Callable[[Path], None], filename: str, mpp: float | None
+    slides,
+    tmp_path: Path,
+    write: Callable[[Path, SimpleNamespace], None],
+    filename: str,
+    mpp: float | None,
 ) -> None:
     path = tmp_path / filename
-    write(path)
+    write(path, slides)
     with open_slide(path) as slide:
         if mpp is None:
             assert slide.mpp is None
@@ -546,9 +564,12 @@ def _refuse(*args: object, **kwargs: object) -> None:
     ids=["ome", "svs", "multi-series", "striped", "hubmap", "png", "jpeg"],
 )
 def test_open_reads_no_pixel_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: Callable[[Path], Layout]
+    slides,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    layout: Callable[[Path, SimpleNamespace], Layout],
 ) -> None:
-    case = layout(tmp_path)  # writes the file and its ground truth before the patch
+    case = layout(tmp_path, slides)  # writes the file and its ground truth before the patch
     monkeypatch.setattr(TiffLevelReader, "read", _refuse)
     monkeypatch.setattr(TiffLevelReader, "_native_chunk", _refuse)
     monkeypatch.setattr(slide_files, "_decode_plain", _refuse)
@@ -560,9 +581,11 @@ def test_open_reads_no_pixel_data(
 
 
 def test_open_of_a_large_flat_slide_reads_no_pixel_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_tiled(tmp_path / "flat.tif", rgb_image(600, 700), compression="zlib")
+    path = slides.write_tiled(
+        tmp_path / "flat.tif", slides.rgb_image(600, 700), compression="zlib"
+    )
     monkeypatch.setattr(slide_module, "OVERVIEW_THRESHOLD", 256)
     monkeypatch.setattr(TiffLevelReader, "read", _refuse)
     with open_slide(path) as slide:
@@ -571,10 +594,10 @@ def test_open_of_a_large_flat_slide_reads_no_pixel_data(
 
 
 def test_full_level_decodes_on_more_than_one_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = rgb_image(1024, 1024, seed=3)
-    path = write_tiled(tmp_path / "flat.tif", image, tile=128, compression="jpeg")
+    image = slides.rgb_image(1024, 1024, seed=3)
+    path = slides.write_tiled(tmp_path / "flat.tif", image, tile=128, compression="jpeg")
     monkeypatch.setattr(tiff_level, "TARGET_CHUNK_SIDE", 256)
     threads: set[int] = set()
     original = TiffLevelReader.read
@@ -594,9 +617,11 @@ def test_full_level_decodes_on_more_than_one_thread(
     assert len(threads) > 1
 
 
-def test_default_scheduler_is_threaded(tmp_path: Path) -> None:
+def test_default_scheduler_is_threaded(slides, tmp_path: Path) -> None:
     """``levels[0].compute()`` without any dask config uses the threaded scheduler."""
-    path = write_tiled(tmp_path / "flat.tif", rgb_image(64, 64), tile=16, compression=None)
+    path = slides.write_tiled(
+        tmp_path / "flat.tif", slides.rgb_image(64, 64), tile=16, compression=None
+    )
     with open_slide(path) as slide:
         assert dask.base.get_scheduler(collections=[slide.levels[0]]) is dask.threaded.get
 
@@ -606,26 +631,26 @@ def test_default_scheduler_is_threaded(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("y", "x"), [(0, 0), (300, 517), (1, 1), (1500 - 512, 1700 - 512)])
 def test_region_read_equals_the_same_region_of_the_full_array(
-    tmp_path: Path, y: int, x: int
+    slides, tmp_path: Path, y: int, x: int
 ) -> None:
-    image = rgb_image(1500, 1700, seed=5)
-    path = write_tiled(tmp_path / "flat.tif", image, tile=256, compression="zlib")
+    image = slides.rgb_image(1500, 1700, seed=5)
+    path = slides.write_tiled(tmp_path / "flat.tif", image, tile=256, compression="zlib")
     with open_slide(path) as slide:
         region = slide.levels[0][y : y + 512, x : x + 512].compute()
     np.testing.assert_array_equal(region, image[y : y + 512, x : x + 512])
 
 
-def test_region_read_of_a_striped_slide_at_unaligned_offsets(tmp_path: Path) -> None:
-    image = gray_image(900, 700, "uint16", seed=6)
-    path = write_striped(tmp_path / "striped.tif", image, rowsperstrip=16)
+def test_region_read_of_a_striped_slide_at_unaligned_offsets(slides, tmp_path: Path) -> None:
+    image = slides.gray_image(900, 700, "uint16", seed=6)
+    path = slides.write_striped(tmp_path / "striped.tif", image, rowsperstrip=16)
     with open_slide(path) as slide:
         region = slide.levels[0][131:643, 77:589].compute()
     np.testing.assert_array_equal(region, image[131:643, 77:589])
 
 
-def test_region_read_of_a_pyramid_level_at_unaligned_offsets(tmp_path: Path) -> None:
-    image = rgb_image(1400, 1800, seed=7)
-    path = write_ome_pyramid(tmp_path / "p.ome.tif", image, compression="jpeg", levels=2)
+def test_region_read_of_a_pyramid_level_at_unaligned_offsets(slides, tmp_path: Path) -> None:
+    image = slides.rgb_image(1400, 1800, seed=7)
+    path = slides.write_ome_pyramid(tmp_path / "p.ome.tif", image, compression="jpeg", levels=2)
     truth = tiff_truth(path, level=1)
     with open_slide(path) as slide:
         region = slide.levels[1][33:545, 101:613].compute()
@@ -643,19 +668,31 @@ def _native_tile(path: Path, series: int = 0, level: int = 0) -> tuple[int, int]
 @pytest.mark.parametrize(
     ("write", "tile"),
     [
-        (lambda p, im: write_tiled(p, im, tile=256, compression="jpeg"), (256, 256)),
-        (lambda p, im: write_tiled(p, im, tile=128, compression="zlib"), (128, 128)),
-        (lambda p, im: write_tiled(p, im, tile=192, compression="zlib"), (192, 192)),
-        (lambda p, im: write_striped(p, im, rowsperstrip=16), (16, 2300)),
-        (lambda p, im: write_planar(p, im, tile=256), (256, 256)),
+        (
+            lambda p, im, slides: slides.write_tiled(p, im, tile=256, compression="jpeg"),
+            (256, 256),
+        ),
+        (
+            lambda p, im, slides: slides.write_tiled(p, im, tile=128, compression="zlib"),
+            (128, 128),
+        ),
+        (
+            lambda p, im, slides: slides.write_tiled(p, im, tile=192, compression="zlib"),
+            (192, 192),
+        ),
+        (lambda p, im, slides: slides.write_striped(p, im, rowsperstrip=16), (16, 2300)),
+        (lambda p, im, slides: slides.write_planar(p, im, tile=256), (256, 256)),
     ],
     ids=["tile256", "tile128", "tile192", "strips16", "planar-tile256"],
 )
 def test_dask_chunks_are_whole_native_tiles(
-    tmp_path: Path, write: Callable[[Path, np.ndarray], Path], tile: tuple[int, int]
+    slides,
+    tmp_path: Path,
+    write: Callable[[Path, np.ndarray, SimpleNamespace], Path],
+    tile: tuple[int, int],
 ) -> None:
-    image = rgb_image(2100, 2300, seed=8)
-    path = write(tmp_path / "flat.tif", image)
+    image = slides.rgb_image(2100, 2300, seed=8)
+    path = write(tmp_path / "flat.tif", image, slides)
     assert _native_tile(path) == tile
     with open_slide(path) as slide:
         level = slide.levels[0]
@@ -671,9 +708,9 @@ def test_dask_chunks_are_whole_native_tiles(
         assert sum(level.chunks[2]) == 3
 
 
-def test_pyramid_levels_are_chunked_by_their_own_tiles(tmp_path: Path) -> None:
-    image = rgb_image(2100, 2300, seed=9)
-    path = write_ome_pyramid(tmp_path / "p.ome.tif", image, tile=256, levels=3)
+def test_pyramid_levels_are_chunked_by_their_own_tiles(slides, tmp_path: Path) -> None:
+    image = slides.rgb_image(2100, 2300, seed=9)
+    path = slides.write_ome_pyramid(tmp_path / "p.ome.tif", image, tile=256, levels=3)
     with open_slide(path) as slide:
         for level in slide.levels:
             for chunks in level.chunks[:2]:
@@ -683,8 +720,8 @@ def test_pyramid_levels_are_chunked_by_their_own_tiles(tmp_path: Path) -> None:
 # -- context manager and close -----------------------------------------------------
 
 
-def test_context_manager_closes_the_file(tmp_path: Path) -> None:
-    path = write_ome_pyramid(tmp_path / "p.ome.tif", rgb_image(300, 300), levels=2)
+def test_context_manager_closes_the_file(slides, tmp_path: Path) -> None:
+    path = slides.write_ome_pyramid(tmp_path / "p.ome.tif", slides.rgb_image(300, 300), levels=2)
     with open_slide(path) as slide:
         tif = slide._source.tif
         assert not tif.filehandle.closed
@@ -694,15 +731,17 @@ def test_context_manager_closes_the_file(tmp_path: Path) -> None:
     assert pixels.shape == (150, 150, 3)
 
 
-def test_close_is_explicit_too_and_releases_the_file(tmp_path: Path) -> None:
-    path = write_tiled(tmp_path / "flat.tif", rgb_image(300, 300), compression="zlib")
+def test_close_is_explicit_too_and_releases_the_file(slides, tmp_path: Path) -> None:
+    path = slides.write_tiled(
+        tmp_path / "flat.tif", slides.rgb_image(300, 300), compression="zlib"
+    )
     slide = open_slide(path)
     slide.close()
     assert slide._source.tif.filehandle.closed
 
 
-def test_plain_image_decodes_on_demand_even_after_close(tmp_path: Path) -> None:
-    path = write_pil(tmp_path / "a.png", Image.fromarray(rgb_image(40, 50)))
+def test_plain_image_decodes_on_demand_even_after_close(slides, tmp_path: Path) -> None:
+    path = slides.write_pil(tmp_path / "a.png", Image.fromarray(slides.rgb_image(40, 50)))
     with open_slide(path) as slide:
         slide.levels[0].compute()
     # The image decodes again after close (it is reopened on demand).
@@ -712,101 +751,109 @@ def test_plain_image_decodes_on_demand_even_after_close(tmp_path: Path) -> None:
 # -- bad input ----------------------------------------------------------------------
 
 
-def _missing(tmp: Path) -> Path:
+def _missing(tmp: Path, slides: SimpleNamespace) -> Path:
     return tmp / "nothing-here.tif"
 
 
-def _folder(tmp: Path) -> Path:
+def _folder(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "folder.tif"
     path.mkdir()
     return path
 
 
-def _empty(tmp: Path) -> Path:
+def _empty(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "empty.tif"
     path.touch()
     return path
 
 
-def _truncated_tiff(tmp: Path) -> Path:
-    path = write_tiled(tmp / "truncated.tif", rgb_image(512, 512), compression="zlib")
+def _truncated_tiff(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_tiled(
+        tmp / "truncated.tif", slides.rgb_image(512, 512), compression="zlib"
+    )
     data = path.read_bytes()
     path.write_bytes(data[:-1000])
     return path
 
 
-def _truncated_tiff_header(tmp: Path) -> Path:
-    path = write_tiled(tmp / "cut_header.tif", rgb_image(512, 512), compression="zlib")
+def _truncated_tiff_header(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_tiled(
+        tmp / "cut_header.tif", slides.rgb_image(512, 512), compression="zlib"
+    )
     path.write_bytes(path.read_bytes()[:20])
     return path
 
 
-def _text_named_tif(tmp: Path) -> Path:
+def _text_named_tif(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "notes.tif"
     path.write_text("this is not an image\n")
     return path
 
 
-def _random_bytes(tmp: Path) -> Path:
+def _random_bytes(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "noise.tif"
     path.write_bytes(b"\x00" + np.random.default_rng(0).bytes(4095))
     return path
 
 
-def _random_after_tiff_magic(tmp: Path) -> Path:
+def _random_after_tiff_magic(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "bad_ifd.tif"
     path.write_bytes(b"II*\0" + np.random.default_rng(1).bytes(4092))
     return path
 
 
-def _z_stack(tmp: Path) -> Path:
+def _z_stack(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "stack.tif"
-    stack = np.stack([gray_image(40, 50, "uint8", seed=s) for s in range(5)])
+    stack = np.stack([slides.gray_image(40, 50, "uint8", seed=s) for s in range(5)])
     tifffile.imwrite(path, stack, metadata={"axes": "ZYX"})
     return path
 
 
-def _imagej_z_stack(tmp: Path) -> Path:
+def _imagej_z_stack(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "stack_ij.tif"
-    stack = np.stack([gray_image(40, 50, "uint8", seed=s) for s in range(5)])
+    stack = np.stack([slides.gray_image(40, 50, "uint8", seed=s) for s in range(5)])
     tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "ZYX"})
     return path
 
 
-def _ome_time_series(tmp: Path) -> Path:
+def _ome_time_series(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "timelapse.ome.tif"
-    frames = np.stack([rgb_image(40, 50, seed=s) for s in range(3)])
+    frames = np.stack([slides.rgb_image(40, 50, seed=s) for s in range(3)])
     tifffile.imwrite(path, frames, ome=True, photometric="rgb", metadata={"axes": "TYXS"})
     return path
 
 
-def _complex64(tmp: Path) -> Path:
+def _complex64(tmp: Path, slides: SimpleNamespace) -> Path:
     path = tmp / "complex.tif"
     tifffile.imwrite(path, np.ones((40, 50), np.complex64))
     return path
 
 
-def _zero_width_header(tmp: Path) -> Path:
-    path = write_tiled(tmp / "zero.tif", gray_image(64, 64, "uint8"), tile=16, metadata=None)
+def _zero_width_header(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_tiled(
+        tmp / "zero.tif", slides.gray_image(64, 64, "uint8"), tile=16, metadata=None
+    )
     with tifffile.TiffFile(path, mode="r+") as tif:
         tif.pages.first.tags["ImageWidth"].overwrite(0)
     return path
 
 
-def _absurd_width_header(tmp: Path) -> Path:
-    path = write_striped(tmp / "huge.tif", gray_image(64, 64, "uint8"), rowsperstrip=16)
+def _absurd_width_header(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_striped(
+        tmp / "huge.tif", slides.gray_image(64, 64, "uint8"), rowsperstrip=16
+    )
     with tifffile.TiffFile(path, mode="r+") as tif:
         tif.pages.first.tags["ImageWidth"].overwrite(3_000_000)
     return path
 
 
-def _truncated_png_header(tmp: Path) -> Path:
-    path = write_pil(tmp / "cut.png", Image.fromarray(rgb_image(40, 50)))
+def _truncated_png_header(tmp: Path, slides: SimpleNamespace) -> Path:
+    path = slides.write_pil(tmp / "cut.png", Image.fromarray(slides.rgb_image(40, 50)))
     path.write_bytes(path.read_bytes()[:30])
     return path
 
 
-BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
+BAD_FILES: dict[str, tuple[Callable[[Path, SimpleNamespace], Path], str]] = {
     "missing": (_missing, "no such file"),
     "folder": (_folder, "folder"),
     "empty": (_empty, "empty"),
@@ -827,9 +874,9 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
 
 @pytest.mark.parametrize(("make", "problem"), BAD_FILES.values(), ids=BAD_FILES.keys())
 def test_bad_input_raises_one_slide_error_naming_the_file(
-    tmp_path: Path, make: Callable[[Path], Path], problem: str
+    slides, tmp_path: Path, make: Callable[[Path, SimpleNamespace], Path], problem: str
 ) -> None:
-    path = make(tmp_path)
+    path = make(tmp_path, slides)
     with pytest.raises(SlideError) as caught:
         open_slide(path)
     error = caught.value
@@ -840,30 +887,38 @@ def test_bad_input_raises_one_slide_error_naming_the_file(
     assert "\n" not in str(error)
 
 
-def test_unsupported_dtype_message_lists_what_is_supported(tmp_path: Path) -> None:
+def test_unsupported_dtype_message_lists_what_is_supported(slides, tmp_path: Path) -> None:
     with pytest.raises(SlideError, match=r"complex64 .*expected one of .*uint8"):
-        open_slide(_complex64(tmp_path))
+        open_slide(_complex64(tmp_path, slides))
 
 
 def test_absurd_shape_is_refused_before_any_pixel_is_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_tiled(tmp_path / "wide.tif", rgb_image(64, 300), tile=16, compression=None)
+    path = slides.write_tiled(
+        tmp_path / "wide.tif", slides.rgb_image(64, 300), tile=16, compression=None
+    )
     monkeypatch.setattr(slide_module, "MAX_SIDE", 256)
     monkeypatch.setattr(TiffLevelReader, "read", _refuse)
     with pytest.raises(SlideError, match=r"wide\.tif: shape \(64, 300, 3\) is implausible"):
         open_slide(path)
 
 
-def test_too_many_channels_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    image = rgb_image(32, 32, channels=4)
-    path = write_tiled(tmp_path / "rgba.tif", image, tile=16, compression="zlib", extrasamples=[2])
+def test_too_many_channels_is_refused(
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = slides.rgb_image(32, 32, channels=4)
+    path = slides.write_tiled(
+        tmp_path / "rgba.tif", image, tile=16, compression="zlib", extrasamples=[2]
+    )
     monkeypatch.setattr(slide_module, "MAX_CHANNELS", 3)
     with pytest.raises(SlideError, match="implausible"):
         open_slide(path)
 
 
-def test_failed_open_closes_the_tiff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_open_closes_the_tiff(
+    slides, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opened: list[tifffile.TiffFile] = []
     original = tifffile.TiffFile.__init__
 
@@ -873,7 +928,7 @@ def test_failed_open_closes_the_tiff(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(tifffile.TiffFile, "__init__", recording_init)
     for make in (_complex64, _z_stack, _truncated_tiff):
-        path = make(tmp_path)
+        path = make(tmp_path, slides)
         opened.clear()
         with pytest.raises(SlideError):
             open_slide(path)
@@ -883,10 +938,10 @@ def test_failed_open_closes_the_tiff(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_truncated_plain_image_fails_with_a_slide_error_when_read(
-    tmp_path: Path, suffix: str
+    slides, tmp_path: Path, suffix: str
 ) -> None:
     """A cut PNG/JPEG has a valid header, so (lazy) open succeeds; decoding names the file."""
-    path = write_pil(tmp_path / f"cut{suffix}", Image.fromarray(rgb_image(200, 300)))
+    path = slides.write_pil(tmp_path / f"cut{suffix}", Image.fromarray(slides.rgb_image(200, 300)))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with open_slide(path) as slide:
@@ -897,9 +952,11 @@ def test_truncated_plain_image_fails_with_a_slide_error_when_read(
 
 @pytest.mark.parametrize("compression", ["jpeg", "zlib"])
 def test_corrupt_tile_raises_a_slide_error_naming_the_file_when_read(
-    tmp_path: Path, compression: str
+    slides, tmp_path: Path, compression: str
 ) -> None:
-    path = write_tiled(tmp_path / "corrupt.tif", rgb_image(512, 512), compression=compression)
+    path = slides.write_tiled(
+        tmp_path / "corrupt.tif", slides.rgb_image(512, 512), compression=compression
+    )
     with tifffile.TiffFile(path) as tif:
         offset, count = tif.pages.first.dataoffsets[1], tif.pages.first.databytecounts[1]
     data = bytearray(path.read_bytes())

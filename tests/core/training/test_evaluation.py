@@ -11,6 +11,7 @@ import dataclasses
 import json
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from model_factories import random_rgb, tiny_unet
 from PIL import Image
-from slide_factories import write_ome_pyramid
 
 import slide_unet
 from slide_unet import cli
@@ -38,7 +37,9 @@ def _private_user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "user-models"))
 
 
-def save_tiny(path: Path, *, bias: float | None = None, **card: Any) -> Path:
+def save_tiny(
+    tiny_unet: Callable[..., Any], path: Path, *, bias: float | None = None, **card: Any
+) -> Path:
     """Save a random tiny U-Net (its head's bias set, if given) with its card."""
     model = tiny_unet(**card)
     if bias is not None:
@@ -58,7 +59,7 @@ def blobs(seed: int, shape: tuple[int, int] = SIZE) -> np.ndarray:
 
 
 @pytest.fixture
-def folders(tmp_path: Path) -> tuple[Path, Path]:
+def folders(random_rgb, tmp_path: Path) -> tuple[Path, Path]:
     """images/ a.png b.png c.tif d.png; masks/ a.png (0/255), b.tif (instance labels),
     c.png (RGB red on black); d has no mask."""
     images, masks = tmp_path / "images", tmp_path / "masks"
@@ -79,8 +80,8 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    return save_tiny(tmp_path / "tiny")
+def model_path(tiny_unet, tmp_path: Path) -> Path:
+    return save_tiny(tiny_unet, tmp_path / "tiny")
 
 
 def expected_dice(image: Path, mask: Path, model: Any, mpp: float | None) -> float:
@@ -125,7 +126,9 @@ def test_a_loaded_model_is_used_as_it_is(folders: tuple[Path, Path], model_path:
     assert by_module.per_image == by_path.per_image
 
 
-def test_an_empty_mask_and_an_empty_prediction_score_one(tmp_path: Path) -> None:
+def test_an_empty_mask_and_an_empty_prediction_score_one(
+    tiny_unet, random_rgb, tmp_path: Path
+) -> None:
     # metrics.dice's convention: two empty masks have Dice 1; empty against non-empty, 0.
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -134,18 +137,22 @@ def test_an_empty_mask_and_an_empty_prediction_score_one(tmp_path: Path) -> None
         Image.fromarray(random_rgb(*SIZE, seed=3)).save(images / f"{stem}.png")
     Image.fromarray(np.zeros(SIZE, np.uint8)).save(masks / "empty.png")
     Image.fromarray(blobs(4) * 255).save(masks / "full.png")
-    nothing = save_tiny(tmp_path / "nothing", bias=-100.0)  # predicts background everywhere
+    nothing = save_tiny(
+        tiny_unet, tmp_path / "nothing", bias=-100.0
+    )  # predicts background everywhere
     result = evaluate(nothing, images, masks, device="cpu")
     assert result.per_image == {"empty": 1.0, "full": 0.0}
     assert result.per_image_iou == {"empty": 1.0, "full": 0.0}
     assert result.mean_dice == 0.5
 
 
-def test_pixel_size_comes_from_the_file_then_mpp_then_the_model_card(tmp_path: Path) -> None:
+def test_pixel_size_comes_from_the_file_then_mpp_then_the_model_card(
+    tiny_unet, random_rgb, slides, tmp_path: Path
+) -> None:
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
-    write_ome_pyramid(
+    slides.write_ome_pyramid(
         images / "ome.ome.tif", random_rgb(96, 96, seed=1), levels=1, tile=32, mpp=0.4
     )
     tifffile.imwrite(
@@ -158,7 +165,7 @@ def test_pixel_size_comes_from_the_file_then_mpp_then_the_model_card(tmp_path: P
     Image.fromarray(random_rgb(96, 96, seed=3)).save(images / "plain.png")
     for seed, stem in enumerate(["ome", "tags", "plain"]):
         Image.fromarray(blobs(seed, (96, 96))).save(masks / f"{stem}.png")
-    model = save_tiny(tmp_path / "scaled", working_mpp=1.0, default_input_mpp=0.5)
+    model = save_tiny(tiny_unet, tmp_path / "scaled", working_mpp=1.0, default_input_mpp=0.5)
     files = {"ome": "ome.ome.tif", "tags": "tags.tif", "plain": "plain.png"}
 
     with_mpp = evaluate(model, images, masks, mpp=2.0, device="cpu")
@@ -177,10 +184,10 @@ def test_pixel_size_comes_from_the_file_then_mpp_then_the_model_card(tmp_path: P
 
 
 def test_no_pixel_size_anywhere_runs_at_the_image_scale(
-    folders: tuple[Path, Path], tmp_path: Path
+    tiny_unet, folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
     images, masks = folders
-    model = save_tiny(tmp_path / "scaled", working_mpp=1.0)
+    model = save_tiny(tiny_unet, tmp_path / "scaled", working_mpp=1.0)
     with pytest.warns(UserWarning, match="pixel size is unknown"):
         result = evaluate(model, images, masks, device="cpu", stems=["a"])
     assert result.mpp == {"a": PixelSize(None, "unknown")}
@@ -210,13 +217,13 @@ def test_unknown_stems_are_named(
         evaluate(model_path, *folders, device="cpu", stems=stems)
 
 
-def test_held_out_stems_come_from_the_card(tmp_path: Path) -> None:
-    listed = save_tiny(tmp_path / "listed", training={"validation_images": ["c", "a"]})
+def test_held_out_stems_come_from_the_card(tiny_unet, tmp_path: Path) -> None:
+    listed = save_tiny(tiny_unet, tmp_path / "listed", training={"validation_images": ["c", "a"]})
     assert held_out_stems(listed) == ["c", "a"]
     assert held_out_stems(load_model(listed)) == ["c", "a"]
     assert held_out_stems(load_model(listed).card) == ["c", "a"]
-    assert held_out_stems(save_tiny(tmp_path / "none")) is None
-    bad = save_tiny(tmp_path / "bad", training={"validation_images": "a,c"})
+    assert held_out_stems(save_tiny(tiny_unet, tmp_path / "none")) is None
+    bad = save_tiny(tiny_unet, tmp_path / "bad", training={"validation_images": "a,c"})
     with pytest.raises(ModelError, match="list of image stems"):
         held_out_stems(bad)
 
@@ -254,7 +261,7 @@ def test_big_images_stream_through_a_temporary_store(
     assert streamed.per_image == in_memory.per_image
 
 
-def test_a_mask_of_another_shape_is_an_error(tmp_path: Path, model_path: Path) -> None:
+def test_a_mask_of_another_shape_is_an_error(random_rgb, tmp_path: Path, model_path: Path) -> None:
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
@@ -404,10 +411,10 @@ def test_cli_min_object_area_is_applied_before_scoring(
 
 
 def test_cli_held_out_evaluates_the_cards_validation_images(
-    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_unet, folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images, masks = folders
-    model = save_tiny(tmp_path / "listed", training={"validation_images": ["c", "b"]})
+    model = save_tiny(tiny_unet, tmp_path / "listed", training={"validation_images": ["c", "b"]})
     args = ["--model", str(model), "--images", str(images), "--masks", str(masks)]
     code, out, _ = run(capsys, *args, "--held-out", "--json")
     assert code == 0
@@ -432,10 +439,10 @@ def test_cli_held_out_without_a_list_is_an_error(
 
 
 def test_cli_held_out_stems_missing_from_the_folder_are_named(
-    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_unet, folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images, masks = folders
-    model = save_tiny(tmp_path / "listed", training={"validation_images": ["a", "zz"]})
+    model = save_tiny(tiny_unet, tmp_path / "listed", training={"validation_images": ["a", "zz"]})
     args = ["--model", str(model), "--images", str(images), "--masks", str(masks)]
     _one_line_error(*run(capsys, *args, "--held-out"), "'zz'")
 
@@ -491,12 +498,12 @@ def test_cli_needs_a_model(folders: tuple[Path, Path], capsys: pytest.CaptureFix
 
 
 def test_real_hubmap_tiles(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_unet, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Three HuBMAP tiles shrunk 16x (about 8 µm/px; masks 0/1 PNG), evaluated as given."""
     folder = shared_data / "glomeruli" / "hubmap_red16"
     stems = ["2f6ecfcdf_10red16", "2f6ecfcdf_3red16", "2f6ecfcdf_9red16"]
-    model = save_tiny(tmp_path / "tiny", working_mpp=4.0, default_input_mpp=0.5)
+    model = save_tiny(tiny_unet, tmp_path / "tiny", working_mpp=4.0, default_input_mpp=0.5)
     result = evaluate(model, folder / "images", folder / "masks", mpp=8, device="cpu", stems=stems)
     assert list(result.per_image) == stems
     assert set(result.mpp.values()) == {PixelSize(8.0, "argument")}
