@@ -102,3 +102,19 @@ def test_workers_that_die_are_one_clear_error_and_leave_no_output(model_file, tm
         client.close()
         cluster.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_that_die_as_they_start_are_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed while the cluster sets them up (distributed's CommClosedError from
+    client.run, an OSError, read as a user error saying nothing of workers)."""
+    import os
+
+    from slide_unet.core.errors import WorkersDiedError
+    from slide_unet.core.inference import distributed
+
+    # The set-up call each worker runs ends the worker instead.
+    monkeypatch.setattr(distributed, "_limit_torch_threads", os._exit)
+    with pytest.raises(WorkersDiedError, match="workers died as they started"):
+        distributed.connect(workers=1)

@@ -107,8 +107,31 @@ def connect(workers: int | None = None, scheduler: str | None = None) -> Any:
         silence_logs=logging.CRITICAL,
     )
     client = Client(cluster)
-    client.run(_limit_torch_threads, threads)
+    try:
+        client.run(_limit_torch_threads, threads)
+    except _worker_lost() as exc:  # killed as they started
+        client.close()
+        cluster.close()
+        raise _died("as they started: 0 blocks done", exc) from exc
     return client
+
+
+def _worker_lost() -> tuple[type[BaseException], ...]:
+    """What a call raises when its workers are gone (killed, or the cluster lost)."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+    from distributed.comm import CommClosedError
+
+    return (CancelledError, KilledWorker, CommClosedError)
+
+
+def _died(when: str, exc: BaseException) -> WorkersDiedError:
+    return WorkersDiedError(
+        f"the dask.distributed workers died {when} ({type(exc).__name__}): nothing was "
+        "written. A worker the system killed for memory is the usual cause: run with fewer "
+        "--workers or a smaller --batch-size"
+    )
 
 
 def _limit_torch_threads(threads: int) -> None:
@@ -219,18 +242,16 @@ def _run_on_cluster(
     progress: Callable[[int, int], None] | None,
     cancel: Cancel | None,
 ) -> None:
-    from concurrent.futures import CancelledError
-
     from dask.distributed import as_completed
-    from distributed import KilledWorker
-    from distributed.comm import CommClosedError
 
-    # What a result raises when its workers are gone (killed, or the cluster lost).
-    worker_lost = (CancelledError, KilledWorker, CommClosedError)
+    worker_lost = _worker_lost()
     cancelled = cancel_check(cancel)
     indices = list(range(len(plan.blocks)))
     groups = [indices[k : k + BLOCKS_PER_TASK] for k in range(0, len(indices), BLOCKS_PER_TASK)]
-    plan_future = client.scatter(plan, broadcast=True)
+    try:
+        plan_future = client.scatter(plan, broadcast=True)
+    except worker_lost as exc:
+        raise _died(f"before the run began: 0 of {len(indices)} blocks done", exc) from exc
     futures = [
         client.submit(run_task, plan_future, group, device, batch_size, precision, pure=False)
         for group in groups
@@ -243,12 +264,8 @@ def _run_on_cluster(
             try:
                 done += future.result()
             except worker_lost as exc:
-                raise WorkersDiedError(
-                    f"the dask.distributed workers died before the run finished ({done} of "
-                    f"{len(indices)} blocks done; {type(exc).__name__}): nothing was written. "
-                    "A worker the system killed for memory is the usual cause: run with fewer "
-                    "--workers or a smaller --batch-size"
-                ) from exc
+                when = f"before the run finished: {done} of {len(indices)} blocks done"
+                raise _died(when, exc) from exc
             if progress is not None:
                 progress(done, len(indices))
             if cancelled():
