@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,16 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_not_overwriting([getattr(args, name, None) for name in OUTPUT_ARGUMENTS], inputs)
 
 
+def _one_line_warning(command: str) -> Any:
+    """Warnings as one line each, like errors (Python's default adds the file, line
+    number and source line of the code that warned: noise to a user)."""
+
+    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        print(f"slide-unet {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slide-unet``; returns the exit status."""
     parser = build_parser()
@@ -71,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        _check_outputs(args)
-        return int(args.run(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            _check_outputs(args)
+            return int(args.run(args))
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -346,3 +346,15 @@ def test_an_array_pyramid_given_to_the_api_loses_its_inconsistent_levels():
     levels = [np.zeros((512, 512), np.uint8), np.zeros((600, 256), np.uint8)]
     with pytest.warns(UserWarning, match="pyramid level 1"), open_source(levels) as src:
         assert len(src.levels) == 1
+
+
+def test_the_command_line_says_a_warning_in_one_line(tmp_path, capsys):
+    """Python's default shows the warning's file, line number and source line."""
+    from slide_unet.cli import main
+
+    slide = _ome_tiny_pixels(tmp_path)
+    assert main(["info", str(slide)]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(said) == 1, said
+    assert said[0].startswith("slide-unet info: warning: ")
+    assert "outside 0.01-100 µm and is ignored" in said[0]
