@@ -24,10 +24,35 @@ import numpy as np
 from slide_unet.core.atomic import atomic_path, write_text_atomic
 from slide_unet.core.errors import InputError
 
-__all__ = ["TABLE_SUFFIXES", "ObjectTable", "column_names"]
+__all__ = ["TABLE_SUFFIXES", "ObjectTable", "check_table_path", "column_names"]
 
 #: File extensions :meth:`ObjectTable.write` understands.
 TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def check_table_path(path: str | os.PathLike[str]) -> str:
+    """The table format of ``path`` (``".csv"`` or ``".parquet"``), checked before any work.
+
+    Raises
+    ------
+    InputError
+        Another extension, or ``.parquet`` without ``pyarrow`` installed.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(
+            f"{path}: unknown table format {path.suffix!r}; supported: {', '.join(TABLE_SUFFIXES)}"
+        )
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise InputError(
+                f"{path}: writing Parquet needs pyarrow: pip install "
+                "'napari-slide-unet[parquet]' (or write .csv)"
+            ) from None
+    return suffix
 
 
 def column_names(unit: str) -> tuple[str, ...]:
@@ -129,16 +154,10 @@ class ObjectTable:
             Another extension, or Parquet without ``pyarrow`` installed.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
+        if check_table_path(path) == ".csv":
             write_text_atomic(path, self._csv_text())
-        elif suffix == ".parquet":
-            self._write_parquet(path)
         else:
-            raise InputError(
-                f"{path}: unknown table format {path.suffix!r}; supported: "
-                f"{', '.join(TABLE_SUFFIXES)}"
-            )
+            self._write_parquet(path)
         return path
 
     def _csv_text(self) -> str:
@@ -152,14 +171,9 @@ class ObjectTable:
         return out.getvalue()
 
     def _write_parquet(self, path: Path) -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise InputError(
-                f"{path}: writing Parquet needs pyarrow: pip install 'napari-slide-unet[parquet]' "
-                "(or write .csv)"
-            ) from None
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         metadata = {
             "slide_unet.mpp": "" if self.mpp is None else repr(self.mpp),
             "slide_unet.shape": f"{self.shape[0]},{self.shape[1]}",
