@@ -122,7 +122,7 @@ def test_instance_ids_are_foreground_and_objects_are_8_connected_components() ->
     assert measure(mask)["pixels"].tolist() == [5, 1]
 
 
-# --- across blocks --------------------------------------------------------------------------------
+# --- across blocks ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("block", [1, 3, 7, 16])
@@ -233,7 +233,7 @@ def test_parquet_without_pyarrow_is_one_clear_error(tmp_path: Path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
-# --- bad inputs, progress, cancel ------------------------------------------------------------------
+# --- bad inputs, progress, cancel --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
