@@ -26,6 +26,8 @@ _PUBLIC = {
     "dice": "slide_unet.core.scoring.metrics",
     "iou": "slide_unet.core.scoring.metrics",
     "match_objects": "slide_unet.core.scoring.metrics",
+    "ObjectTable": "slide_unet.core.objects.table",
+    "measure": "slide_unet.core.objects.measure",
     "score": "slide_unet.core.scoring.metrics",
     "ModelCard": "slide_unet.core.model.card",
     "ModelError": "slide_unet.core.errors",
@@ -44,6 +46,7 @@ __all__ = [
     "FinetuneResult",
     "ModelCard",
     "ModelError",
+    "ObjectTable",
     "Slide",
     "SlideError",
     "__version__",
@@ -54,6 +57,7 @@ __all__ = [
     "list_models",
     "load_model",
     "match_objects",
+    "measure",
     "open_slide",
     "read_mask",
     "rle_decode",
@@ -71,6 +75,8 @@ if TYPE_CHECKING:
     from slide_unet.core.masks.rle import rle_decode, rle_encode
     from slide_unet.core.model.card import ModelCard
     from slide_unet.core.model.store import list_models, load_model, save_model
+    from slide_unet.core.objects.measure import measure
+    from slide_unet.core.objects.table import ObjectTable
     from slide_unet.core.scoring.metrics import dice, iou, match_objects, score
     from slide_unet.core.slide.slide import Slide, open_slide
     from slide_unet.core.training.finetune import ArrayPair, FinetuneResult, finetune

@@ -11,6 +11,7 @@ COMMANDS = {
     "segment": ["x.tif", "-o", "y.ome.tif"],
     "score": ["a.png", "b.png"],
     "export": ["a.png", "-o", "b.csv"],
+    "measure": ["a.png", "-o", "b.csv"],
     "evaluate": ["--model", "m", "--images", "i", "--masks", "k"],
     "train": ["--images", "i", "--masks", "k", "-o", "o"],
     "finetune": ["--model", "m", "--images", "i", "--masks", "k", "-o", "o"],

@@ -85,6 +85,7 @@ __all__ = [
     "mask_stem",
     "mask_suffix",
     "read_mask",
+    "read_mask_with_mpp",
     "write_mask",
 ]
 
@@ -294,6 +295,29 @@ def read_mask(
         (:mod:`slide_unet.core.limits`).
     """
     return _read(path, image_id, shape)[0]
+
+
+def read_mask_with_mpp(
+    path: str | os.PathLike[str],
+    *,
+    image_id: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray | da.Array, float | None]:
+    """:func:`read_mask`, and the pixel size the file records.
+
+    Returns
+    -------
+    mask : numpy.ndarray or dask.array.Array
+        As :func:`read_mask` returns it.
+    mpp : float or None
+        Microns per pixel from the file (OME-TIFF, TIFF resolution, OME-Zarr,
+        PNG), None when it records none (RLE CSV and GeoJSON never do).
+
+    Raises
+    ------
+    As :func:`read_mask`.
+    """
+    return _read(path, image_id, shape)
 
 
 # -- writing -------------------------------------------------------------------------

@@ -199,6 +199,35 @@ class BlockLabeller:
         """Number of block labels so far (provisional ids run from 1 to this)."""
         return self._total
 
+    def next_halo(self) -> tuple[np.ndarray, np.ndarray]:
+        """Provisional ids just above and just left of the next block to :meth:`add`.
+
+        For a caller whose per-block statistics look one pixel across the
+        block's top and left borders (e.g. a perimeter measured on 2 x 2
+        windows), without reading the neighbours' pixels again.
+
+        Returns
+        -------
+        above : numpy.ndarray
+            ``(width + 1,)``: row ``y0 - 1`` from column ``x0 - 1`` to
+            ``x1 - 1`` (the corner first); zeros in the first block row and
+            left of the mask.
+        left : numpy.ndarray
+            ``(height,)``: column ``x0 - 1`` from row ``y0`` to ``y1 - 1``;
+            zeros in the first block column.
+        """
+        rows, cols = self.grid.n_blocks
+        if self._next >= rows * cols:
+            raise InputError("every block of the grid has already been added")
+        i, j = divmod(self._next, cols)
+        ys, xs = self.grid.slices(i, j)
+        above = self._row_above[xs.start : xs.stop + 1].copy()
+        if j > 0 and self._col_left is not None:
+            left = self._col_left.copy()
+        else:
+            left = np.zeros(ys.stop - ys.start, dtype=np.int64)
+        return above, left
+
     def add(self, binary: np.ndarray, squeezed: Squeeze | None = None) -> tuple[np.ndarray, int]:
         """Label the next block (row-major order).
 
