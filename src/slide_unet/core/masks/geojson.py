@@ -43,7 +43,7 @@ import copy
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,14 @@ from slide_unet.core.atomic import atomic_path
 from slide_unet.core.errors import InputError
 from slide_unet.core.limits import check_decode
 from slide_unet.core.masks.bounds import check_mask_shape, check_shape
-from slide_unet.core.masks.geojson_read import MAX_COORDINATE, geojson_polygons, read_geojson
+from slide_unet.core.masks.geojson_read import (
+    MAX_COORDINATE,
+    UNCLASSIFIED,
+    class_name,
+    geojson_classes,
+    geojson_polygons,
+    read_geojson,
+)
 from slide_unet.core.masks.outlines import (
     Objects,
     Polygon,
@@ -65,7 +72,12 @@ from slide_unet.core.masks.outlines import (
 
 __all__ = [
     "MAX_COORDINATE",
+    "OBJECT_TYPES",
+    "UNCLASSIFIED",
+    "FeatureMeasurements",
     "check_band",
+    "class_name",
+    "geojson_classes",
     "geojson_polygons",
     "geojson_to_dask",
     "geojson_to_mask",
@@ -81,23 +93,44 @@ BAND_ROWS = 1024
 #: Foreground separated by at least this many empty columns is traced apart.
 COLUMN_GAP = 64
 
+#: QuPath object types a feature may be written as: annotations (editable, few
+#: and large) or detections (lighter, for many objects).
+OBJECT_TYPES = ("annotation", "detection")
+
+#: ``measurements(polygons)``: a feature's QuPath measurements (a flat name ->
+#: number map) from its polygons (each a list of rings, pixel corners), or None.
+FeatureMeasurements = Callable[[list[Polygon]], Mapping[str, float] | None]
+
 #: QuPath's default colour for the class (an RGB list in its GeoJSON).
 DEFAULT_COLOR = (255, 0, 0)
 
 # -- features --------------------------------------------------------------------
 
 
-def _feature(polygons: list[Polygon], properties: dict[str, Any]) -> dict[str, Any]:
+def _feature(
+    polygons: list[Polygon],
+    properties: dict[str, Any],
+    measurements: FeatureMeasurements | None = None,
+) -> dict[str, Any]:
     if len(polygons) == 1:
         geometry = {"type": "Polygon", "coordinates": polygons[0]}
     else:
         geometry = {"type": "MultiPolygon", "coordinates": polygons}
-    return {"type": "Feature", "geometry": geometry, "properties": copy.deepcopy(properties)}
+    properties = copy.deepcopy(properties)
+    if measurements is not None:
+        values = measurements(polygons)
+        if values:
+            properties["measurements"] = dict(values)
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
 
 
 def _properties(
     classification: str | None, color: Sequence[int], object_type: str
 ) -> dict[str, Any]:
+    if object_type not in OBJECT_TYPES:
+        raise InputError(
+            f"object_type must be one of {', '.join(OBJECT_TYPES)}, got {object_type!r}"
+        )
     properties: dict[str, Any] = {"objectType": object_type}
     if classification:
         properties["classification"] = {
@@ -158,6 +191,7 @@ def iter_mask_features(
     classification: str | None = "Glomerulus",
     color: Sequence[int] = DEFAULT_COLOR,
     object_type: str = "annotation",
+    measurements: FeatureMeasurements | None = None,
     band_rows: int = BAND_ROWS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -176,6 +210,11 @@ def iter_mask_features(
     object_type : str
         QuPath object type: ``"annotation"`` (editable) or ``"detection"``
         (lighter, for many small objects such as nuclei).
+    measurements : callable, optional
+        ``measurements(polygons)`` gives each feature's
+        ``properties.measurements``, the flat name -> number map QuPath reads
+        (:func:`slide_unet.core.objects.qupath.feature_measurements` builds
+        one from the object table); None: no measurements.
     band_rows : int
         Rows read at a time. An object cut by a band's lower edge is carried
         into the next band, so memory is about ``band_rows`` plus the height
@@ -233,7 +272,7 @@ def iter_mask_features(
                 # Objects wholly above the previous band's last row were emitted then.
                 emit &= bottom + top >= previous_end - 1
             for _, polygons in object_outlines(group, objects, emit, (c0, top + r0)):
-                yield _feature(polygons, properties)
+                yield _feature(polygons, properties, measurements)
         top += carry
         done += 1
         if progress is not None:
@@ -259,6 +298,7 @@ def mask_to_geojson(
     classification: str | None = "Glomerulus",
     color: Sequence[int] = DEFAULT_COLOR,
     object_type: str = "annotation",
+    measurements: FeatureMeasurements | None = None,
 ) -> dict[str, Any]:
     """Outline every object of a mask as GeoJSON polygons QuPath can import.
 
@@ -273,6 +313,8 @@ def mask_to_geojson(
         RGB colour of the class, 0-255.
     object_type : str
         ``"annotation"`` or ``"detection"``.
+    measurements : callable, optional
+        Each feature's QuPath measurements (see :func:`iter_mask_features`).
 
     Returns
     -------
@@ -294,7 +336,11 @@ def mask_to_geojson(
     """
     features = list(
         iter_mask_features(
-            mask, classification=classification, color=color, object_type=object_type
+            mask,
+            classification=classification,
+            color=color,
+            object_type=object_type,
+            measurements=measurements,
         )
     )
     return {"type": "FeatureCollection", "features": features}
@@ -307,6 +353,7 @@ def write_geojson(
     classification: str | None = "Glomerulus",
     color: Sequence[int] = DEFAULT_COLOR,
     object_type: str = "annotation",
+    measurements: FeatureMeasurements | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a mask's objects as a GeoJSON ``FeatureCollection``, atomically.
@@ -327,6 +374,7 @@ def write_geojson(
         classification=classification,
         color=color,
         object_type=object_type,
+        measurements=measurements,
         progress=progress,
     )
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
@@ -341,10 +389,39 @@ def write_geojson(
 # -- reading and rasterising ---------------------------------------------------------
 
 
+def _class_layers(
+    geojson: Any,
+    classification: str | None,
+    classes: Sequence[str] | None,
+    object_type: str | None,
+) -> list[tuple[int, list[list[np.ndarray]], np.ndarray]]:
+    """``(value, polygons, their boxes)`` to draw, in drawing order."""
+    if classes is None:
+        picked = [(1, classification)]
+    else:
+        if classification is not None:
+            raise InputError("give classification (one class) or classes (a label per class)")
+        picked = [(i, name) for i, name in enumerate(classes, start=1)]
+    layers = []
+    for value, name in picked:
+        polygons = geojson_polygons(geojson, classification=name, object_type=object_type)
+        layers.append((value, polygons, polygon_boxes(polygons)))
+    return layers
+
+
+def _label_dtype(classes: Sequence[str] | None) -> np.dtype:
+    return np.dtype(np.uint8 if classes is None or len(classes) < 256 else np.uint16)
+
+
 def geojson_to_mask(
-    geojson: Any, shape: tuple[int, int], *, classification: str | None = None
+    geojson: Any,
+    shape: tuple[int, int],
+    *,
+    classification: str | None = None,
+    classes: Sequence[str] | None = None,
+    object_type: str | None = None,
 ) -> np.ndarray:
-    """Rasterise GeoJSON polygons (holes kept) into a 0/1 mask.
+    """Rasterise GeoJSON polygons (holes kept) into a 0/1 mask, or a label per class.
 
     Parameters
     ----------
@@ -356,14 +433,25 @@ def geojson_to_mask(
     shape : tuple of int
         ``(height, width)`` of the mask: the image's.
     classification : str or None
-        Keep only features of this QuPath class (None: all of them).
+        Keep only features of this QuPath class (None: all of them;
+        ``"Unclassified"``: those without a class).
+    classes : sequence of str, optional
+        Instead of a 0/1 mask, a label mask: value ``i + 1`` where a feature
+        of ``classes[i]`` is (``"Unclassified"`` for those without a class;
+        :func:`~slide_unet.core.masks.geojson_read.geojson_classes` lists a
+        file's). Features of other classes are left out; where classes
+        overlap, the later one wins. Not with `classification`.
+    object_type : str or None
+        Keep only features of this QuPath ``objectType`` (``"annotation"``,
+        ``"detection"``); None: all.
 
     Returns
     -------
     numpy.ndarray
-        ``uint8`` mask of `shape`: 1 where a pixel's centre is inside a
-        polygon. Outlines along pixel edges (as written by
-        :func:`mask_to_geojson`) give back exactly the pixels they outline.
+        ``uint8`` mask of `shape` (``uint16`` for 256 classes or more): 1 (or
+        the class's value) where a pixel's centre is inside a polygon.
+        Outlines along pixel edges (as written by :func:`mask_to_geojson`)
+        give back exactly the pixels they outline.
 
     Raises
     ------
@@ -372,18 +460,19 @@ def geojson_to_mask(
         holds points or lines, or a vertex that cannot be drawn (see
         :func:`geojson_polygons`).
     InputError
-        If `shape` is not two positive integers, or more than any mask has.
+        If `shape` is not two positive integers, or more than any mask has;
+        `classification` and `classes` both given.
     LimitError
         If the mask is over the memory budget (use :func:`geojson_to_dask`).
     """
     height, width = check_mask_shape(check_shape(shape), "a mask drawn from GeoJSON")
-    check_decode(height * width, f"a {height} x {width} mask drawn from GeoJSON")
-    polygons = geojson_polygons(geojson, classification=classification)
-    boxes = polygon_boxes(polygons)
-    out = np.zeros((height, width), dtype=np.uint8)
+    dtype = _label_dtype(classes)
+    check_decode(height * width * dtype.itemsize, f"a {height} x {width} mask drawn from GeoJSON")
+    layers = _class_layers(geojson, classification, classes, object_type)
+    out = np.zeros((height, width), dtype=dtype)
     for y0 in range(0, height, BAND_ROWS):
         y1 = min(height, y0 + BAND_ROWS)
-        out[y0:y1] = _rasterise_window(polygons, boxes, (y0, y1, 0, width))
+        out[y0:y1] = _draw_window(layers, (y0, y1, 0, width), dtype)
     return out
 
 
@@ -392,6 +481,8 @@ def geojson_to_dask(
     shape: tuple[int, int],
     *,
     classification: str | None = None,
+    classes: Sequence[str] | None = None,
+    object_type: str | None = None,
     chunk: int = 4096,
 ) -> da.Array:
     """Like :func:`geojson_to_mask`, but lazy: chunks are rasterised when computed.
@@ -402,7 +493,8 @@ def geojson_to_dask(
     Returns
     -------
     dask.array.Array
-        ``uint8`` 0/1 mask of `shape`, in ``chunk`` x ``chunk`` chunks.
+        ``uint8`` 0/1 mask (or labels, see :func:`geojson_to_mask`) of
+        `shape`, in ``chunk`` x ``chunk`` chunks.
 
     Raises
     ------
@@ -412,8 +504,8 @@ def geojson_to_dask(
     height, width = check_mask_shape(check_shape(shape), "a mask drawn from GeoJSON")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise InputError(f"chunk must be a positive integer, got {chunk!r}")
-    polygons = geojson_polygons(geojson, classification=classification)
-    boxes = polygon_boxes(polygons)
+    dtype = _label_dtype(classes)
+    layers = _class_layers(geojson, classification, classes, object_type)
     rows = tuple(min(chunk, height - y) for y in range(0, height, chunk))
     cols = tuple(min(chunk, width - x) for x in range(0, width, chunk))
     name = f"geojson-mask-{uuid.uuid4().hex}"
@@ -421,14 +513,27 @@ def geojson_to_dask(
     for i, y0 in enumerate(range(0, height, chunk)):
         for j, x0 in enumerate(range(0, width, chunk)):
             window = (y0, y0 + rows[i], x0, x0 + cols[j])
-            chosen = _overlapping(boxes, window)
-            graph[(name, i, j)] = (
-                _rasterise_window,
-                [polygons[k] for k in chosen],
-                boxes[chosen],
-                window,
-            )
-    return da.Array(graph, name, chunks=(rows, cols), dtype=np.uint8)
+            chosen = []
+            for value, polygons, boxes in layers:
+                near = _overlapping(boxes, window)
+                chosen.append((value, [polygons[k] for k in near], boxes[near]))
+            graph[(name, i, j)] = (_draw_window, chosen, window, dtype)
+    return da.Array(graph, name, chunks=(rows, cols), dtype=dtype)
+
+
+def _draw_window(
+    layers: Sequence[tuple[int, Sequence[list[np.ndarray]], np.ndarray]],
+    window: tuple[int, int, int, int],
+    dtype: np.dtype,
+) -> np.ndarray:
+    """The window ``(y0, y1, x0, x1)`` with each layer's polygons drawn in its value."""
+    if len(layers) == 1 and layers[0][0] == 1:
+        return _rasterise_window(layers[0][1], layers[0][2], window).astype(dtype, copy=False)
+    y0, y1, x0, x1 = window
+    out = np.zeros((y1 - y0, x1 - x0), dtype=dtype)
+    for value, polygons, boxes in layers:
+        out[_rasterise_window(polygons, boxes, window) > 0] = value
+    return out
 
 
 def _overlapping(boxes: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -26,7 +26,18 @@ import numpy as np
 from slide_unet.core.errors import MaskError
 from slide_unet.core.limits import check_decode
 
-__all__ = ["MAX_COORDINATE", "geojson_polygons", "read_geojson"]
+__all__ = [
+    "MAX_COORDINATE",
+    "UNCLASSIFIED",
+    "class_name",
+    "geojson_classes",
+    "geojson_polygons",
+    "read_geojson",
+]
+
+#: The class name that picks features without a classification (QuPath's name
+#: for them), and that stands for them among :func:`geojson_classes`.
+UNCLASSIFIED = "Unclassified"
 
 #: Vertices farther than this from the origin (pixels) are refused: no image is
 #: that big, and beyond it the rasteriser's row numbers would overflow.
@@ -154,13 +165,42 @@ def _feature_list(geojson: Any) -> list[Any]:
     return [{"type": "Feature", "geometry": geojson, "properties": {}}]
 
 
-def _class_name(feature: dict[str, Any]) -> str | None:
-    props = feature.get("properties") or {}
+def class_name(feature: Any) -> str | None:
+    """The QuPath class of a feature, None when it has none.
+
+    QuPath writes ``properties.classification`` as ``{"name": ..., "color":
+    [r, g, b]}`` (0.3 and later; ``"colorRGB"`` before), a derived class as
+    ``{"names": ["Tumor", "Positive"], ...}`` (shown as ``"Tumor: Positive"``,
+    the name returned); a bare string is taken as the name too.
+    """
+    props = feature.get("properties") if isinstance(feature, dict) else None
     cls = props.get("classification") if isinstance(props, dict) else None
     if isinstance(cls, dict):
         name = cls.get("name")
-        return name if isinstance(name, str) else None
+        if isinstance(name, str):
+            return name
+        names = cls.get("names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return ": ".join(names)
+        return None
     return cls if isinstance(cls, str) else None
+
+
+def _object_type(feature: dict[str, Any]) -> str | None:
+    props = feature.get("properties")
+    kind = props.get("objectType") if isinstance(props, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _picked(feature: dict[str, Any], classification: str | None, object_type: str | None) -> bool:
+    if object_type is not None and _object_type(feature) != object_type:
+        return False
+    if classification is None:
+        return True
+    name = class_name(feature)
+    if classification == UNCLASSIFIED:
+        return name is None or name == UNCLASSIFIED
+    return name == classification
 
 
 def _feature_label(i: int, feature: dict[str, Any]) -> str:
@@ -174,7 +214,40 @@ def _feature_label(i: int, feature: dict[str, Any]) -> str:
     return f"feature {i}" + (f" ({', '.join(shown)})" if shown else "")
 
 
-def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list[list[np.ndarray]]:
+def geojson_classes(geojson: Any, *, object_type: str | None = None) -> list[str]:
+    """The QuPath classes of the features that have a geometry, sorted by name,
+    :data:`UNCLASSIFIED` last when some features have no class.
+
+    Parameters
+    ----------
+    geojson : dict or list
+        As :func:`geojson_polygons` takes it.
+    object_type : str, optional
+        Only features of this ``objectType`` (``"annotation"``, ``"detection"``...).
+
+    Raises
+    ------
+    MaskError
+        Not a FeatureCollection, a Feature, a list of features or a geometry.
+    """
+    names: set[str] = set()
+    unclassified = False
+    for feature in _feature_list(geojson):
+        if not isinstance(feature, dict) or feature.get("geometry") is None:
+            continue
+        if object_type is not None and _object_type(feature) != object_type:
+            continue
+        name = class_name(feature)
+        if name is None or name == UNCLASSIFIED:
+            unclassified = True
+        else:
+            names.add(name)
+    return sorted(names) + ([UNCLASSIFIED] if unclassified else [])
+
+
+def geojson_polygons(
+    geojson: Any, *, classification: str | None = None, object_type: str | None = None
+) -> list[list[np.ndarray]]:
     """The polygons of a GeoJSON object, each a list of rings as ``(n, 2)`` arrays.
 
     Parameters
@@ -183,7 +256,11 @@ def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list
         A ``FeatureCollection``, a ``Feature``, a list of features, or a bare
         ``Polygon``/``MultiPolygon``/``GeometryCollection``.
     classification : str or None
-        Keep only features of this QuPath class.
+        Keep only features of this QuPath class (:func:`class_name`);
+        :data:`UNCLASSIFIED` keeps those without one.
+    object_type : str or None
+        Keep only features of this ``objectType`` (QuPath's ``"annotation"``,
+        ``"detection"``, ``"cell"``...); None keeps all.
 
     Raises
     ------
@@ -196,7 +273,7 @@ def geojson_polygons(geojson: Any, *, classification: str | None = None) -> list
     for i, feature in enumerate(_feature_list(geojson)):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise MaskError(f"GeoJSON feature {i}: expected a Feature, got {feature!r:.80}")
-        if classification is not None and _class_name(feature) != classification:
+        if not _picked(feature, classification, object_type):
             continue
         geometry = feature.get("geometry")
         if geometry is None:

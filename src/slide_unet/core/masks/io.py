@@ -63,6 +63,7 @@ from slide_unet.core.limits import check_decode, check_mpp
 from slide_unet.core.masks import bounds as mask_bounds
 from slide_unet.core.masks import geojson as _geojson
 from slide_unet.core.masks import pyramids as mask_pyramids
+from slide_unet.core.masks.geojson import FeatureMeasurements
 from slide_unet.core.masks.ome_zarr import read_ome_zarr
 from slide_unet.core.masks.rle_csv import rle_csv_ids, write_rle_csv
 from slide_unet.core.masks.sizeless import declared_shape, read_geojson_mask, read_rle_mask
@@ -214,6 +215,7 @@ def _read(
     image_id: str | None = None,
     shape: Sequence[int] | None = None,
     progress: Progress | None = None,
+    classification: str | None = None,
 ) -> tuple[Any, float | None]:
     """The mask at ``path`` and its pixel size in microns (None if unknown);
     ``progress`` follows the decoding of a big RLE mask, the only format read
@@ -227,7 +229,7 @@ def _read(
             read_rle_mask(path, image_id, shape, progress, IN_MEMORY_PIXELS), str(path)
         ), None
     if kind == "geojson":
-        return read_geojson_mask(path, shape, IN_MEMORY_PIXELS), None
+        return read_geojson_mask(path, shape, IN_MEMORY_PIXELS, classification), None
     if kind == "zarr":
         array, mpp = read_ome_zarr(path)
         return pixels_to_mask(_finish(array, str(path)), str(path)), mpp
@@ -252,6 +254,7 @@ def read_mask(
     *,
     image_id: str | None = None,
     shape: Sequence[int] | None = None,
+    classification: str | None = None,
 ) -> np.ndarray | da.Array:
     """Read a mask from any supported file, lazily when it is big.
 
@@ -267,13 +270,19 @@ def read_mask(
     shape : tuple of int, optional
         ``(height, width)`` of the image: needed for RLE and GeoJSON, which do
         not record it.
+    classification : str, optional
+        GeoJSON (QuPath's export): draw only the features of this class
+        (``"Unclassified"``: those without one). Without it, a file of
+        several classes gives a label mask, one value per class (sorted
+        names; see :func:`~slide_unet.core.masks.sizeless.read_geojson_mask`).
 
     Returns
     -------
     numpy.ndarray or dask.array.Array
         2-D ``(height, width)``: numpy up to :data:`IN_MEMORY_PIXELS` pixels,
         else dask. Binary masks are ``uint8`` 0/1; instance label images keep
-        their ids and type (``uint16``/``uint32``).
+        their ids and type (``uint16``/``uint32``); GeoJSON of several
+        classes, one value per class.
 
     Raises
     ------
@@ -289,12 +298,12 @@ def read_mask(
         A TIFF, PNG or JPEG that cannot be read.
     InputError
         An RLE CSV or GeoJSON without `shape`, or with one no mask can have;
-        an RLE CSV without the id asked for.
+        an RLE CSV without the id asked for; GeoJSON without the class.
     LimitError
         More to decode at once than the memory budget
         (:mod:`slide_unet.core.limits`).
     """
-    return _read(path, image_id, shape)[0]
+    return _read(path, image_id, shape, classification=classification)[0]
 
 
 def read_mask_with_mpp(
@@ -302,6 +311,7 @@ def read_mask_with_mpp(
     *,
     image_id: str | None = None,
     shape: Sequence[int] | None = None,
+    classification: str | None = None,
 ) -> tuple[np.ndarray | da.Array, float | None]:
     """:func:`read_mask`, and the pixel size the file records.
 
@@ -317,7 +327,7 @@ def read_mask_with_mpp(
     ------
     As :func:`read_mask`.
     """
-    return _read(path, image_id, shape)
+    return _read(path, image_id, shape, classification=classification)
 
 
 # -- writing -------------------------------------------------------------------------
@@ -417,6 +427,8 @@ def write_mask(
     image_id: str | None = None,
     levels: int | None = None,
     classification: str | None = "Glomerulus",
+    object_type: str = "annotation",
+    measurements: FeatureMeasurements | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> Path:
@@ -441,6 +453,11 @@ def write_mask(
         default: halve down to at most 1024 pixels a side.
     classification : str or None
         QuPath class of GeoJSON objects.
+    object_type : str
+        QuPath object type of GeoJSON objects: ``"annotation"`` or ``"detection"``.
+    measurements : callable, optional
+        GeoJSON: each feature's QuPath measurements
+        (:func:`slide_unet.core.objects.qupath.feature_measurements`).
     progress : callable, optional
         ``progress(done, total)`` after each step of the writer: each band of
         the mask it reads (rows; columns for RLE), then PNG's encoding or each
@@ -489,7 +506,14 @@ def write_mask(
         return _write_png(mask, path, dtype, mpp, step)
     if kind == "csv":
         return write_rle_csv(path, {image_id or name: mask}, progress=step)
-    return _geojson.write_geojson(mask, path, classification=classification, progress=step)
+    return _geojson.write_geojson(
+        mask,
+        path,
+        classification=classification,
+        object_type=object_type,
+        measurements=measurements,
+        progress=step,
+    )
 
 
 def export_mask(
@@ -501,6 +525,9 @@ def export_mask(
     mpp: float | None = None,
     levels: int | None = None,
     classification: str | None = "Glomerulus",
+    object_type: str = "annotation",
+    measure_objects: Callable[[Any, float | None], FeatureMeasurements] | None = None,
+    read_classification: str | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> Path:
@@ -521,8 +548,15 @@ def export_mask(
         ``(height, width)``, needed when `src` is RLE or GeoJSON.
     mpp : float, optional
         Pixel size to record; default: the one `src` records.
-    levels, classification
+    levels, classification, object_type
         As for :func:`write_mask`.
+    measure_objects : callable, optional
+        ``measure_objects(mask, mpp)`` gives the ``measurements`` of a GeoJSON
+        `dst` (:func:`slide_unet.core.objects.qupath.feature_measurements`
+        takes those arguments), called with the mask read and the pixel size
+        recorded.
+    read_classification : str, optional
+        The class to read from a GeoJSON `src` (see :func:`read_mask`).
     progress : callable, optional
         ``progress(done, total)``: first for the decoding of a big RLE `src`
         (its bands of columns; the only format read whole first), then for
@@ -554,7 +588,7 @@ def export_mask(
         what = "an RLE mask" if mask_suffix(src) == ".csv" else "GeoJSON"
         # RLE and GeoJSON decode to uint8 0/1.
         _check_write(kind, declared_shape(src, shape, what), np.dtype(np.uint8), dst, levels)
-    mask, src_mpp = _read(src, image_id, shape, _steps(progress, cancel))
+    mask, src_mpp = _read(src, image_id, shape, _steps(progress, cancel), read_classification)
     if image_id is None:
         ids = rle_csv_ids(src) if mask_suffix(src) == ".csv" else []
         image_id = ids[0] if len(ids) == 1 else mask_stem(src)
@@ -565,6 +599,12 @@ def export_mask(
         image_id=image_id,
         levels=levels,
         classification=classification,
+        object_type=object_type,
+        measurements=(
+            measure_objects(mask, src_mpp if mpp is None else mpp)
+            if measure_objects is not None and kind == "geojson"
+            else None
+        ),
         progress=progress,
         cancel=cancel,
     )

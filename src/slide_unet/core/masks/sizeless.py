@@ -113,14 +113,28 @@ def read_rle_mask(
         raise type(exc)(f"{path}, id {image_id!r}: {exc}") from None
 
 
-def read_geojson_mask(path: Path, shape: Sequence[int] | None, in_memory: int = 2**26) -> Any:
-    """The polygons of a GeoJSON file drawn as a 0/1 mask of `shape`: numpy up
-    to `in_memory` pixels, else a dask array drawn chunk by chunk.
+def read_geojson_mask(
+    path: Path,
+    shape: Sequence[int] | None,
+    in_memory: int = 2**26,
+    classification: str | None = None,
+) -> Any:
+    """The polygons of a GeoJSON file (QuPath's export) drawn as a mask of `shape`:
+    numpy up to `in_memory` pixels, else a dask array drawn chunk by chunk.
+
+    With `classification`, a 0/1 mask of that class's features
+    (``"Unclassified"``: those without a class). Without it, a 0/1 mask of all
+    features when they have one class (or none); when they have several, a
+    label mask, one value per class in the order of
+    :func:`~slide_unet.core.masks.geojson_read.geojson_classes` (sorted
+    names, ``1`` the first; the features without a class, if any, last as
+    ``"Unclassified"``).
 
     Raises
     ------
     InputError
-        `shape` as :func:`declared_shape` refuses it.
+        `shape` as :func:`declared_shape` refuses it; a `classification`
+        that no feature has (the message lists those there are).
     MaskError, LimitError
         GeoJSON that cannot be drawn (see
         :func:`~slide_unet.core.masks.geojson.geojson_polygons`), or that does not
@@ -129,8 +143,19 @@ def read_geojson_mask(path: Path, shape: Sequence[int] | None, in_memory: int = 
     height, width = declared_shape(path, shape, "GeoJSON")
     data = geojson.read_geojson(path)
     try:
+        classes = geojson.geojson_classes(data)
+        if classification is not None and classification not in classes:
+            raise InputError(
+                f"{path}: no feature of class {classification!r} "
+                f"(classes: {', '.join(classes) or 'none'})"
+            )
+        by_class = classes if classification is None and len(classes) > 1 else None
         if height * width <= in_memory:
-            return geojson.geojson_to_mask(data, (height, width))
-        return geojson.geojson_to_dask(data, (height, width))
+            return geojson.geojson_to_mask(
+                data, (height, width), classification=classification, classes=by_class
+            )
+        return geojson.geojson_to_dask(
+            data, (height, width), classification=classification, classes=by_class
+        )
     except (MaskError, LimitError) as exc:  # the rasteriser does not know the file
         raise type(exc)(f"{path}: {exc}") from None
