@@ -19,8 +19,10 @@ __all__ = [
     "DEVICES",
     "MASK_FORMATS",
     "add_device_option",
+    "add_geojson_options",
     "add_json_option",
     "add_segment_options",
+    "geojson_classes_note",
     "print_epoch",
     "progress_bar",
     "region_arg",
@@ -35,6 +37,39 @@ MASK_FORMATS = ".ome.tif/.tif, .zarr, .png, .csv (Kaggle RLE), .geojson"
 def add_json_option(parser: argparse.ArgumentParser, help: str = "print JSON") -> None:
     """``--json``: print machine-readable results instead of text."""
     parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_geojson_options(parser: Any) -> None:
+    """``--object-type`` and ``--no-measurements``: how a ``.geojson`` output is written."""
+    parser.add_argument(
+        "--object-type",
+        choices=("annotation", "detection"),
+        default="annotation",
+        help="QuPath object type of a .geojson output's features: annotation (editable) "
+        "or detection (lighter, for many objects) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-measurements",
+        dest="measurements",
+        action="store_false",
+        help="leave out each .geojson feature's measurements (area, perimeter, centroid, "
+        "equivalent diameter, solidity: QuPath's measurement map), which cost one more "
+        "pass over the mask",
+    )
+
+
+def geojson_classes_note(path: Any, classification: str | None) -> str | None:
+    """``classes: 1 = A, 2 = B`` when a GeoJSON file of several classes is read
+    without ``--classification`` (a label per class), else None."""
+    from slide_unet.core.masks.geojson import geojson_classes, read_geojson
+    from slide_unet.core.masks.io import mask_suffix
+
+    if classification is not None or mask_suffix(path) not in (".geojson", ".json"):
+        return None
+    classes = geojson_classes(read_geojson(path))
+    if len(classes) < 2:
+        return None
+    return "classes: " + ", ".join(f"{i} = {name}" for i, name in enumerate(classes, start=1))
 
 
 def add_device_option(parser: Any) -> None:

@@ -6,7 +6,14 @@ import argparse
 import json
 from typing import Any
 
-from slide_unet.cli.common import MASK_FORMATS, add_json_option, progress_bar, shape_arg
+from slide_unet.cli.common import (
+    MASK_FORMATS,
+    add_geojson_options,
+    add_json_option,
+    geojson_classes_note,
+    progress_bar,
+    shape_arg,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -28,18 +35,29 @@ def run(args: argparse.Namespace) -> int:
             # RLE and GeoJSON record no pixel size: the slide's is the mask's.
             if mpp is None and sizeless:
                 mpp = slide.mpp
+    measure_objects = None
+    if args.measurements:
+        from slide_unet.core.objects.qupath import feature_measurements
+
+        def measure_objects(mask: Any, mask_mpp: float | None) -> Any:
+            return feature_measurements(mask, mpp=mask_mpp)
+
+    note = geojson_classes_note(args.mask, args.classification)
     written = export_mask(
         args.mask,
         args.output,
         image_id=args.id,
         shape=shape,
         mpp=mpp,
+        object_type=args.object_type,
+        measure_objects=measure_objects,
+        read_classification=args.classification,
         progress=progress_bar("exporting"),
     )
     if args.json:
         print(json.dumps({"input": str(args.mask), "output": str(written)}))
     else:
-        print(f"wrote {written}")
+        print(f"wrote {written}" + (f" ({note})" if note else ""))
     return 0
 
 
@@ -58,6 +76,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--image", help="slide whose size (and pixel size) an RLE or GeoJSON input has"
     )
     export.add_argument("--mpp", type=float, help="pixel size to record (µm)")
+    export.add_argument(
+        "--classification",
+        metavar="NAME",
+        help="of a GeoJSON input (QuPath's export), draw only the objects of this class "
+        "('Unclassified': those without one); without it, several classes give a label "
+        "mask, one value per class in sorted order (the output line says which)",
+    )
+    add_geojson_options(export)
     add_json_option(export)
     export.set_defaults(run=run)
     return export

@@ -100,11 +100,30 @@ def _score_pairs(args: argparse.Namespace) -> list[tuple[str, Path, str | None, 
 
 
 def _read_pair(
-    pred: Path, pred_id: str | None, truth: Path, truth_id: str | None, shape: Any
+    pred: Path,
+    pred_id: str | None,
+    truth: Path,
+    truth_id: str | None,
+    shape: Any,
+    classification: str | None = None,
 ) -> tuple[Any, Any]:
     """Read both masks; a side that does not record its size (RLE, GeoJSON) takes
-    the other side's, else ``--shape``."""
-    from slide_unet.core.masks.io import mask_suffix, read_mask
+    the other side's, else ``--shape``. A GeoJSON side draws the objects of
+    ``classification``; one of several classes must be picked."""
+    from slide_unet.cli.common import geojson_classes_note
+    from slide_unet.core.masks.io import mask_suffix
+    from slide_unet.core.masks.io import read_mask as read_any
+
+    def read_mask(path: Path, *, image_id: str | None, shape: Any) -> Any:
+        if mask_suffix(path) in (".geojson", ".json"):
+            note = geojson_classes_note(path, classification)
+            if note is not None:
+                raise UsageError(
+                    f"{path.name} holds objects of several QuPath classes ({note}): "
+                    "pick the one to score with --classification NAME"
+                )
+            return read_any(path, shape=shape, classification=classification)
+        return read_any(path, image_id=image_id, shape=shape)
 
     def sizeless(path: Path) -> bool:
         return mask_suffix(path) in (".csv", ".geojson", ".json")
@@ -163,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     for name, pred, pred_id, truth, truth_id in _score_pairs(args):
-        pred_mask, truth_mask = _read_pair(pred, pred_id, truth, truth_id, args.shape)
+        pred_mask, truth_mask = _read_pair(
+            pred, pred_id, truth, truth_id, args.shape, args.classification
+        )
         if args.region is not None:
             pred_mask, truth_mask = _crop_to_region(pred_mask, truth_mask, args.region, truth)
         check_same_shape(pred_mask, truth_mask, (f"prediction {pred.name}", f"truth {truth.name}"))
@@ -219,6 +240,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=region_arg,
         help="Y0:Y1,X0:X1: score this crop of the truth, against a prediction of that size "
         "(as `segment --region` writes it) or the same crop of a whole-slide prediction",
+    )
+    score.add_argument(
+        "--classification",
+        metavar="NAME",
+        help="of a GeoJSON mask (QuPath's export), score only the objects of this class "
+        "('Unclassified': those without one); needed when it holds several",
     )
     score.add_argument("--tile", type=int, default=1024, help="per-tile Dice grid (pixels)")
     score.add_argument(
