@@ -260,3 +260,22 @@ def test_export_mask_measures_for_geojson(tmp_path) -> None:
     first = fc["features"][0]["properties"]
     assert first["objectType"] == "detection"
     assert "Area µm^2" in first["measurements"]
+
+
+def test_a_qupath_export_beside_an_image_is_a_training_pair(tmp_path) -> None:
+    """Fine-tune and train read masks folders: a QuPath GeoJSON named like its image is
+    its mask, drawn at the image's size (any class is foreground)."""
+    from PIL import Image
+
+    from slide_unet.core.training.image_pairs import find_pairs, read_pair
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.full((*SHAPE, 3), 200, np.uint8)).save(tmp_path / "images" / "t1.png")
+    (tmp_path / "masks" / "t1.geojson").write_text(json.dumps(qupath_export()))
+    pairs, unpaired = find_pairs(tmp_path / "images", tmp_path / "masks")
+    assert [p.stem for p in pairs] == ["t1"]
+    assert unpaired == []
+    image, mask, _ = read_pair(pairs[0])
+    assert image.shape[:2] == SHAPE
+    np.testing.assert_array_equal(mask, expected("Glomerulus", "Tubule") != 0)
