@@ -16,8 +16,8 @@ __all__ = ["add_parser", "run"]
 def run(args: argparse.Namespace) -> int:
     """Write the package; with ``--check``, run ``bioimageio test`` on it."""
     from slide_unet.core.model.bioimageio_export import (
+        check_bioimageio_package,
         export_bioimageio,
-        test_bioimageio_package,
     )
 
     start = time.perf_counter()
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     if args.check:
         start = time.perf_counter()
-        test = test_bioimageio_package(written)
+        test = check_bioimageio_package(written)
         result |= {"test_status": test.status, "test_seconds": time.perf_counter() - start}
         if not test.passed:
             print(test.summary, file=sys.stderr)
