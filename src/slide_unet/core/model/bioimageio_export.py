@@ -39,6 +39,7 @@ __all__ = [
     "BioimageioTestResult",
     "check_bioimageio_package",
     "export_bioimageio",
+    "licence_alias",
     "spdx_licence",
     "standalone_unet_source",
 ]
@@ -84,6 +85,13 @@ def _missing_extra(exc: ImportError) -> UserError:
     )
 
 
+def licence_alias(text: str) -> str:
+    """A card's way of writing a licence as its SPDX identifier, where it is a known one
+    (``"CC BY 4.0"`` -> ``"CC-BY-4.0"``); anything else as given. Needs no bioimageio."""
+    cleaned = " ".join(text.split())
+    return _LICENCE_ALIASES.get(cleaned, _LICENCE_ALIASES.get(cleaned.upper(), cleaned))
+
+
 def spdx_licence(text: str | None) -> str:
     """The SPDX identifier of a card's licence (``"CC BY 4.0"`` -> ``"CC-BY-4.0"``).
 
@@ -97,8 +105,7 @@ def spdx_licence(text: str | None) -> str:
             "the model card names no licence, and bioimage.io needs one: give an SPDX "
             "licence identifier (e.g. --licence CC-BY-4.0)"
         )
-    cleaned = " ".join(text.split())
-    spdx = _LICENCE_ALIASES.get(cleaned, _LICENCE_ALIASES.get(cleaned.upper(), cleaned))
+    spdx = licence_alias(text)
     try:
         from bioimageio.spec.model.v0_5 import LicenseId
     except ImportError as exc:
