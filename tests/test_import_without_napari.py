@@ -88,7 +88,9 @@ _LIGHT_SCRIPT = textwrap.dedent(
         main(["--help"])
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         main(["segment", "--help"])
-    heavy = ("torch", "dask.array", "scipy", "zarr", "tifffile", "safetensors")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(["export-model", "--help"])
+    heavy = ("torch", "dask.array", "scipy", "zarr", "tifffile", "safetensors", "bioimageio")
     print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
     """
 )

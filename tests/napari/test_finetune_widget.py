@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +441,46 @@ def test_default_names_follow_the_base_and_avoid_taken_ones() -> None:
     assert finetune_input.default_model_name("nuclei-finetuned-2025-11-01", set(), day) == (
         "nuclei-finetuned-2025-11-26"
     )
+
+
+def test_export_for_bioimageio_writes_a_package_that_passes_its_test(
+    viewer, dock, qtbot, errors, tmp_path, monkeypatch
+) -> None:
+    """The button after a run: a licence asked for (the base model's offered), a path
+    from the file dialog, the package written in the background; bioimageio test passes."""
+    pytest.importorskip("bioimageio.core", reason="needs the bioimageio extra")
+    from qtpy.QtWidgets import QFileDialog, QInputDialog
+
+    from slide_unet.core.model.bioimageio_export import check_bioimageio_package
+
+    widget = _open(viewer, dock)
+    assert not widget.export_button.enabled  # nothing to export before a run
+    _run(qtbot, widget, epochs=1)
+    assert widget.export_button.enabled
+    asked: list[str] = []
+
+    def licence(parent, title, label, text=""):
+        asked.append(text)
+        return "CC0-1.0", True
+
+    target = tmp_path / "shared" / "tiny"  # no .zip: the widget adds it
+    target.parent.mkdir()
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(licence))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), ""))
+    )
+    with qtbot.waitSignal(widget.exported, timeout=WAIT_MS):
+        qtbot.mouseClick(widget.export_button.native, Qt.MouseButton.LeftButton)
+    assert errors == []
+    package = target.with_suffix(".zip")
+    assert package.is_file()
+    assert str(package) in widget.status.value
+    assert len(asked) == 1  # a fine-tuned card claims no licence: the user gives one
+    assert "license: CC0-1.0" in zipfile.ZipFile(package).read("rdf.yaml").decode()
+    assert widget.export_button.enabled
+    result = check_bioimageio_package(package)
+    assert result.passed, result.summary
+    # A cancelled dialog writes nothing.
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: ("", "")))
+    assert widget.export_bioimageio() is None
+    assert sorted(p.name for p in package.parent.iterdir()) == ["tiny.zip"]

@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from slide_unet import __version__
-from slide_unet.cli import evaluate, export, finetune, info, measure, score, segment, train
+from slide_unet.cli import (
+    evaluate,
+    export,
+    export_model,
+    finetune,
+    info,
+    measure,
+    score,
+    segment,
+    train,
+)
 from slide_unet.core.errors import UserError
 
 __all__ = ["BUG_EXIT_STATUS", "build_parser", "main"]
@@ -29,7 +39,7 @@ __all__ = ["BUG_EXIT_STATUS", "build_parser", "main"]
 BUG_EXIT_STATUS = 70
 
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS = (info, segment, score, measure, export, evaluate, train, finetune)
+COMMANDS = (info, segment, score, measure, export, evaluate, train, finetune, export_model)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
@@ -38,7 +39,9 @@ from magicgui.widgets import RadioButtons as MagicRadioButtons
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QFileDialog,
     QFormLayout,
+    QInputDialog,
     QLabel,
     QListWidget,
     QProgressBar,
@@ -149,9 +152,14 @@ class FinetuneWidget(QWidget):
     finished : Signal
         Emitted on the main thread when a run has ended, whatever happened,
         after the results are shown (tests and callers wait on this).
+    export_job : Job or None
+        The last bioimage.io export.
+    exported : Signal
+        Emitted on the main thread when an export has ended, whatever happened.
     """
 
     finished = Signal()
+    exported = Signal()
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -219,6 +227,12 @@ class FinetuneWidget(QWidget):
             results.addRow(label, value)
         self.segment_button = PushButton(text="Segment viewport with it", enabled=False)
         self.segment_button.tooltip = "Run the new model on what is on screen (Segment widget)"
+        self.export_button = PushButton(text="Export for bioimage.io…", enabled=False)
+        self.export_button.tooltip = (
+            "Write the new model as a bioimage.io model package (.zip) for other "
+            "bioimage.io tools (needs the bioimageio extra)"
+        )
+        self.export_job: Job | None = None
 
         pair_buttons = Container(
             widgets=[self.add_pair_button, self.remove_pair_button], layout="horizontal"
@@ -247,6 +261,7 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.curve)
         layout.addLayout(results)
         layout.addWidget(self.segment_button.native)
+        layout.addWidget(self.export_button.native)
         layout.addStretch()
         self._pair_buttons = pair_buttons
         for label in (self.status, self.model_info):
@@ -259,6 +274,7 @@ class FinetuneWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.segment_button.clicked.connect(self.segment_viewport)
+        self.export_button.clicked.connect(self.export_bioimageio)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
         self._tick = QTimer(self)
@@ -427,6 +443,7 @@ class FinetuneWidget(QWidget):
         for label in (self.before_dice, self.after_dice, self.saved):
             label.setText("")
         self.segment_button.enabled = False
+        self.export_button.enabled = False
         self.progress_bar.setValue(0)
         self._started = time.monotonic()
         self._budget = options.minutes * 60
@@ -512,6 +529,7 @@ class FinetuneWidget(QWidget):
         self.progress_bar.setValue(100)
         self.publish(name)
         self.segment_button.enabled = True
+        self.export_button.enabled = True
         show_info(
             f"Fine-tuned {name}: validation Dice {_dice_text(result.before_dice)} → "
             f"{_dice_text(result.after_dice)}"
@@ -545,6 +563,73 @@ class FinetuneWidget(QWidget):
             notify_error(UserError("fine-tune a model first"))
             return None
         return request_segment_viewport(self.viewer, self.result.card.name, self._trained_on)
+
+    # -- sharing the new model -----------------------------------------------------
+
+    def export_bioimageio(self) -> Job | None:
+        """Ask where, then write the new model as a bioimage.io package in the background.
+
+        The fine-tuned card records its base model's licence but claims none, so
+        the licence is asked for (offered: the base model's). Returns the job, or
+        None when there is no model yet or the user cancelled a dialog.
+        """
+        if self.result is None:
+            notify_error(UserError("fine-tune a model first"))
+            return None
+        card = self.result.card
+        licence = card.licence
+        if not licence:
+            from slide_unet.core.model.bioimageio_export import licence_alias
+
+            offered = licence_alias(str(card.training.get("parent_licence") or ""))
+            licence, ok = QInputDialog.getText(
+                self,
+                "Licence of the fine-tuned weights",
+                "SPDX licence identifier for bioimage.io (e.g. CC-BY-4.0, CC0-1.0, MIT)"
+                + (f"; the base model's is {offered}" if offered else "")
+                + ":",
+                text=offered,
+            )
+            if not ok or not licence.strip():
+                return None
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export for bioimage.io",
+            str(Path(self.result.path).with_name(f"{card.name}.bioimageio.zip")),
+            "bioimage.io model package (*.zip)",
+        )
+        if not path:
+            return None
+        output = Path(path) if path.lower().endswith(".zip") else Path(path + ".zip")
+        weights = Path(self.result.path)
+
+        def work(progress: Any, cancel: threading.Event, partial: Any) -> Path:
+            from slide_unet.core.model.bioimageio_export import export_bioimageio
+
+            return export_bioimageio(weights, output, licence=licence.strip())
+
+        def done(written: Path) -> None:
+            self.status.value = f"exported {card.name} for bioimage.io: {written}"
+            show_info(f"Wrote the bioimage.io package {written}")
+
+        def failed(error: BaseException) -> None:
+            self.status.value = failure_text(error, "export cancelled")
+
+        self.status.value = f"exporting {card.name} for bioimage.io..."
+        self.export_button.enabled = False
+
+        def finished() -> None:
+            self.export_button.enabled = self.result is not None and not self._running
+            self.exported.emit()
+
+        self.export_job = start_job(
+            work,
+            f"Exporting {card.name} for bioimage.io",
+            done=done,
+            failed=failed,
+            finished=finished,
+        )
+        return self.export_job
 
 
 def _dice_text(value: float | None) -> str:
