@@ -17,7 +17,7 @@ from superqt import QCollapsible
 
 pytestmark = pytest.mark.gui
 
-WIDGETS = ["Segment", "Correct", "Score", "Export", "Fine-tune", "Objects"]
+WIDGETS = ["Segment", "Correct", "Score", "Export", "Fine-tune", "Objects", "Review"]
 SCREEN_HEIGHT = 1000  # px, as a laptop's, less the title bar
 
 

@@ -1,0 +1,243 @@
+"""A review queue: a mask's objects ordered by how much they need a human, and its log.
+
+Order (:func:`review_queue`), first to last:
+
+1. with a truth mask, the **false positives**: predicted objects with no truth
+   pixel under any of their pixels;
+2. with a truth mask, the **misses**: truth objects with no predicted pixel
+   under any of theirs;
+3. the predicted objects **cut by a tile edge**: an object whose bounding box
+   starts or ends on a multiple of :data:`TILE` pixels (rows or columns), or on
+   the image border. Segmentation runs in blocks of this size, and an object
+   that ends exactly on a block line is often a fragment of one cut there (an
+   object that crosses a line is not: its box does not end on it);
+4. every other predicted object.
+
+Within each group the smallest come first (the fragments and specks a model
+gets wrong most). Probabilities are not stored with masks, so there is no
+lowest-confidence ordering here.
+
+The log (:class:`ReviewLog`) keeps which objects were reviewed, keyed by each
+object's bounding box and pixel count in full-resolution pixels (not by its
+id, which changes when any object before it changes): a review survives a
+restart and a re-measure, and an object edited since is new to review. For a
+slide's mask it is a small JSON file in the mask store's folder.
+
+This module is part of the napari-free core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from slide_unet.core.atomic import write_text_atomic
+from slide_unet.core.errors import Cancel, Cancelled, cancel_check
+from slide_unet.core.objects.table import ObjectTable
+
+__all__ = [
+    "CUT",
+    "FALSE_POSITIVE",
+    "MISSED",
+    "OTHER",
+    "REVIEW_FILE",
+    "TILE",
+    "Entry",
+    "ReviewLog",
+    "cut_by_tile_edge",
+    "object_key",
+    "object_pixels",
+    "overlaps",
+    "review_queue",
+]
+
+#: Side of the segmentation blocks whose edges may cut objects (px).
+TILE = 1024
+#: The log's file name in a mask store's folder.
+REVIEW_FILE = "review.json"
+FALSE_POSITIVE, MISSED, CUT, OTHER = "false positive", "missed", "cut by a tile edge", "small"
+EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object in the queue.
+
+    Attributes
+    ----------
+    kind : str
+        :data:`FALSE_POSITIVE`, :data:`MISSED`, :data:`CUT` or :data:`OTHER`.
+    row : int
+        Its row in the predicted table, or in the truth table for a miss.
+    key : str
+        Its key in the :class:`ReviewLog`.
+    """
+
+    kind: str
+    row: int
+    key: str
+
+    @property
+    def in_truth(self) -> bool:
+        """A miss: the object is in the truth mask, not in the prediction."""
+        return self.kind == MISSED
+
+
+def _boxes(table: ObjectTable) -> np.ndarray:
+    """``(n, 4)`` bounding boxes ``y0, x0, y1, x1`` in pixels."""
+    scale = table.mpp or 1.0
+    names = [f"bbox_{k}_{table.unit}" for k in ("y0", "x0", "y1", "x1")]
+    return np.rint(np.column_stack([table[n] / scale for n in names])).astype(np.int64)
+
+
+def object_key(table: ObjectTable, row: int) -> str:
+    """The log key of ``row``: ``"y0,x0,y1,x1,pixels"`` in full-resolution pixels."""
+    y0, x0, y1, x1 = (int(v) for v in _boxes(table)[row])
+    return f"{y0},{x0},{y1},{x1},{int(table['pixels'][row])}"
+
+
+def cut_by_tile_edge(table: ObjectTable, tile: int = TILE) -> np.ndarray:
+    """Whether each object's box starts or ends on a multiple of ``tile`` or the border."""
+    boxes = _boxes(table)
+    height, width = table.shape
+    on_line = (boxes % tile == 0).any(axis=1)
+    on_border = (boxes[:, 2] == height) | (boxes[:, 3] == width)
+    return on_line | on_border
+
+
+def object_pixels(window: np.ndarray, pixels: int) -> np.ndarray:
+    """The pixels of the object whose bounding box is ``window``, as a boolean mask.
+
+    ``window`` is the mask under the object's box: the object is the 8-connected
+    component that spans the whole window with ``pixels`` pixels (the largest
+    spanning one should two have the same count, which needs two objects with
+    the same box).
+    """
+    labels, count = ndimage.label(np.asarray(window) != 0, EIGHT)
+    if count == 0:
+        return np.zeros(labels.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    spans = np.zeros(count + 1, dtype=bool)
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is not None:
+            spans[index] = all(
+                s.start == 0 and s.stop == n for s, n in zip(found, labels.shape, strict=True)
+            )
+    exact = np.flatnonzero(spans & (sizes == pixels))
+    candidates = exact if exact.size else np.flatnonzero(spans)
+    if candidates.size == 0:
+        candidates = np.arange(1, count + 1)
+    best = candidates[np.argmax(sizes[candidates])]
+    return labels == best
+
+
+def overlaps(
+    table: ObjectTable,
+    mask: Any,
+    other: Any,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Cancel | None = None,
+) -> np.ndarray:
+    """Whether each object of ``mask`` (measured in ``table``) has a non-zero pixel of
+    ``other`` under it. Reads only the objects' boxes, so it streams over any array."""
+    stop = cancel_check(cancel)
+    boxes = _boxes(table)
+    found = np.zeros(len(table), dtype=bool)
+    for row, (y0, x0, y1, x1) in enumerate(boxes.tolist()):
+        if stop():
+            raise Cancelled("building the review queue cancelled")
+        below = np.asarray(other[y0:y1, x0:x1]) != 0
+        if below.any():
+            own = object_pixels(np.asarray(mask[y0:y1, x0:x1]), int(table["pixels"][row]))
+            found[row] = bool(below[own].any())
+        if progress is not None and (row % 64 == 0 or row == len(boxes) - 1):
+            progress(row + 1, len(boxes))
+    return found
+
+
+def review_queue(
+    table: ObjectTable,
+    *,
+    truth: ObjectTable | None = None,
+    hit: np.ndarray | None = None,
+    found: np.ndarray | None = None,
+    tile: int = TILE,
+) -> list[Entry]:
+    """The objects in review order (see the module's docstring).
+
+    Parameters
+    ----------
+    table : ObjectTable
+        The predicted objects.
+    truth : ObjectTable, optional
+        The truth's objects; with ``hit`` and ``found`` it adds the false
+        positives and misses.
+    hit : numpy.ndarray of bool, optional
+        Per predicted object: some truth under it (:func:`overlaps`).
+    found : numpy.ndarray of bool, optional
+        Per truth object: some prediction under it.
+    tile : int
+        The block side whose edges cut objects.
+    """
+    area = table["pixels"].astype(np.float64)
+    cut = cut_by_tile_edge(table, tile)
+    false_positive = ~hit if hit is not None else np.zeros(len(table), dtype=bool)
+    entries: list[Entry] = []
+    groups = [
+        (FALSE_POSITIVE, false_positive),
+        (CUT, ~false_positive & cut),
+        (OTHER, ~false_positive & ~cut),
+    ]
+    for kind, chosen in groups:
+        rows = np.flatnonzero(chosen)
+        for row in rows[np.argsort(area[rows], kind="stable")].tolist():
+            entries.append(Entry(kind, row, object_key(table, row)))
+        if kind == FALSE_POSITIVE and truth is not None and found is not None:
+            missed = np.flatnonzero(~found)
+            sizes = truth["pixels"][missed]
+            for row in missed[np.argsort(sizes, kind="stable")].tolist():
+                entries.append(Entry(MISSED, row, "missed:" + object_key(truth, row)))
+    return entries
+
+
+class ReviewLog:
+    """Which objects were reviewed, and how: ``{key: "accepted" | "rejected"}``.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        The JSON file it is kept in (read now, written on every change); None:
+        kept in memory only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.marks: dict[str, str] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                record = json.loads(self.path.read_text())
+                self.marks = {str(k): str(v) for k, v in record.get("reviewed", {}).items()}
+            except (OSError, ValueError, AttributeError):
+                self.marks = {}  # an unreadable log starts the review afresh
+
+    def mark(self, key: str, verdict: str) -> None:
+        """Record ``key`` as ``verdict`` (``accepted`` or ``rejected``) and save."""
+        self.marks[key] = verdict
+        if self.path is not None:
+            write_text_atomic(self.path, json.dumps({"reviewed": self.marks}, indent=1))
+
+    def verdict(self, key: str) -> str | None:
+        """How ``key`` was reviewed, or None."""
+        return self.marks.get(key)
+
+    def reviewed(self, entries: list[Entry]) -> int:
+        """How many of ``entries`` are reviewed."""
+        return sum(entry.key in self.marks for entry in entries)

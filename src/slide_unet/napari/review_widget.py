@@ -1,0 +1,347 @@
+"""The Review widget: walk a mask's objects, most doubtful first; accept or reject each.
+
+*Build queue* measures the picked mask (and the truth, when one is picked) in
+the background and orders the objects as
+:func:`slide_unet.core.objects.review.review_queue` says: false positives and
+misses first when there is a truth, then objects cut by a tile edge, then the
+rest, smallest first in each group. *Next* and *Previous* (keys ``.`` and
+``,`` while the dock is open) centre each object in turn, zoomed so its box
+fills half the canvas. *Accept* marks it reviewed; *Reject* erases it from the
+mask as one napari undo step (the Correct widget's path: ``data_setitem`` in
+``block_history``; a slide's mask is autosaved by it) and marks it reviewed.
+Progress ("23 of 140 reviewed") is kept in the mask store's folder
+(:class:`~slide_unet.core.objects.review.ReviewLog`) for a slide's mask, so a
+review resumes when the slide is opened again; for a plain layer it lasts
+as long as the widget.
+
+A mask too large for one editable layer (multiscale) is reviewed the same way,
+but *Reject* asks to open the Correct widget's *Edit here* window first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
+
+from slide_unet.core.errors import InputError, UserError
+from slide_unet.core.objects.review import (
+    REVIEW_FILE,
+    Entry,
+    ReviewLog,
+    object_pixels,
+    overlaps,
+    review_queue,
+)
+from slide_unet.core.objects.table import ObjectTable
+from slide_unet.napari.focus import centre_on, label_of, object_box, object_centroid
+from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
+from slide_unet.napari.layers import full_resolution, labels_layers, layer_mpp, unproxied
+from slide_unet.napari.mask_layer import save_pending
+from slide_unet.napari.overlay import OVERLAY_KEY
+from slide_unet.napari.scroll import scrolling_layout
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["NEXT_KEY", "NO_TRUTH", "PREVIOUS_KEY", "ReviewWidget"]
+
+NO_TRUTH = "(none)"
+NEXT_KEY, PREVIOUS_KEY = ".", ","
+
+
+def _log_for(layer: Any) -> ReviewLog:
+    """The review log of ``layer``: in its mask store's folder, else in memory."""
+    store = (layer.metadata or {}).get("mask_store")
+    if store and Path(store).is_dir():
+        return ReviewLog(Path(store) / REVIEW_FILE)
+    return ReviewLog()
+
+
+class ReviewWidget(QWidget):
+    """Review a mask's objects one by one: Next, Previous, Accept, Reject.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose Labels layers are offered.
+
+    Attributes
+    ----------
+    queue : list of Entry
+        The objects in review order.
+    position : int
+        The entry shown (-1 before the first).
+    log : ReviewLog
+        The verdicts, kept in the mask store for a slide's mask.
+    job : Job or None
+        The last queue-building job.
+    finished : Signal
+        Emitted on the main thread when building a queue has ended, whatever happened.
+    """
+
+    finished = Signal()
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.queue: list[Entry] = []
+        self.position = -1
+        self.log = ReviewLog()
+        self.job: Job | None = None
+        self.table: ObjectTable | None = None
+        self.truth_table: ObjectTable | None = None
+        self.reviewed_layer: Any = None
+        self.truth: Any = None
+
+        self.layer = ComboBox(label="Mask", choices=self._layer_choices)
+        self.truth_layer = ComboBox(label="Truth", choices=self._truth_choices)
+        self.truth_layer.tooltip = (
+            "Optional: with a truth mask, false positives and misses come first"
+        )
+        self.build_button = QPushButton("Build queue")
+        self.build_button.setToolTip(
+            "Measure the mask's objects (and the truth's) and order them for review"
+        )
+        self.current = QLabel("No queue yet: pick a mask and press Build queue.")
+        self.current.setWordWrap(True)
+        self.progress = QLabel()
+        self.previous_button = QPushButton(f"Previous ({PREVIOUS_KEY})")
+        self.next_button = QPushButton(f"Next ({NEXT_KEY})")
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip("Mark the object reviewed and keep it")
+        self.reject_button = QPushButton("Reject")
+        self.reject_button.setToolTip("Erase the object from the mask (one undo step)")
+
+        layout = scrolling_layout(self)
+        layout.addWidget(self.layer.native)
+        layout.addWidget(self.truth_layer.native)
+        layout.addWidget(self.build_button)
+        layout.addWidget(self.current)
+        layout.addWidget(self.progress)
+        grid = QGridLayout()
+        grid.addWidget(self.previous_button, 0, 0)
+        grid.addWidget(self.next_button, 0, 1)
+        grid.addWidget(self.accept_button, 1, 0)
+        grid.addWidget(self.reject_button, 1, 1)
+        layout.addLayout(grid)
+        layout.addStretch()
+
+        self.build_button.clicked.connect(lambda: self.build())
+        self.next_button.clicked.connect(lambda: self.step(1))
+        self.previous_button.clicked.connect(lambda: self.step(-1))
+        self.accept_button.clicked.connect(lambda: self.accept())
+        self.reject_button.clicked.connect(lambda: self.reject())
+        self.viewer.bind_key(NEXT_KEY, lambda _viewer: self.step(1), overwrite=True)
+        self.viewer.bind_key(PREVIOUS_KEY, lambda _viewer: self.step(-1), overwrite=True)
+        self.destroyed.connect(_unbind(self.viewer))
+        self._enable()
+
+    # -- layers -------------------------------------------------------------------------
+
+    def _layers(self) -> list[Any]:
+        return [
+            unproxied(layer)
+            for layer in labels_layers(self.viewer)
+            if OVERLAY_KEY not in (layer.metadata or {})
+        ]
+
+    def _layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._layers()]
+
+    def _truth_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(NO_TRUTH, None)] + [(layer.name, layer) for layer in self._layers()]
+
+    def reset_choices(self, _event: Any = None) -> None:
+        """Refresh the layer lists (napari calls this when layers change)."""
+        self.layer.reset_choices()
+        self.truth_layer.reset_choices()
+
+    # -- building -----------------------------------------------------------------------
+
+    def build(self) -> Job | None:
+        """Measure and order the picked mask's objects in the background.
+
+        Returns
+        -------
+        Job or None
+            The running job, or None when refused (with a notification saying why).
+        """
+        if self.job is not None and self.job.running:
+            notify_error(UserError("the queue is being built: wait, or cancel it"))
+            return None
+        layer, truth = self.layer.value, self.truth_layer.value
+        try:
+            if layer is None:
+                raise InputError("no Labels layer to review: segment a slide or open a mask first")
+            pred = full_resolution(layer)
+            if len(pred.shape) != 2:
+                raise InputError(f"{layer.name!r} is not a 2-D mask: it cannot be reviewed")
+            if truth is layer:
+                raise InputError("the truth is the mask itself: pick another layer or (none)")
+            truth_data = full_resolution(truth) if truth is not None else None
+            if truth_data is not None and tuple(truth_data.shape) != tuple(pred.shape):
+                raise InputError(
+                    f"the truth {truth.name!r} is {tuple(truth_data.shape)} px and the mask "
+                    f"{layer.name!r} {tuple(pred.shape)} px: they must be the same size"
+                )
+            save_pending(layer, *([truth] if truth is not None else []))
+        except (UserError, OSError) as error:
+            notify_error(error)
+            return None
+        mpp = layer_mpp(layer)
+
+        def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, ...]:
+            from slide_unet.core.objects.measure import measure
+
+            table = measure(pred, mpp=mpp, progress=progress, cancel=cancel)
+            if truth_data is None:
+                return table, None, None, None
+            truths = measure(truth_data, mpp=mpp, progress=progress, cancel=cancel)
+            hit = overlaps(table, pred, truth_data, progress=progress, cancel=cancel)
+            found = overlaps(truths, truth_data, pred, progress=progress, cancel=cancel)
+            return table, truths, hit, found
+
+        def done(result: tuple[Any, ...]) -> None:
+            table, truths, hit, found = result
+            self.table, self.truth_table = table, truths
+            self.reviewed_layer, self.truth = layer, truth
+            self.queue = review_queue(table, truth=truths, hit=hit, found=found)
+            self.log = _log_for(layer)
+            first = next(
+                (k for k, e in enumerate(self.queue) if self.log.verdict(e.key) is None), 0
+            )
+            self.position = -1
+            if self.queue:
+                self.show_entry(first)  # resume at the first object not reviewed
+            else:
+                self.current.setText("No objects in the mask: nothing to review.")
+            self._show_progress()
+
+        def failed(error: BaseException) -> None:
+            self.current.setText(failure_text(error, "building the queue cancelled"))
+
+        self.build_button.setEnabled(False)
+        self.current.setText(f"measuring {layer.name}…")
+        self.job = start_job(
+            work,
+            f"Building the review queue of {layer.name}",
+            done=done,
+            failed=failed,
+            finished=self._finished,
+        )
+        return self.job
+
+    def _finished(self) -> None:
+        self.build_button.setEnabled(True)
+        self._enable()
+        self.finished.emit()
+
+    # -- walking ------------------------------------------------------------------------
+
+    def entry(self) -> Entry | None:
+        """The entry shown, or None."""
+        return self.queue[self.position] if 0 <= self.position < len(self.queue) else None
+
+    def _source(self, entry: Entry) -> tuple[ObjectTable, Any]:
+        if entry.in_truth:
+            return self.truth_table, self.truth  # type: ignore[return-value]
+        return self.table, self.reviewed_layer  # type: ignore[return-value]
+
+    def step(self, by: int) -> None:
+        """Show the next (``by=1``) or previous (``by=-1``) object of the queue."""
+        if not self.queue:
+            return
+        self.show_entry(min(max(self.position + by, 0), len(self.queue) - 1))
+
+    def show_entry(self, position: int) -> None:
+        """Centre the view on the queue's ``position``-th object and say what it is."""
+        self.position = position
+        entry = self.queue[position]
+        table, layer = self._source(entry)
+        box, centroid = object_box(table, entry.row), object_centroid(table, entry.row)
+        centre_on(self.viewer, layer, centroid, box)
+        if not entry.in_truth:
+            value = label_of(layer, centroid, box)
+            if value:
+                layer.selected_label = value
+        unit = "µm²" if table.mpp else "px"
+        area = float(table[f"area_{table.unit}2"][entry.row])
+        verdict = self.log.verdict(entry.key)
+        where = " (in the truth: the mask has nothing here)" if entry.in_truth else ""
+        self.current.setText(
+            f"{position + 1} of {len(self.queue)}: {entry.kind}{where}, {area:,.1f} {unit}"
+            + (f" — {verdict}" if verdict else "")
+        )
+        self._enable()
+
+    def _show_progress(self) -> None:
+        done = self.log.reviewed(self.queue)
+        self.progress.setText(f"{done:,} of {len(self.queue):,} reviewed")
+
+    def _enable(self) -> None:
+        entry = self.entry()
+        has = entry is not None
+        self.previous_button.setEnabled(has and self.position > 0)
+        self.next_button.setEnabled(has and self.position < len(self.queue) - 1)
+        self.accept_button.setEnabled(has)
+        self.reject_button.setEnabled(has and not entry.in_truth)  # type: ignore[union-attr]
+
+    # -- verdicts -----------------------------------------------------------------------
+
+    def accept(self) -> None:
+        """Mark the object shown reviewed (kept) and move to the next one."""
+        entry = self.entry()
+        if entry is None:
+            return
+        self.log.mark(entry.key, "accepted")
+        self._after_verdict()
+
+    def reject(self) -> bool:
+        """Erase the object shown from the mask (one undo step), mark it reviewed and
+        move on; True when it was erased."""
+        entry = self.entry()
+        if entry is None or entry.in_truth:
+            return False
+        layer = self.reviewed_layer
+        try:
+            if layer.multiscale:
+                raise InputError(
+                    f"{layer.name!r} is too large to edit at once: open the Correct widget's "
+                    "Edit here on this object and delete it there (or Accept it)"
+                )
+            y0, x0, y1, x1 = object_box(self.table, entry.row)  # type: ignore[arg-type]
+            window = np.asarray(layer.data[y0:y1, x0:x1])
+            own = object_pixels(window, int(self.table["pixels"][entry.row]))  # type: ignore[index]
+            rows, cols = np.nonzero(own)
+            if rows.size == 0:
+                raise InputError("the object is no longer in the mask: Build queue again")
+            with layer.block_history():  # one undo step; a paint event, so autosaved
+                layer.data_setitem((rows + y0, cols + x0), 0)
+        except (UserError, OSError) as error:
+            notify_error(error)
+            return False
+        self.log.mark(entry.key, "rejected")
+        self._after_verdict()
+        return True
+
+    def _after_verdict(self) -> None:
+        self._show_progress()
+        if self.position < len(self.queue) - 1:
+            self.step(1)
+        else:
+            self.show_entry(self.position)
+
+
+def _unbind(viewer: Any) -> Any:
+    """Unbind the keys when the widget is destroyed (a closure: the widget is gone)."""
+
+    def unbind(*_args: Any) -> None:
+        for key in (NEXT_KEY, PREVIOUS_KEY):
+            viewer.bind_key(key, None)
+
+    return unbind

@@ -1,0 +1,88 @@
+"""The review queue's order, its tile-edge rule, object pixels and the review log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slide_unet.core.objects.measure import measure
+from slide_unet.core.objects.review import (
+    CUT,
+    FALSE_POSITIVE,
+    MISSED,
+    OTHER,
+    ReviewLog,
+    cut_by_tile_edge,
+    object_key,
+    object_pixels,
+    overlaps,
+    review_queue,
+)
+
+
+def _squares(shape: tuple[int, int], *squares: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    for y0, x0, side in squares:
+        mask[y0 : y0 + side, x0 : x0 + side] = 1
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("square", "cut"),
+    [
+        ((100, 100, 10), False),  # inside a tile
+        ((54, 100, 10), True),  # ends on the line at 64
+        ((64, 100, 10), True),  # starts on it
+        ((60, 100, 10), False),  # crosses it: stitched whole, not cut
+        ((0, 100, 10), True),  # the top border
+        ((150, 100, 10), True),  # the bottom border (160 px high)
+    ],
+)
+def test_an_object_is_cut_when_its_box_ends_on_a_tile_line_or_the_border(square, cut) -> None:
+    table = measure(_squares((160, 200), square))
+    assert cut_by_tile_edge(table, tile=64).tolist() == [cut]
+
+
+def test_queue_puts_false_positives_then_misses_then_cut_then_the_smallest() -> None:
+    shape = (200, 200)
+    pred = _squares(shape, (10, 10, 8), (100, 100, 4), (30, 120, 20), (54, 10, 10), (150, 150, 6))
+    truth = _squares(shape, (10, 10, 8), (30, 120, 20), (54, 10, 10), (150, 150, 6), (80, 20, 9))
+    pred[100:104, 100:104] = 1  # no truth under it: a false positive
+    table, truths = measure(pred), measure(truth)
+    hit = overlaps(table, pred, truth)
+    found = overlaps(truths, truth, pred)
+    queue = review_queue(table, truth=truths, hit=hit, found=found, tile=64)
+    assert [e.kind for e in queue] == [FALSE_POSITIVE, MISSED, CUT, OTHER, OTHER, OTHER]
+    assert [int((truths if e.kind == MISSED else table)["pixels"][e.row]) for e in queue] == [
+        16,
+        81,
+        100,
+        36,
+        64,
+        400,
+    ]
+    assert queue[1].key.startswith("missed:")
+
+
+def test_object_pixels_picks_the_object_of_its_box_not_a_neighbour_poking_in() -> None:
+    window = np.zeros((10, 10), dtype=np.uint8)
+    window[0, :] = 1
+    window[:, 9] = 1  # the object: an L spanning the box
+    window[5:7, 2:4] = 1  # another object inside its box
+    own = object_pixels(window, 19)
+    assert own.sum() == 19
+    assert not own[5:7, 2:4].any()
+
+
+def test_the_log_survives_a_reload_and_keys_are_boxes_and_pixels(tmp_path: Path) -> None:
+    table = measure(_squares((50, 50), (5, 6, 3)))
+    key = object_key(table, 0)
+    assert key == "5,6,8,9,9"
+    log = ReviewLog(tmp_path / "review.json")
+    log.mark(key, "accepted")
+    again = ReviewLog(tmp_path / "review.json")
+    assert again.verdict(key) == "accepted"
+    (tmp_path / "review.json").write_text("not json")
+    assert ReviewLog(tmp_path / "review.json").marks == {}

@@ -1,0 +1,160 @@
+"""The Review widget in a real napari viewer: the order of the queue, Next and Previous,
+Reject as one undo step, and progress kept in a slide's mask store across a reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import numpy as np
+import pytest
+
+from slide_unet.core.masks.io import read_mask
+from slide_unet.core.masks.store import MaskStore
+from slide_unet.core.objects.review import CUT, FALSE_POSITIVE, MISSED, OTHER, REVIEW_FILE
+from slide_unet.core.paths import MASKS_DIR_ENV
+from slide_unet.napari.layers import camera_of
+from slide_unet.napari.review_widget import ReviewWidget
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "kidney_pas.ome.tif"
+SAMPLE_MASK = ROOT / "sample_data" / "kidney_pas_mask.ome.tif"
+PLUGIN = "napari-slide-unet"
+MPP = 0.5
+#: (y0, x0, side) in pixels: B ends on the tile line at 1024 px.
+A, B, C, D = (100, 100, 5), (1004, 300, 20), (500, 500, 10), (200, 700, 40)
+
+
+@pytest.fixture(autouse=True)
+def _private_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
+
+
+def _mask(*squares: tuple[int, int, int]) -> np.ndarray:
+    mask = np.zeros((1100, 1100), dtype=np.uint8)
+    for y0, x0, side in squares:
+        mask[y0 : y0 + side, x0 : x0 + side] = 1
+    return mask
+
+
+def _centre(square: tuple[int, int, int]) -> tuple[float, float]:
+    y0, x0, side = square
+    return ((y0 + (side - 1) / 2) * MPP, (x0 + (side - 1) / 2) * MPP)
+
+
+@pytest.fixture
+def widget(dock) -> ReviewWidget:
+    widget = dock("Review")
+    assert isinstance(widget, ReviewWidget)
+    return widget
+
+
+def _add(viewer, mask: np.ndarray, name: str):
+    return viewer.add_labels(mask, name=name, scale=(MPP, MPP), metadata={"mpp": MPP})
+
+
+def _build(widget: ReviewWidget, qtbot) -> None:
+    with qtbot.waitSignal(widget.finished, timeout=60_000):
+        assert widget.build() is not None
+    assert widget.queue
+
+
+def _at(viewer, square) -> None:
+    np.testing.assert_allclose(camera_of(viewer).center[-2:], _centre(square), atol=1.0)
+
+
+def test_without_truth_cut_objects_come_first_then_the_smallest(viewer, widget, qtbot) -> None:
+    _add(viewer, _mask(A, B, C, D), "mask")
+    widget.reset_choices()
+    _build(widget, qtbot)
+    assert [e.kind for e in widget.queue] == [CUT, OTHER, OTHER, OTHER]
+    assert [int(widget.table["pixels"][e.row]) for e in widget.queue] == [400, 25, 100, 1600]
+    assert widget.position == 0
+    _at(viewer, B)
+    assert widget.progress.text() == "0 of 4 reviewed"
+    widget.next_button.click()
+    _at(viewer, A)
+    widget.next_button.click()
+    _at(viewer, C)
+    widget.previous_button.click()
+    _at(viewer, A)
+    assert widget.current.text().startswith("2 of 4: small")
+
+
+def test_the_keys_walk_the_queue_while_the_dock_is_open(viewer, widget, qtbot) -> None:
+    from app_model.types import KeyBinding
+
+    _add(viewer, _mask(A, B, C, D), "mask")
+    widget.reset_choices()
+    _build(widget, qtbot)
+    viewer.keymap[KeyBinding.from_str(".")](viewer)
+    _at(viewer, A)
+    viewer.keymap[KeyBinding.from_str(",")](viewer)
+    _at(viewer, B)
+
+
+def test_with_truth_false_positives_then_misses_come_first(viewer, widget, qtbot) -> None:
+    E = (700, 900, 30)
+    _add(viewer, _mask(B, C, E), "truth")
+    _add(viewer, _mask(A, B, C, D), "prediction")
+    widget.reset_choices()
+    widget.layer.value = viewer.layers["prediction"]
+    widget.truth_layer.value = viewer.layers["truth"]
+    _build(widget, qtbot)
+    kinds = [e.kind for e in widget.queue]
+    assert kinds == [FALSE_POSITIVE, FALSE_POSITIVE, MISSED, CUT, OTHER]
+    _at(viewer, A)  # the smallest false positive first
+    widget.next_button.click()
+    _at(viewer, D)
+    widget.next_button.click()
+    _at(viewer, E)  # the miss, shown where the truth has it
+    assert not widget.reject_button.isEnabled()  # nothing to erase in the mask
+
+
+def test_reject_erases_the_object_in_one_undo_step(viewer, widget, qtbot) -> None:
+    mask = _mask(A, B, C, D)
+    layer = _add(viewer, mask.copy(), "mask")
+    widget.reset_choices()
+    _build(widget, qtbot)
+    widget.next_button.click()  # A
+    assert widget.reject()
+    expected = mask.copy()
+    y0, x0, side = A
+    expected[y0 : y0 + side, x0 : x0 + side] = 0
+    np.testing.assert_array_equal(np.asarray(layer.data), expected)
+    assert widget.progress.text() == "1 of 4 reviewed"
+    _at(viewer, C)  # moved on
+    layer.undo()
+    np.testing.assert_array_equal(np.asarray(layer.data), mask)
+
+
+def test_accepted_progress_is_kept_in_the_store_and_resumes_after_reopening(
+    viewer, widget, qtbot, reopened
+) -> None:
+    truth = read_mask(SAMPLE_MASK)
+    store = MaskStore.for_slide(SAMPLE, truth.shape, MPP)
+    store.write(0, 0, truth)
+    store.touch(edited=True)
+    layers = viewer.open(SAMPLE, plugin=PLUGIN)
+    mask_layer = layers[-1]
+    widget.reset_choices()
+    widget.layer.value = viewer.layers[mask_layer.name]
+    _build(widget, qtbot)
+    assert len(widget.queue) == 4
+    widget.accept()
+    widget.accept()
+    assert widget.progress.text() == "2 of 4 reviewed"
+    assert (store.path / REVIEW_FILE).is_file()
+    first_two = [e.key for e in widget.queue[:2]]
+
+    reopened(SAMPLE)
+    again = napari.current_viewer()
+    _dock, resumed = again.window.add_plugin_dock_widget(PLUGIN, "Review")
+    resumed.reset_choices()
+    with qtbot.waitSignal(resumed.finished, timeout=60_000):
+        assert resumed.build() is not None
+    assert resumed.progress.text() == "2 of 4 reviewed"
+    assert resumed.position == 2  # resumes at the first object not reviewed
+    assert [resumed.log.verdict(k) for k in first_two] == ["accepted", "accepted"]
