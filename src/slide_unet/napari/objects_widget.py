@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Container
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -138,16 +138,17 @@ class ObjectsWidget(QWidget):
         self.view.verticalHeader().setVisible(False)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.view.setToolTip("Click an object to centre the view on it and select its label")
-        self.view.setMinimumHeight(200)
+        self.view.setMinimumHeight(150)
         self.save_button = QPushButton("Save table…")
         self.save_button.setToolTip("Write the table (whole slide) as CSV or Parquet")
 
         layout = scrolling_layout(self)
-        layout.addWidget(self.layer.native)
+        self._picker = Container(widgets=[self.layer])  # with its label
+        layout.addWidget(self._picker.native)
+        layout.addWidget(self.measure_button)
         row = QHBoxLayout()
-        row.addWidget(self.measure_button)
         row.addWidget(QLabel("Scope"))
-        row.addWidget(self.scope)
+        row.addWidget(self.scope, 1)
         row.addWidget(self.log_bins)
         layout.addLayout(row)
         layout.addWidget(self.summary)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Container
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
@@ -118,8 +118,8 @@ class ReviewWidget(QWidget):
         self.reject_button.setToolTip("Erase the object from the mask (one undo step)")
 
         layout = scrolling_layout(self)
-        layout.addWidget(self.layer.native)
-        layout.addWidget(self.truth_layer.native)
+        self._pickers = Container(widgets=[self.layer, self.truth_layer])  # with labels
+        layout.addWidget(self._pickers.native)
         layout.addWidget(self.build_button)
         layout.addWidget(self.current)
         layout.addWidget(self.progress)
