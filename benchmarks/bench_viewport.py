@@ -12,8 +12,12 @@ With *Live* on (the model loaded once, first), for each view: the camera is
 set, and the times are taken from the moment the camera settled (the widget's
 debounce fired and asked for the view's blocks) to the first block shown (the
 Labels layer refreshed with it) and to the view complete (every block landed
-and shown), with the engine calls made and the longest UI gap from the camera
-move to the end:
+and shown), with the engine calls made and the longest UI gaps, in two parts:
+from the camera move to the settle (napari's own re-slicing and drawing of the
+moved view, the image layer's read from the slide included: Live only restarts
+its debounce timer then), and from the settle to the end (Live at work: its
+request, the blocks landing, the Labels layer's refreshes). The target, < 100
+ms, is for the second: the first is napari's with or without the plugin.
 
 - a view at full resolution (one canvas pixel per slide pixel) in tissue;
 - the same view panned by half its width;
@@ -100,24 +104,31 @@ def _live_case(viewer: Any, app: Any, widget: Any, beat: Any, view: tuple) -> di
 
     live._refresh.timeout.disconnect()
     live._refresh.timeout.connect(refresh)
+    settles: list[float] = []  # when the debounce fired, before Live's request ran
+    live._settle.timeout.disconnect()
+    live._settle.timeout.connect(lambda: settles.append(time.perf_counter()))
+    live._settle.timeout.connect(live.update)
     requests, calls = live.requests, live.segmenter.calls
     moved = time.perf_counter()
     _view(viewer, *view)
     wait(app, lambda: live.requests > requests, 30)
-    settled = time.perf_counter()
+    settled = settles[-1] if settles else time.perf_counter()
     queued = live.segmenter.pending
     wait(app, lambda: live.segmenter.pending == 0 and not live._dirty, 120)
     complete = shown[-1] if queued and shown else time.perf_counter()
     wait(app, lambda: False, 0.3)
     live._refresh.timeout.disconnect()
     live._refresh.timeout.connect(original)
+    live._settle.timeout.disconnect()
+    live._settle.timeout.connect(live.update)
     first = next((t for t in shown if t >= settled), None)
     return {
         "blocks": queued,
         "calls": live.segmenter.calls - calls,
         "first_s": None if first is None else first - settled,
         "complete_s": (complete - settled) if queued else 0.0,
-        "gap_ms": beat.longest_gap_ms(moved, time.perf_counter()),
+        "move_gap_ms": beat.longest_gap_ms(moved, settled),
+        "gap_ms": beat.longest_gap_ms(settled, time.perf_counter()),
     }
 
 
@@ -265,7 +276,7 @@ def report(result: dict[str, Any]) -> str:
                 "engine calls",
                 "settle -> first block shown (s)",
                 "settle -> view complete (s)",
-                "longest UI gap (ms)",
+                "longest UI gap (ms): camera move / Live at work",
                 "*Viewport* button, empty store (s; engine blocks run / planned)",
             ]
         ),
@@ -281,7 +292,7 @@ def report(result: dict[str, Any]) -> str:
                     str(live["calls"]),
                     _s(live["first_s"]),
                     _s(live["complete_s"]),
-                    f"{live['gap_ms']:.0f}",
+                    f"{live['move_gap_ms']:.0f} / {live['gap_ms']:.0f}",
                     _button(button),
                 ]
             )
@@ -319,7 +330,7 @@ def report(result: dict[str, Any]) -> str:
             live["revisit (the first view)"]["complete_s"],
             TARGETS["revisit_s"],
         ),
-        ("UI gap < 100 ms", max(v["gap_ms"] for v in live.values()) / 1000, 0.1),
+        ("UI gap with Live at work < 100 ms", max(v["gap_ms"] for v in live.values()) / 1000, 0.1),
     ]
     lines.append("")
     for label, value, target in checks:
