@@ -12,8 +12,12 @@ With *Live* on (the model loaded once, first), for each view: the camera is
 set, and the times are taken from the moment the camera settled (the widget's
 debounce fired and asked for the view's blocks) to the first block shown (the
 Labels layer refreshed with it) and to the view complete (every block landed
-and shown), with the engine calls made and the longest UI gap from the camera
-move to the end:
+and shown), with the engine calls made and the longest UI gaps, in two parts:
+from the camera move to the settle (napari's own re-slicing and drawing of the
+moved view, the image layer's read from the slide included: Live only restarts
+its debounce timer then), and from the settle to the end (Live at work: its
+request, the blocks landing, the Labels layer's refreshes). The target, < 100
+ms, is for the second: the first is napari's with or without the plugin.
 
 - a view at full resolution (one canvas pixel per slide pixel) in tissue;
 - the same view panned by half its width;
@@ -21,7 +25,18 @@ move to the end:
 - the first view again (a revisit: no engine call expected).
 
 Then *Live* off and the *Viewport* button on the first and the zoomed-out views,
-for comparison (the button does not reuse what Live did). Usage::
+for comparison. The button skips the blocks that already hold its result
+(Live's included: same model and settings), so each of these runs starts from
+an empty store (:meth:`MaskStore.clear`, which clears the ledger too): it does
+the whole view, as it would on a slide never looked at. The last row is the
+button on the zoomed-out view after Live browsed the middle of it (two views at
+full resolution, from an empty store again): it runs only the rest; its
+engine blocks run are given against the blocks the engine's plan of the view
+holds (tissue only; a plan block Live did in part runs as its undone squares,
+counted as blocks too). Live's worker runs torch on one thread fewer than
+the button does (one of two on a 2-core CPU: a core is left to the UI thread),
+so on an idle machine a block may take Live longer than the button, and on a
+loaded one less. Usage::
 
     python benchmarks/bench_viewport.py            # about 2 min on 2 cores
     python benchmarks/bench_viewport.py --quick    # the 8,192 x 11,000 slide
@@ -89,41 +104,86 @@ def _live_case(viewer: Any, app: Any, widget: Any, beat: Any, view: tuple) -> di
 
     live._refresh.timeout.disconnect()
     live._refresh.timeout.connect(refresh)
+    settles: list[float] = []  # when the debounce fired, before Live's request ran
+    live._settle.timeout.disconnect()
+    live._settle.timeout.connect(lambda: settles.append(time.perf_counter()))
+    live._settle.timeout.connect(live.update)
     requests, calls = live.requests, live.segmenter.calls
     moved = time.perf_counter()
     _view(viewer, *view)
     wait(app, lambda: live.requests > requests, 30)
-    settled = time.perf_counter()
+    settled = settles[-1] if settles else time.perf_counter()
     queued = live.segmenter.pending
     wait(app, lambda: live.segmenter.pending == 0 and not live._dirty, 120)
     complete = shown[-1] if queued and shown else time.perf_counter()
     wait(app, lambda: False, 0.3)
     live._refresh.timeout.disconnect()
     live._refresh.timeout.connect(original)
+    live._settle.timeout.disconnect()
+    live._settle.timeout.connect(live.update)
     first = next((t for t in shown if t >= settled), None)
     return {
         "blocks": queued,
         "calls": live.segmenter.calls - calls,
         "first_s": None if first is None else first - settled,
         "complete_s": (complete - settled) if queued else 0.0,
-        "gap_ms": beat.longest_gap_ms(moved, time.perf_counter()),
+        "move_gap_ms": beat.longest_gap_ms(moved, settled),
+        "gap_ms": beat.longest_gap_ms(settled, time.perf_counter()),
     }
 
 
 def _button_case(viewer: Any, app: Any, widget: Any, beat: Any, view: tuple) -> dict[str, Any]:
+    """The *Viewport* button on ``view``: its time and the engine blocks it ran, of
+    the blocks in the engine's plan of the view."""
+    from slide_unet.core.inference import segment as engine
+
     wait = _bench("bench_napari")._wait
     _view(viewer, *view)
     wait(app, lambda: False, 0.3)
     done: list[float] = []
+    counts = {"run": 0, "planned": None}
+    run_blocks, leave_done = engine.run_blocks, engine._leave_done
+
+    def counted_run(part: Any, *args: Any, **kwargs: Any) -> Any:
+        if counts["planned"] is None:  # nothing was skipped: the plan runs whole
+            counts["planned"] = len(part.blocks)
+        counts["run"] += len(part.blocks)
+        return run_blocks(part, *args, **kwargs)
+
+    def counted_leave(plan: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["planned"] = len(plan.blocks)
+        return leave_done(plan, *args, **kwargs)
+
+    engine.run_blocks, engine._leave_done = counted_run, counted_leave
     widget.finished.connect(lambda: done.append(time.perf_counter()))
     widget.settings.region.value = "Viewport"
     started = time.perf_counter()
-    widget.run()
-    wait(app, lambda: bool(done), 300)
+    try:
+        widget.run()
+        wait(app, lambda: bool(done), 300)
+    finally:
+        engine.run_blocks, engine._leave_done = run_blocks, leave_done
     return {
         "complete_s": done[0] - started if done else None,
         "gap_ms": beat.longest_gap_ms(started, time.perf_counter()),
+        "blocks_run": counts["run"],
+        "blocks_planned": counts["planned"] or 0,
     }
+
+
+def _clear(app: Any, widget: Any, store: Any) -> None:
+    """Empty the mask store (and its ledger) and show it."""
+    store.clear()
+    widget.layer.refresh()
+    _bench("bench_napari")._wait(app, lambda: False, 0.3)
+
+
+def _live_on(app: Any, widget: Any) -> None:
+    """Switch Live on and wait until its model is loaded and the view's blocks landed."""
+    wait = _bench("bench_napari")._wait
+    widget.live_switch.value = True
+    wait(app, lambda: widget.live.segmenter is not None, 120)
+    wait(app, lambda: widget.live.segmenter.pending == 0 and not widget.live._dirty, 120)
 
 
 def child(slide: str, centre: list[float]) -> dict[str, Any]:
@@ -161,15 +221,31 @@ def child(slide: str, centre: list[float]) -> dict[str, Any]:
     widget.live_switch.value = True
     nap._wait(app, lambda: widget.live.segmenter is not None, 120)
     result: dict[str, Any] = {"canvas": canvas, "model_ready_s": time.perf_counter() - started}
-    nap._wait(app, lambda: widget.live.segmenter.pending == 0, 120)
+    # Also the corner's blocks shown: a refresh left over would pass for the first
+    # view's first block.
+    nap._wait(app, lambda: widget.live.segmenter.pending == 0 and not widget.live._dirty, 120)
     result["live"] = {
         name: _live_case(viewer, app, widget, beat, view) for name, view in views.items()
     }
+    store = widget.live.store
     widget.live_switch.value = False
-    result["button"] = {
-        name: _button_case(viewer, app, widget, beat, views[name])
-        for name in ("full resolution", "4x zoomed out")
-    }
+    result["button"] = {}
+    for name in ("full resolution", "4x zoomed out"):
+        _clear(app, widget, store)  # a view never looked at: the button does it whole
+        result["button"][name] = _button_case(viewer, app, widget, beat, views[name])
+    # Live browses the middle of the zoomed-out view (two views at full resolution),
+    # then the button does the rest of it.
+    _clear(app, widget, store)
+    _view(viewer, far, mpp, 1.0)
+    _live_on(app, widget)
+    _view(viewer, (far[0], far[1] + canvas[1] / 2), mpp, 1.0)
+    requests = widget.live.requests
+    nap._wait(app, lambda: widget.live.requests > requests, 30)
+    nap._wait(app, lambda: widget.live.segmenter.pending == 0 and not widget.live._dirty, 120)
+    live_calls = widget.live.segmenter.calls
+    widget.live_switch.value = False
+    after = _button_case(viewer, app, widget, beat, views["4x zoomed out"])
+    result["after_live"] = {**after, "live_calls": live_calls}
     viewer.close()
     return result
 
@@ -180,6 +256,12 @@ def _row(cells: list[str]) -> str:
 
 def _s(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+def _button(case: dict[str, Any] | None) -> str:
+    if case is None:
+        return "—"
+    return f"{_s(case['complete_s'])} ({case['blocks_run']} / {case['blocks_planned']})"
 
 
 def report(result: dict[str, Any]) -> str:
@@ -194,14 +276,14 @@ def report(result: dict[str, Any]) -> str:
                 "engine calls",
                 "settle -> first block shown (s)",
                 "settle -> view complete (s)",
-                "longest UI gap (ms)",
-                "*Viewport* button (s)",
+                "longest UI gap (ms): camera move / Live at work",
+                "*Viewport* button, empty store (s; engine blocks run / planned)",
             ]
         ),
         _row(["---"] * 7),
     ]
     for name, live in result["live"].items():
-        button = result["button"].get(name, {}).get("complete_s")
+        button = result["button"].get(name)
         lines.append(
             _row(
                 [
@@ -210,11 +292,26 @@ def report(result: dict[str, Any]) -> str:
                     str(live["calls"]),
                     _s(live["first_s"]),
                     _s(live["complete_s"]),
-                    f"{live['gap_ms']:.0f}",
-                    _s(button),
+                    f"{live['move_gap_ms']:.0f} / {live['gap_ms']:.0f}",
+                    _button(button),
                 ]
             )
         )
+    after = result["after_live"]
+    lines.append(
+        _row(
+            [
+                "*Viewport* button on the 4x zoomed-out view after Live browsed its "
+                f"middle ({after['live_calls']} engine calls)",
+                "—",
+                "—",
+                "—",
+                "—",
+                f"{after['gap_ms']:.0f}",
+                _button(after),
+            ]
+        )
+    )
     live = result["live"]
     checks = [
         ("first block shown <= 1 s", live["full resolution"]["first_s"], TARGETS["first_s"]),
@@ -233,7 +330,7 @@ def report(result: dict[str, Any]) -> str:
             live["revisit (the first view)"]["complete_s"],
             TARGETS["revisit_s"],
         ),
-        ("UI gap < 100 ms", max(v["gap_ms"] for v in live.values()) / 1000, 0.1),
+        ("UI gap with Live at work < 100 ms", max(v["gap_ms"] for v in live.values()) / 1000, 0.1),
     ]
     lines.append("")
     for label, value, target in checks:

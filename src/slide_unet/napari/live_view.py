@@ -59,8 +59,8 @@ class LiveView(QObject):
 
     #: Emitted (from any thread) when a block landed: refresh soon.
     landed = Signal()
-    #: Emitted when the segmenter is ready (built in the background).
-    ready = Signal()
+    #: Emitted with the segmenter when it is ready (built in the background).
+    ready = Signal(object)
     #: Emitted with the exception when the segmenter could not be built (a bad model).
     failed = Signal(object)
 
@@ -89,7 +89,7 @@ class LiveView(QObject):
         self._refresh.setInterval(REFRESH_MS)
         self._refresh.timeout.connect(self._refresh_layer)
         self.landed.connect(self._mark_dirty)
-        self.ready.connect(self.update)
+        self.ready.connect(self._ready)
         camera = camera_of(viewer)
         camera.events.center.connect(self._moved)
         camera.events.zoom.connect(self._moved)
@@ -117,8 +117,17 @@ class LiveView(QObject):
         if self._closed:
             segmenter.close()
             return
+        self.ready.emit(segmenter)
+
+    def _ready(self, segmenter: Any) -> None:
+        # Here, on the UI thread, not in the build thread: whoever sees the
+        # segmenter also sees the view's first request made (a test or benchmark
+        # waiting for it, then for nothing pending, saw nothing pending before).
+        if self._closed:
+            threading.Thread(target=segmenter.close, name="live-close", daemon=True).start()
+            return
         self.segmenter = segmenter
-        self.ready.emit()
+        self.update()
 
     # -- the camera --------------------------------------------------------------
 

@@ -219,3 +219,22 @@ def test_a_minimum_object_area_records_the_result_only_when_the_run_ends(
     _button(store, WHOLE, min_object_um2=1000.0)
     assert len(store.ledger.signatures()) == 1
     assert store.ledger.holds(WHOLE, store.ledger.signatures()[0])
+
+
+def test_the_worker_sets_its_own_torch_threads_and_no_other_threads(store: MaskStore) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+
+    def landed(_box: object) -> None:
+        seen["worker"] = torch.get_num_threads()
+
+    with _live(store, threads=before + 1, on_block=landed) as live:
+        live.request((0, 1024, 0, 1024))
+        assert live.wait(120)
+    later = threading.Thread(target=lambda: seen.setdefault("new", torch.get_num_threads()))
+    later.start()
+    later.join()
+    seen["main"] = torch.get_num_threads()
+    assert seen == {"worker": before + 1, "new": before, "main": before}

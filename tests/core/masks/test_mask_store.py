@@ -480,3 +480,32 @@ def test_backups_keep_the_newest_three_complete_copies(tmp_path: Path) -> None:
     assert [int(MaskStore(path).level0[0, 0]) for path in kept] == [3, 4, 5]
     with pytest.raises(ValueError, match="keep at least 1"):
         store.backup(keep=0)
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+def test_a_ledger_snapshot_answers_as_the_ledger_did_from_one_read(tmp_path: Path) -> None:
+    from slide_unet.core.masks.ledger import CELL, Ledger
+
+    ledger = Ledger(tmp_path / "store", (5 * CELL, 6 * CELL - 7))
+    region = (0, 5 * CELL, 0, 6 * CELL - 7)
+    boxes = [
+        (i * CELL, min(5 * CELL, (i + 2) * CELL), j * CELL, min(6 * CELL - 7, (j + 2) * CELL))
+        for i in range(0, 5, 2)
+        for j in range(0, 6, 2)
+    ]
+    empty = ledger.snapshot(region, "a")  # no ledger yet
+    assert not any(empty.holds(b) or empty.edited(b) for b in boxes)
+    ledger.record((0, 2 * CELL, 0, 4 * CELL), "a")
+    ledger.record((2 * CELL, 4 * CELL, 0, 6 * CELL - 7), "b")  # up to the slide's edge
+    ledger.mark_edited([(CELL + 5, CELL + 6, 3 * CELL, 3 * CELL + 1)])
+    for signature in ("a", "b", "c"):
+        snapshot = ledger.snapshot(region, signature)
+        for box in boxes:
+            assert snapshot.holds(box) == ledger.holds(box, signature), (signature, box)
+            assert snapshot.edited(box) == ledger.edited(box), box
+    part = ledger.snapshot((0, 2 * CELL, 0, 2 * CELL), "a")
+    assert part.holds((0, 2 * CELL, 0, 2 * CELL))
+    with pytest.raises(ValueError, match="not inside"):
+        part.holds((0, 2 * CELL, 0, 3 * CELL))

@@ -78,6 +78,14 @@ class LiveSegmenter:
         and recorded, in the worker thread.
     mpp, device, precision, threshold, tta
         As for :func:`~slide_unet.core.inference.segment.segment`.
+    threads : int, optional
+        Torch's CPU threads in the worker; by default one fewer than torch
+        would use (at least one), so that a core stays free for the thread
+        that shows the blocks: on a 2-core CPU, two torch threads and
+        napari's drawing (software OpenGL under a virtual display) fought for
+        the cores, the UI thread stalled for a tenth of a second at a time,
+        and under load each block ran slower too (the threads wait for each
+        other). Only the worker's own count changes.
     """
 
     def __init__(
@@ -93,6 +101,7 @@ class LiveSegmenter:
         precision: str = "auto",
         threshold: float | None = None,
         tta: bool = False,
+        threads: int | None = None,
     ) -> None:
         from slide_unet.core.devices import resolve_device
         from slide_unet.core.model.store import load_model
@@ -110,6 +119,7 @@ class LiveSegmenter:
         self.store = store
         self.block = int(block)
         self.on_block = on_block
+        self.threads = threads
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device)
         threshold = threshold or None  # 0, as the widget's form gives it, is the model's
@@ -177,7 +187,17 @@ class LiveSegmenter:
         def distance(box: Box) -> float:
             return math.hypot((box[0] + box[1]) / 2 - cy, (box[2] + box[3]) / 2 - cx)
 
-        todo = sorted((b for b in self.blocks_of(region) if self._wanted(b)), key=distance)
+        blocks = self.blocks_of(region)
+        todo: list[Box] = []
+        if blocks:
+            # One read of the ledger for all of them: this runs on a UI thread
+            # each time the camera settles, and a read each (three small zarr
+            # reads) cost tenths of a second for the 30 blocks of a zoomed-out view.
+            ledger = self.store.ledger.snapshot(
+                (blocks[0][0], blocks[-1][1], blocks[0][2], blocks[-1][3]), self.signature
+            )
+            wanted = [b for b in blocks if not ledger.holds(b) and not ledger.edited(b)]
+            todo = sorted(wanted, key=distance)
         with self._changed:
             self._queue = [b for b in todo if b not in self._running_all]
             self._fresh = True  # its first block runs alone: shown soonest
@@ -248,7 +268,24 @@ class LiveSegmenter:
         self._fresh = False
         return [box]
 
+    def _limit_threads(self) -> None:
+        """Set the worker's torch threads (see ``threads``), in the worker."""
+        import torch
+
+        before = torch.get_num_threads()
+        wanted = self.threads if self.threads is not None else max(1, before - 1)
+        if wanted == before:
+            return
+        torch.set_num_threads(wanted)
+        # The call also sets the count that threads starting torch later take up
+        # (a Segment button's run): give that back, from a thread of its own, as
+        # the call sets its caller's count too.
+        restore = threading.Thread(target=torch.set_num_threads, args=(before,))
+        restore.start()
+        restore.join()
+
     def _work(self) -> None:
+        self._limit_threads()
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._stop or bool(self._queue))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-__all__ = ["CELL", "Ledger"]
+__all__ = ["CELL", "Ledger", "Snapshot"]
 
 #: Side of a ledger cell, full-resolution pixels.
 CELL = 256
@@ -159,6 +159,24 @@ class Ledger:
 
         return done
 
+    def snapshot(self, region: Box, signature: str) -> Snapshot:
+        """The cells that ``region`` touches, read once: which hold ``signature`` and
+        which a person edited (for asking of many blocks inside ``region`` without
+        a read each, as the live viewport does on the UI thread)."""
+        cells = self.cells_touching(region)
+        size = (max(0, cells[0].stop - cells[0].start), max(0, cells[1].stop - cells[1].start))
+        group = self._group(create=False)
+        known = [] if group is None else list(group.attrs["signatures"])
+        if group is None or 0 in size:
+            held = np.zeros(size, bool)
+            edited = np.zeros(size, bool)
+        else:
+            held = np.asarray(group["results"][cells]) == (
+                known.index(signature) + 1 if signature in known else -1
+            )
+            edited = np.asarray(group["edited"][cells]) != 0
+        return Snapshot(self, (cells[0].start, cells[1].start), held, edited)
+
     # -- hand edits ------------------------------------------------------------------
 
     def mark_edited(self, boxes: Iterable[Box]) -> None:
@@ -183,3 +201,31 @@ class Ledger:
 
         with self._lock:
             shutil.rmtree(self.path / _GROUP, ignore_errors=True)
+
+
+class Snapshot:
+    """Part of a ledger as it was read by :meth:`Ledger.snapshot`: asks of boxes
+    inside the region it was read for cost no read."""
+
+    def __init__(
+        self, ledger: Ledger, origin: tuple[int, int], held: np.ndarray, edited: np.ndarray
+    ) -> None:
+        self._ledger = ledger
+        self._origin = origin
+        self._held = held
+        self._edited = edited
+
+    def _cells(self, box: Box) -> tuple[slice, slice]:
+        rows, cols = self._ledger.cells_touching(box)
+        (i, j), (h, w) = self._origin, self._held.shape
+        if rows.start < i or cols.start < j or rows.stop > i + h or cols.stop > j + w:
+            raise ValueError(f"the box {box} is not inside the region the snapshot read")
+        return slice(rows.start - i, rows.stop - i), slice(cols.start - j, cols.stop - j)
+
+    def holds(self, box: Box) -> bool:
+        """As :meth:`Ledger.holds` for the snapshot's signature, when it was read."""
+        return bool(self._held[self._cells(box)].all())
+
+    def edited(self, box: Box) -> bool:
+        """As :meth:`Ledger.edited`, when it was read."""
+        return bool(self._edited[self._cells(box)].any())
