@@ -150,21 +150,37 @@ def _button(store: MaskStore, region: tuple[int, int, int, int], **kwargs: objec
 def test_the_segment_button_skips_the_blocks_live_did_and_does_the_rest(
     store: MaskStore,
 ) -> None:
+    # The sample is one 2048-pixel block of the button's plan; Live did three of its
+    # four 1024-pixel squares, so the button runs the fourth alone (smaller tile).
     with _live(store) as live:
-        live.request((0, 1024, 0, 1024))
+        live.request((0, 1024, 0, 2048))
         assert live.wait(timeout=120)
-    # A mark the engine would write over if it ran the block again (not a hand edit:
-    # the ledger still says the block holds Live's result).
-    store.write(0, 0, np.full((1024, 1024), 1, np.uint8), edited=False)
+        live.request((1024, 2048, 0, 1024))  # a new request drops what is still queued
+        assert live.wait(timeout=120)
+    # A mark the engine would write over if it ran those squares again (not a hand
+    # edit: the ledger still says they hold Live's result).
+    seen = np.ones((2048, 2048), bool)
+    seen[1024:, 1024:] = False
+    store.write(0, 0, seen.astype(np.uint8), edited=False)
     _button(store, WHOLE)
     level0 = np.asarray(store.level0[:])
-    assert level0[:1024, :1024].all()  # skipped: neither run nor cleared
+    assert level0[seen].all()  # skipped: neither run nor cleared
     whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
-    rest = np.ones_like(whole, bool)
-    rest[:1024, :1024] = False
-    np.testing.assert_array_equal(level0[rest], whole[rest])  # the others ran
-    assert whole[1024:].any()  # ...and hold glomeruli: not a comparison of blanks
+    np.testing.assert_array_equal(level0[~seen], whole[~seen])  # the fourth ran
+    assert whole[~seen].any()  # ...and holds glomeruli: not a comparison of blanks
     assert store.ledger.holds(WHOLE, live.signature)
+
+
+def test_a_block_half_done_runs_whole_as_cheaper_than_its_halves(store: MaskStore) -> None:
+    """Two 1024-pixel squares' tiles cost about the model work of their 2048-pixel
+    block's one tile: the button runs the block whole (same pixels, fewer calls)."""
+    with _live(store) as live:
+        live.request((0, 1024, 0, 2048))
+        assert live.wait(timeout=120)
+    store.write(0, 0, np.ones((1024, 2048), np.uint8), edited=False)  # a mark, as above
+    _button(store, WHOLE)
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    np.testing.assert_array_equal(np.asarray(store.level0[:]), whole)  # the mark is gone
 
 
 def test_a_cancelled_button_run_keeps_its_finished_blocks_for_the_next(

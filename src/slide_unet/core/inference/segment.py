@@ -62,12 +62,18 @@ from slide_unet.core.inference.postprocess import (
 )
 
 __all__ = [
+    "FINE_WORK_LIMIT",
     "MAX_IN_MEMORY_PIXELS",
     "create_output",
     "run_blocks",
     "segment",
     "stream_to_output",
 ]
+
+#: A block done in part runs as its undone squares only when their tiles' area is
+#: under this share of the block's tile: smaller calls cost more than their area
+#: (bench_viewport: 14 small blocks instead of 8 whole ones took as long).
+FINE_WORK_LIMIT = 0.75
 
 #: Outputs up to this many pixels may be returned as numpy arrays; bigger ones
 #: need ``out=`` (a file, streamed to disk).
@@ -420,16 +426,17 @@ def segment(
         clear = kind == "array"
         parts: list[tuple[SegmentationPlan, frozenset[Any]]] = [(plan, frozenset())]
         if done is not None and clear:
+            align = getattr(out, "block_alignment", None)
+            fine_tile = tile_for_side(align, plan.scale, net) if align else 0
 
-            def finer(side: int) -> SegmentationPlan:
-                fine_tile = tile_for_side(side, plan.scale, net)
+            def finer() -> SegmentationPlan:
                 return make_plan(
                     src, net, spec, region=box, mpp=mpp, device=dev, tile=fine_tile,
                     threshold=threshold, tissue=tissue, probabilities=probabilities,
-                    tta=tta, align=side,
+                    tta=tta, align=align,
                 )  # fmt: skip
 
-            parts = _leave_done(plan, done, getattr(out, "block_alignment", None), finer)
+            parts = _leave_done(plan, done, align, fine_tile, finer)
         sizes = {f"model{i}": len(p.blocks) for i, (p, _) in enumerate(parts)}
         if clear:
             for i, (p, keep) in enumerate(parts):
@@ -473,29 +480,35 @@ def _leave_done(
     plan: SegmentationPlan,
     done: Callable[[tuple[int, int, int, int]], bool],
     align: int | None,
-    finer: Callable[[int], SegmentationPlan],
+    fine_tile: int,
+    finer: Callable[[], SegmentationPlan],
 ) -> list[tuple[SegmentationPlan, frozenset[Any]]]:
     """The plan without the blocks ``done`` says the output holds, as runs of
     ``(plan, blocks to leave alone)``.
 
     A block done whole is left alone. A block done only in part (a viewer
     segmented some of its squares of ``align`` pixels) is run as those squares
-    that are not done, by a second plan of ``align``-sized blocks from
-    ``finer(align)`` (smaller tiles: more halo per pixel, so only there).
+    that are not done, by a second plan of ``align``-sized blocks (``finer()``,
+    tiles of ``fine_tile``), when their tiles' area is under
+    :data:`FINE_WORK_LIMIT` of the block's own tile; else it runs whole (smaller
+    tiles carry more halo per pixel: two squares of four cost about what the
+    whole block does).
     """
     kept = {b for b in plan.grid.blocks() if done((b.y0, b.y1, b.x0, b.x1))}
     partial = set()
     if align:
         for b in plan.grid.blocks():
             squares = [] if b in kept else _squares((b.y0, b.y1, b.x0, b.x1), align)
-            if len(squares) > 1 and any(done(square) for square in squares):
+            todo = sum(not done(square) for square in squares)
+            cheaper = todo * fine_tile**2 < FINE_WORK_LIMIT * plan.tile**2
+            if len(squares) > 1 and todo < len(squares) and cheaper:
                 partial.add(b)
     coarse = [(dataclasses.replace(plan, blocks=tuple(
         b for b in plan.blocks if b not in kept and b not in partial
     )), frozenset(kept | partial))]  # fmt: skip
     if not partial:
         return coarse
-    fine = finer(int(align))  # type: ignore[arg-type]
+    fine = finer()
 
     def within(f: Any) -> Any:
         return next((b for b in partial if b.y0 <= f.y0 and f.y1 <= b.y1 and b.x0 <= f.x0
