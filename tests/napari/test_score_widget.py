@@ -376,6 +376,10 @@ def test_error_map_shows_dice_per_tile_over_the_slide_worst_tile_lowest(
         for j in range(2):
             world = _tile_centre_world(slide, i, j, 1024)
             np.testing.assert_allclose(heat.world_to_data(world), (i, j), atol=1e-9)
+    # Hovering the damaged tile shows its Dice in the status bar.
+    status = heat.get_status(_tile_centre_world(slide, 1, 0, 1024), world=True)
+    assert status["layer_name"] == "error map (Dice per tile)"
+    assert status["coordinates"].rsplit(": ", 1)[1] == "0"
     np.testing.assert_allclose(slide.scale[-2:], (0.5, 0.5))  # in microns, as the slide
     assert tuple(str(u) for u in heat.units) == tuple(str(u) for u in pred.units)
     # Red for Dice 0, green for 1, translucent, one flat colour per tile.

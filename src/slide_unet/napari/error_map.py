@@ -41,7 +41,7 @@ def error_map_colormap() -> Any:
         colors=np.array(_COLOURS),
         controls=np.array([0.0, 0.5, 1.0]),
         name="slide-unet dice",
-        display_name="Dice (red 0, green 1)",
+        display_name="Dice red-green",
         nan_color=(0.0, 0.0, 0.0, 0.0),
     )
 
