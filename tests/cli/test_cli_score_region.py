@@ -56,3 +56,34 @@ def test_a_region_outside_the_truth_is_a_one_line_error(tmp_path, capsys, truth_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "--region" in err[0]
+
+
+def test_tiles_image_is_the_per_tile_dice_grid_nan_where_both_are_empty(
+    tmp_path, capsys, truth_and_region
+):
+    import tifffile
+
+    truth_path, truth = truth_and_region
+    pred = tmp_path / "pred.png"
+    damaged = truth.copy()
+    damaged[120:160, 200:260] = 0  # the object in tile (1, 2) missed
+    Image.fromarray(damaged).save(pred)
+    out = tmp_path / "heat.tif"
+    args = [str(pred), str(truth_path), "--tile", "100", "--tiles-image", str(out)]
+    result = _score(args, capsys)
+    grid = tifffile.imread(out)
+    assert grid.dtype == np.float32
+    assert grid.shape == (2, 3)
+    np.testing.assert_array_equal(np.isnan(grid), [[False, True, True], [True, True, False]])
+    assert grid[0, 0] == 1.0
+    assert grid[1, 2] == 0.0
+    assert result["dice"] == pytest.approx(2 * 2400 / (2400 + 4800))
+
+
+def test_tiles_image_over_an_input_is_refused(tmp_path, capsys, truth_and_region):
+    truth_path, truth = truth_and_region
+    pred = tmp_path / "pred.png"
+    Image.fromarray(truth).save(pred)
+    assert cli.main(["score", str(pred), str(truth_path), "--tiles-image", str(pred)]) == 1
+    assert "is one of the masks scored" in capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(pred)), truth)

@@ -339,3 +339,143 @@ def test_bad_truth_file_notifies_and_keeps_the_last_results(
     assert widget.overlay is overlay
     assert len(viewer.layers) == n_layers
     assert widget.score_button.enabled  # ready to try again
+
+
+# -- the error map -----------------------------------------------------------------------
+
+
+def _tile_centre_world(layer, i: int, j: int, tile: int) -> np.ndarray:
+    """World coordinates of the centre of tile (i, j) of ``layer``'s full-resolution grid."""
+    centre = (i * tile + (tile - 1) / 2, j * tile + (tile - 1) / 2)
+    return np.asarray(layer.data_to_world(centre))[-2:]
+
+
+def test_error_map_shows_dice_per_tile_over_the_slide_worst_tile_lowest(
+    qtbot, viewer, widget, truth
+):
+    (slide,) = viewer.open(SAMPLE / "kidney_pas.ome.tif", plugin=PLUGIN)
+    # The expert mask, slightly eroded, with the glomerulus of tile (1, 0) erased.
+    damaged = ndi.binary_erosion(truth, np.ones((3, 3), bool)).astype(np.uint8)
+    damaged[1024:, :1024] = 0
+    pred = viewer.add_labels(damaged, name="pred", scale=slide.scale[-2:])
+    _pick(widget, "pred", truth_file=TRUTH_TIF)
+    assert not widget.error_map_button.enabled  # nothing scored yet
+    _score(qtbot, widget)
+    assert widget.error_map_button.enabled
+    widget.error_map_button.native.click()
+
+    heat = viewer.layers["error map (Dice per tile)"]
+    assert widget.error_map.name == heat.name  # (the widget holds napari's proxy of it)
+    assert heat.data.shape == widget.scores.tiles.dice.shape == (2, 2)
+    np.testing.assert_allclose(heat.data, widget.scores.tiles.dice, rtol=1e-6)
+    assert np.unravel_index(np.nanargmin(heat.data), heat.data.shape) == (1, 0)
+    assert heat.data[1, 0] == 0
+    assert np.nanmin(np.delete(heat.data.ravel(), 2)) > 0.9
+    # Lined up with the slide: each tile's centre falls on its pixel of the map.
+    for i in range(2):
+        for j in range(2):
+            world = _tile_centre_world(slide, i, j, 1024)
+            np.testing.assert_allclose(heat.world_to_data(world), (i, j), atol=1e-9)
+    # Hovering the damaged tile shows its Dice in the status bar.
+    status = heat.get_status(_tile_centre_world(slide, 1, 0, 1024), world=True)
+    assert status["layer_name"] == "error map (Dice per tile)"
+    assert status["coordinates"].rsplit(": ", 1)[1] == "0"
+    np.testing.assert_allclose(slide.scale[-2:], (0.5, 0.5))  # in microns, as the slide
+    assert tuple(str(u) for u in heat.units) == tuple(str(u) for u in pred.units)
+    # Red for Dice 0, green for 1, translucent, one flat colour per tile.
+    red, green = heat.colormap.map(np.array([0.0, 1.0]))
+    assert red[0] > 0.8 > red[1]
+    assert green[1] > 0.7 > green[0]
+    assert tuple(heat.contrast_limits) == (0.0, 1.0)
+    assert heat.opacity == 0.5
+    assert heat.blending == "translucent"
+    assert heat.interpolation2d == "nearest"
+
+
+def test_error_map_follows_a_new_scoring_with_empty_tiles_clear(qtbot, viewer, widget, truth):
+    viewer.add_labels(truth, name="pred", scale=(0.5, 0.5), translate=(30, -12))
+    _pick(widget, "pred", truth_file=TRUTH_TIF)
+    _score(qtbot, widget)
+    first = widget.show_error_map()
+    first.opacity = 0.3  # the user's choice survives an update
+    n_layers = len(viewer.layers)
+
+    widget.params.tile.value = 512
+    _score(qtbot, widget)  # the map already shown is updated, not added again
+    assert len(viewer.layers) == n_layers
+    assert [layer.name for layer in viewer.layers].count("error map (Dice per tile)") == 1
+    heat = viewer.layers["error map (Dice per tile)"]
+    assert heat.opacity == 0.3
+    assert heat.data.shape == (4, 4)
+    empty = widget.scores.tiles.empty
+    assert empty.any()
+    assert np.isnan(heat.data[empty]).all()  # nothing to score: drawn transparent
+    assert (heat.data[~empty] == 1).all()
+    assert heat.colormap.map(np.array([np.nan]))[0][3] == 0
+    pred = viewer.layers["pred"]
+    for i, j in [(0, 0), (3, 1), (2, 3)]:
+        world = _tile_centre_world(pred, i, j, 512)
+        np.testing.assert_allclose(heat.world_to_data(world), (i, j), atol=1e-9)
+
+
+def test_error_map_before_scoring_notifies(viewer, widget, errors):
+    assert widget.show_error_map() is None
+    assert errors == ["nothing scored yet: press Score first"]
+    assert len(viewer.layers) == 0
+
+
+# -- a QuPath GeoJSON truth, by class -----------------------------------------------------
+
+
+def _box_ring(y0: int, x0: int, y1: int, x1: int) -> list[list[int]]:
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
+def _qupath_truth(path: Path, truth: np.ndarray) -> Path:
+    """A QuPath-style export over the sample: each glomerulus as a Glomerulus box, and
+    two Tubule squares where there is no glomerulus."""
+    objects, _ = ndi.label(truth)
+
+    def feature(ring, name, colour):
+        return {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": name, "color": colour},
+            },
+        }
+
+    features = [
+        feature(_box_ring(ys.start, xs.start, ys.stop, xs.stop), "Glomerulus", [255, 0, 0])
+        for ys, xs in ndi.find_objects(objects)
+    ]
+    features += [
+        feature(_box_ring(y, x, y + 200, x + 200), "Tubule", [0, 200, 0])
+        for y, x in [(1500, 1500), (100, 1000)]
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_class_picker_lists_a_geojson_truths_classes_and_scores_the_one_picked(
+    qtbot, viewer, widget, truth, tmp_path
+):
+    geojson = _qupath_truth(tmp_path / "qupath.geojson", truth)
+    viewer.add_labels(truth, name="pred")
+    _pick(widget, "pred", truth_file=TRUTH_TIF)
+    assert widget.truth_class.native.isHidden()  # a TIFF has no classes
+    _pick(widget, "pred", truth_file=geojson)
+    assert not widget.truth_class.native.isHidden()
+    assert widget.truth_class.choices == ("all classes", "Glomerulus", "Tubule")
+
+    found = {}
+    for name in ("Glomerulus", "Tubule", "all classes"):
+        widget.truth_class.value = name
+        _score(qtbot, widget)
+        found[name] = widget.scores.dice
+        suffix = "" if name == "all classes" else f" [{name}]"
+        assert widget.overlay.name == f"pred vs qupath.geojson{suffix}"
+    assert 0.6 < found["Glomerulus"] < 1  # boxes round the glomeruli
+    assert found["Tubule"] == 0  # no glomerulus there
+    assert found["Tubule"] < found["all classes"] < found["Glomerulus"]

@@ -175,13 +175,30 @@ def _print_tiles(scores: Any) -> None:
         )
 
 
+def _write_tiles_image(path: Path, scores: Any, inputs: tuple[Path, Path]) -> None:
+    """The per-tile Dice grid as a float32 TIFF, one pixel per tile, NaN where both
+    masks are empty (the napari Score dock's error map, for any viewer)."""
+    import tifffile
+
+    if any(path.resolve() == p.resolve() for p in inputs):
+        raise UsageError(f"--tiles-image {path} is one of the masks scored: give another file")
+    grid = scores.tiles.dice_map()
+    tifffile.imwrite(path, grid, metadata={"tile_px": scores.tile, "value": "Dice per tile"})
+
+
 def run(args: argparse.Namespace) -> int:
     """Score predicted masks against expert masks: Dice, IoU, object F1."""
     from slide_unet.core.masks.io import check_same_shape
     from slide_unet.core.scoring.metrics import score
 
     results = []
-    for name, pred, pred_id, truth, truth_id in _score_pairs(args):
+    pairs = list(_score_pairs(args))
+    if args.tiles_image is not None and len(pairs) != 1:
+        raise UsageError(
+            f"--tiles-image writes one pair's map; {len(pairs)} pairs were given: "
+            "score them one at a time"
+        )
+    for name, pred, pred_id, truth, truth_id in pairs:
         pred_mask, truth_mask = _read_pair(
             pred, pred_id, truth, truth_id, args.shape, args.classification
         )
@@ -190,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         check_same_shape(pred_mask, truth_mask, (f"prediction {pred.name}", f"truth {truth.name}"))
         scores = score(pred_mask, truth_mask, tile=args.tile, iou_threshold=args.iou_threshold)
         results.append((name, pred, truth, scores))
+        if args.tiles_image is not None:
+            _write_tiles_image(args.tiles_image, scores, (pred, truth))
         if not args.json:
             _print_scores(name, scores)
             if args.tiles:
@@ -252,6 +271,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--iou-threshold", type=float, default=0.5, help="least IoU of an object match"
     )
     score.add_argument("--tiles", action="store_true", help="also print the per-tile Dice table")
+    score.add_argument(
+        "--tiles-image",
+        type=Path,
+        metavar="TIF",
+        help="write the per-tile Dice as a float32 TIFF, one pixel per --tile tile, NaN where "
+        "both masks are empty (an error heatmap; one pair only)",
+    )
     add_json_option(score)
     score.set_defaults(run=run)
     return score

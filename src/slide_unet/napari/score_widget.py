@@ -5,7 +5,10 @@ masks (the truth a Labels layer or a file in any format
 :func:`slide_unet.core.masks.io.read_mask` reads, an RLE CSV with its row id),
 scores them in a background job, then shows Dice, IoU, object
 precision/recall/F1, a per-tile table whose rows move the view to their tile,
-and the overlay of :mod:`slide_unet.napari.overlay`.
+and the overlay of :mod:`slide_unet.napari.overlay`. A GeoJSON truth (QuPath's
+export) is scored by the class picked from those in the file, or all together.
+*Show error map* adds the per-tile Dice as a heatmap over the slide
+(:mod:`slide_unet.napari.error_map`); a later scoring updates it.
 
 Bad input (no Labels layer, mismatched shapes, a missing or unreadable file,
 a CSV whose row is not given) ends as one napari notification and changes
@@ -32,7 +35,9 @@ from qtpy.QtWidgets import (
 )
 
 from slide_unet.core.errors import InputError, UserError
+from slide_unet.core.masks.geojson_read import geojson_file_classes
 from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
+from slide_unet.napari.error_map import ERROR_MAP_KEY, show_error_map
 from slide_unet.napari.jobs import Job, notify_error, start_job
 from slide_unet.napari.layers import full_resolution, labels_layers, layer_by_name
 from slide_unet.napari.mask_layer import save_pending
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["ScoreParams", "ScoreWidget"]
 
 LAYER, FILE = "Labels layer", "File"
+#: The Class picker's choice that scores every class of a GeoJSON truth together.
+ALL_CLASSES = "all classes"
+_GEOJSON = (".geojson", ".json")
 #: The per-tile table's columns: heading and the record key it shows.
 COLUMNS = (
     ("Row", "row"),
@@ -105,6 +113,7 @@ class _Truth:
     levels: tuple[Any, ...] = ()
     path: Path | None = None
     image_id: str | None = None
+    classification: str | None = None
 
 
 class ScoreWidget(QWidget):
@@ -121,6 +130,8 @@ class ScoreWidget(QWidget):
         The last scores shown.
     overlay : napari.layers.Labels or None
         The last overlay added.
+    error_map : napari.layers.Image or None
+        The error map shown by :meth:`show_error_map`, if any.
     job : Job or None
         The last scoring job (cancel it with its ``cancel()``; wait on :attr:`finished`).
     results : dict of str to QLabel
@@ -141,6 +152,7 @@ class ScoreWidget(QWidget):
         self.viewer = napari_viewer
         self.scores: Scores | None = None
         self.overlay: Any = None
+        self.error_map: Any = None
         self.job: Job | None = None
         self._scored_layer: Any = None
         self._records: list[dict[str, Any]] = []
@@ -154,11 +166,24 @@ class ScoreWidget(QWidget):
         self.rle_id = LineEdit(label="RLE id")
         self.rle_id.tooltip = "The row (id) of an RLE CSV; not needed when it holds one mask"
         self.rle_id.native.setPlaceholderText("only for a CSV of several masks")
+        self.truth_class = ComboBox(label="Class", choices=[ALL_CLASSES])
+        self.truth_class.tooltip = (
+            "The QuPath class of the GeoJSON truth to score; 'all classes' scores "
+            "every object together"
+        )
         self.params = form(ScoreParams)
         self.score_button = PushButton(text="Score")
         self.score_button.changed.connect(self.score)
+        self.error_map_button = PushButton(text="Show error map")
+        self.error_map_button.tooltip = (
+            "Dice per tile as a heatmap over the slide: red 0, green 1, "
+            "clear where both masks are empty"
+        )
+        self.error_map_button.enabled = False
+        self.error_map_button.changed.connect(self.show_error_map)
         self.truth_source.changed.connect(self._show_truth_fields)
         self.truth_file.changed.connect(self._show_truth_fields)
+        self.truth_file.changed.connect(self._read_classes)
         controls = Container(
             widgets=[
                 self.prediction,
@@ -166,8 +191,10 @@ class ScoreWidget(QWidget):
                 self.truth_layer,
                 self.truth_file,
                 self.rle_id,
+                self.truth_class,
                 self.params,
                 self.score_button,
+                self.error_map_button,
             ]
         )
         self._show_truth_fields()
@@ -220,6 +247,19 @@ class ScoreWidget(QWidget):
         self.truth_layer.visible = not from_file
         self.truth_file.visible = from_file
         self.rle_id.visible = from_file and mask_suffix(self.truth_file.value) == ".csv"
+        self.truth_class.visible = from_file and mask_suffix(self.truth_file.value) in _GEOJSON
+
+    def _read_classes(self, *_: Any) -> None:
+        """Offer the classes of a GeoJSON truth file (an unreadable one is reported on Score)."""
+        path = Path(self.truth_file.value or "")
+        classes: list[str] = []
+        if mask_suffix(path) in _GEOJSON and path.is_file():
+            try:
+                classes = geojson_file_classes(path)
+            except (UserError, OSError):
+                classes = []
+        self.truth_class.choices = [ALL_CLASSES, *classes]
+        self.truth_class.value = ALL_CLASSES
 
     def _truth(self, shape: tuple[int, ...]) -> _Truth:
         """The truth as picked, checked as far as possible without reading a file."""
@@ -246,7 +286,11 @@ class ScoreWidget(QWidget):
         if mask_suffix(path) == ".csv":
             image_id = self.rle_id.value.strip() or None
             name = f"{path.name} [{image_id}]" if image_id else path.name
-        return _Truth(name, path=path, image_id=image_id)
+        classification = None
+        if mask_suffix(path) in _GEOJSON and self.truth_class.value != ALL_CLASSES:
+            classification = self.truth_class.value
+            name = f"{path.name} [{classification}]"
+        return _Truth(name, path=path, image_id=image_id, classification=classification)
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -291,7 +335,12 @@ class ScoreWidget(QWidget):
 
             truth_array = truth.array
             if truth.path is not None:
-                truth_array = read_mask(truth.path, image_id=truth.image_id, shape=shape)
+                truth_array = read_mask(
+                    truth.path,
+                    image_id=truth.image_id,
+                    shape=shape,
+                    classification=truth.classification,
+                )
                 check_same_shape(
                     truth_array,
                     shape,
@@ -319,6 +368,8 @@ class ScoreWidget(QWidget):
                 pair=(pred_name, truth.name),
                 like=layer,
             )
+            if any(ERROR_MAP_KEY in (lay.metadata or {}) for lay in self.viewer.layers):
+                self.show_error_map()  # one already shown: it follows the new scores
 
         self.score_button.enabled = False
         self.job = start_job(
@@ -329,6 +380,23 @@ class ScoreWidget(QWidget):
         )
         return self.job
 
+    def show_error_map(self) -> Any:
+        """Show the last scores' Dice per tile as a heatmap over the slide.
+
+        Adds the Image layer :data:`~slide_unet.napari.error_map.ERROR_MAP_NAME`
+        (one pixel per tile, lined up with the scored layer), or updates it.
+
+        Returns
+        -------
+        napari.layers.Image or None
+            The layer, or None before anything was scored (with a notification).
+        """
+        if self.scores is None or self._scored_layer is None:
+            notify_error(UserError("nothing scored yet: press Score first"))
+            return None
+        self.error_map = show_error_map(self.viewer, self.scores.tiles, like=self._scored_layer)
+        return self.error_map
+
     def _finished(self) -> None:
         self.score_button.enabled = True
         self.finished.emit()
@@ -338,6 +406,7 @@ class ScoreWidget(QWidget):
     def _show(self, scores: Scores, layer: Any) -> None:
         self.scores = scores
         self._scored_layer = layer
+        self.error_map_button.enabled = True
         shown = {
             "dice": f"{scores.dice:.4f}",
             "iou": f"{scores.iou:.4f}",

@@ -13,6 +13,7 @@ from scipy import ndimage
 from slide_unet.core.errors import InputError
 from slide_unet.core.masks.geojson import (
     geojson_classes,
+    geojson_file_classes,
     geojson_to_dask,
     geojson_to_mask,
     mask_to_geojson,
@@ -132,6 +133,13 @@ def test_read_mask_file_by_class_and_labels(tmp_path) -> None:
         InputError, match=r"no feature of class 'Nope' \(classes: Glomerulus, Tubule\)"
     ):
         read_mask(path, shape=SHAPE, classification="Nope")
+
+
+def test_file_classes_list_the_classes_of_a_qupath_export(tmp_path) -> None:
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps(qupath_export()))
+    assert geojson_file_classes(path) == ["Glomerulus", "Tubule"]
+    assert geojson_file_classes(path, object_type="detection") == ["Glomerulus"]
 
 
 def test_old_qupath_style_and_unclassified(tmp_path) -> None:

@@ -195,6 +195,17 @@ def test_tile_dice_table() -> None:
     json.dumps(records)
 
 
+def test_dice_map_is_the_grid_with_nan_where_both_masks_are_empty() -> None:
+    pred = np.zeros((5, 7), dtype=np.uint8)
+    truth = np.zeros((5, 7), dtype=np.uint8)
+    pred[0:2, 0:2] = truth[0:2, 0:2] = 1  # tile (0, 0): perfect
+    pred[0:2, 4] = truth[0, 4] = 1  # tile (0, 1): Dice 2/3
+    truth[4, 6] = 1  # tile (1, 1): missed; tile (1, 0) empty in both
+    grid = tile_dice(pred, truth, tile=4).dice_map()
+    assert grid.dtype == np.float32
+    np.testing.assert_allclose(grid, [[1.0, 2 / 3], [np.nan, 0.0]], rtol=1e-6)
+
+
 @pytest.mark.parametrize("block", [3, 4, 5, 64])
 def test_tile_dice_does_not_depend_on_blocks(block: int) -> None:
     rng = np.random.default_rng(block)

@@ -59,6 +59,7 @@ from slide_unet.core.masks.geojson_read import (
     UNCLASSIFIED,
     class_name,
     geojson_classes,
+    geojson_file_classes,
     geojson_polygons,
     read_geojson,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "check_band",
     "class_name",
     "geojson_classes",
+    "geojson_file_classes",
     "geojson_polygons",
     "geojson_to_dask",
     "geojson_to_mask",

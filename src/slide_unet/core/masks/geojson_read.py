@@ -31,6 +31,7 @@ __all__ = [
     "UNCLASSIFIED",
     "class_name",
     "geojson_classes",
+    "geojson_file_classes",
     "geojson_polygons",
     "read_geojson",
 ]
@@ -243,6 +244,39 @@ def geojson_classes(geojson: Any, *, object_type: str | None = None) -> list[str
         else:
             names.add(name)
     return sorted(names) + ([UNCLASSIFIED] if unclassified else [])
+
+
+def geojson_file_classes(
+    path: str | os.PathLike[str], *, object_type: str | None = None
+) -> list[str]:
+    """The QuPath classes in a GeoJSON file, as :func:`geojson_classes` lists them.
+
+    Parses the file (within the memory budget, as :func:`read_geojson`) but
+    draws nothing, so it is quick enough to fill a class picker when a file
+    is chosen.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A GeoJSON file (QuPath's export or any FeatureCollection).
+    object_type : str, optional
+        Only features of this ``objectType`` (``"annotation"``, ``"detection"``...).
+
+    Returns
+    -------
+    list of str
+        Class names sorted, :data:`UNCLASSIFIED` last when some features have none.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    MaskError
+        If it is not valid GeoJSON.
+    LimitError
+        If parsing it would pass the memory budget.
+    """
+    return geojson_classes(read_geojson(path), object_type=object_type)
 
 
 def geojson_polygons(

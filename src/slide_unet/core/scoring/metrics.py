@@ -165,6 +165,19 @@ class TileDice:
         np.divide(2.0 * self.intersection, total, out=out, where=total > 0)
         return out
 
+    def dice_map(self) -> np.ndarray:
+        """The per-tile Dice grid for a heatmap: ``(tile rows, tile columns)``
+        float32, NaN where both masks are empty (nothing to score there).
+
+        Pixel ``(r, c)`` is the tile at full-resolution rows ``r * tile`` to
+        ``(r + 1) * tile`` and columns ``c * tile`` to ``(c + 1) * tile``
+        (cut at the border), so an image of it scaled by ``tile`` lies over
+        the slide.
+        """
+        out = self.dice.astype(np.float32)
+        out[self.empty] = np.nan
+        return out
+
     @property
     def empty(self) -> np.ndarray:
         """Tiles with no foreground in either mask."""
