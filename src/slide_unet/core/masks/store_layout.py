@@ -26,7 +26,9 @@ __all__ = [
     "CHUNK_SIDE",
     "FORMAT_VERSION",
     "KIND",
+    "PROBABILITY",
     "SMALLEST_SIDE",
+    "build_probability",
     "build_store",
     "level_count",
     "now",
@@ -43,6 +45,8 @@ SMALLEST_SIDE = 512
 ATTRS = "slide_unet"
 #: Its ``kind``.
 KIND = "slide-unet-mask"
+#: The array of the model's probabilities beside level 0 (made on first use).
+PROBABILITY = "probability"
 
 
 def now() -> str:
@@ -103,6 +107,32 @@ def build_store(
             },
             "ome": ngff.label_metadata(folder.name, len(shapes), mpp, version="0.5"),
         }
+    )
+
+
+def build_probability(folder: Path, shape: tuple[int, int], chunks: tuple[int, int]) -> None:
+    """Create the store's empty ``probability`` array: uint8 ``round(p * 255)`` of
+    the model's foreground probability at full resolution, level 0's shape and
+    chunks, 0 where unknown (never segmented, or cleared as background).
+
+    Not listed in the NGFF multiscales, so OME-Zarr readers see only the mask.
+    """
+    group = zarr.open_group(folder, mode="r+", zarr_format=3)
+    group.create_array(
+        PROBABILITY,
+        shape=shape,
+        chunks=chunks,
+        dtype=np.uint8,
+        fill_value=0,
+        # zstd level 1, as for the mask (written from the engine's writer threads);
+        # see the README for what it takes on the sample.
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+        chunk_key_encoding={"name": "default", "separator": "/"},
+        attributes={
+            "slide_unet": {
+                "encoding": "round(probability * 255); 0 where unknown",
+            }
+        },
     )
 
 
