@@ -10,8 +10,10 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -32,6 +34,7 @@ __all__ = [
     "build_store",
     "level_count",
     "now",
+    "read_probability",
     "store_problem",
 ]
 
@@ -134,6 +137,15 @@ def build_probability(folder: Path, shape: tuple[int, int], chunks: tuple[int, i
             }
         },
     )
+
+
+def read_probability(folder: str | os.PathLike[str]) -> Any:
+    """The ``probability`` array of the mask store at ``folder``, read-only, or None
+    when ``folder`` is not a usable store or holds none (nothing is created)."""
+    folder = Path(folder)
+    if not (folder / PROBABILITY / "zarr.json").is_file() or store_problem(folder) is not None:
+        return None
+    return zarr.open_array(folder / PROBABILITY, mode="r", zarr_format=3)
 
 
 def store_problem(folder: Path) -> str | None:
