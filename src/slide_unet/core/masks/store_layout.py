@@ -116,7 +116,9 @@ def build_store(
 def build_probability(folder: Path, shape: tuple[int, int], chunks: tuple[int, int]) -> None:
     """Create the store's empty ``probability`` array: uint8 ``round(p * 255)`` of
     the model's foreground probability at full resolution, level 0's shape and
-    chunks, 0 where unknown (never segmented, or cleared as background).
+    chunks, 0 where unknown (never segmented, or cleared as background; a
+    probability below 1/510 rounds to 0 too, which never happens inside an
+    object: thresholds are far above it).
 
     Not listed in the NGFF multiscales, so OME-Zarr readers see only the mask.
     """
