@@ -108,3 +108,29 @@ def test_measure_never_writes_over_its_mask(tmp_path: Path, capsys) -> None:
     assert cli.main(argv) == 1
     assert "would write over the input" in capsys.readouterr().err
     assert rle.read_bytes() == before
+
+
+def test_a_mask_store_gives_each_object_its_kept_mean_probability(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slide_unet.core.masks.store import MaskStore
+    from slide_unet.core.paths import MASKS_DIR_ENV
+
+    monkeypatch.setenv(MASKS_DIR_ENV, str(tmp_path / "masks"))
+    mask = np.zeros((600, 700), np.uint8)
+    mask[10:40, 10:50] = 1
+    mask[300:380, 400:460] = 1
+    quantised = np.zeros(mask.shape, np.uint8)
+    quantised[10:40, 10:50] = 204  # 0.8
+    quantised[300:380, 400:460] = 153  # 0.6
+    store = MaskStore.for_key("measure-cli", mask.shape, 0.5)
+    store.write(0, 0, mask)
+    store.write_probability(0, 0, quantised)
+    out = tmp_path / "objects.csv"
+    assert cli.main(["measure", str(store.path), "-o", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["probabilities"] is True
+    rows = read_rows(out)
+    assert [round(float(r["mean_probability"]), 6) for r in rows] == [0.8, 0.6]
+    assert cli.main(["measure", str(store.path), "-o", str(out), "--no-probabilities"]) == 0
+    assert [r["mean_probability"] for r in read_rows(out)] == ["", ""]
+    assert "mean probabilities" not in capsys.readouterr().out

@@ -203,3 +203,33 @@ def test_no_layer_is_one_notification(widget, errors) -> None:
     assert widget.measure() is None
     assert len(errors) == 1
     assert "no Labels layer" in errors[0]
+
+
+def test_a_store_backed_layer_shows_the_mean_probability_kept_in_its_store(
+    viewer, widget, mask, qtbot
+) -> None:
+    store = MaskStore.for_key("objects-probability", mask.shape, MPP)
+    store.write(0, 0, mask)
+    quantised = np.where(mask > 0, 230, 0).astype(np.uint8)  # 230 / 255 = 0.902
+    y0, x0, side = SQUARES[0]
+    quantised[y0 : y0 + side, x0 : x0 + side] = 140  # the least sure object: 0.549
+    store.write_probability(0, 0, quantised)
+    data, kwargs = mask_layer_kwargs(store, "slide mask", scale=(MPP, MPP))
+    layer = viewer.add_labels(data, **kwargs)
+    attach_store(layer, store)
+    widget.reset_choices()
+    widget.layer.value = layer
+    _measure(widget, qtbot)
+    model = widget.model
+    headings = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    assert "mean prob." in headings
+    column = headings.index("mean prob.")
+    shown = sorted(model.data(model.index(r, column)) for r in range(model.rowCount()))
+    assert shown == ["0.549"] + ["0.902"] * len(SQUARES)
+    # A plain layer (no store) has no such column.
+    _add(viewer, mask, name="plain")
+    widget.reset_choices()
+    widget.layer.value = viewer.layers["plain"]
+    _measure(widget, qtbot)
+    headings = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    assert "mean prob." not in headings

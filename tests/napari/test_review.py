@@ -158,3 +158,30 @@ def test_accepted_progress_is_kept_in_the_store_and_resumes_after_reopening(
     assert resumed.progress.text() == "2 of 4 reviewed"
     assert resumed.position == 2  # resumes at the first object not reviewed
     assert [resumed.log.verdict(k) for k in first_two] == ["accepted", "accepted"]
+
+
+def test_a_store_with_probabilities_puts_the_least_sure_first_and_says_how_sure(
+    viewer, widget, qtbot
+) -> None:
+    from slide_unet.core.objects.review import PROBABILITY
+    from slide_unet.napari.layer_data import mask_layer_kwargs
+    from slide_unet.napari.mask_layer import attach_store
+
+    mask = _mask(A, B, C, D)
+    store = MaskStore.for_key("review-probability", mask.shape, MPP)
+    store.write(0, 0, mask)
+    quantised = np.zeros(mask.shape, np.uint8)
+    for (y0, x0, side), value in zip((A, B, C, D), (250, 240, 200, 130), strict=True):
+        quantised[y0 : y0 + side, x0 : x0 + side] = value
+    store.write_probability(0, 0, quantised)
+    data, kwargs = mask_layer_kwargs(store, "slide mask", scale=(MPP, MPP))
+    layer = viewer.add_labels(data, **kwargs)
+    attach_store(layer, store)
+    widget.reset_choices()
+    widget.layer.value = layer
+    _build(widget, qtbot)
+    # D (0.51), C (0.78), B (0.94, cut), A (0.98): lowest mean probability first.
+    assert [int(widget.table["pixels"][e.row]) for e in widget.queue] == [1600, 100, 400, 25]
+    assert [e.kind for e in widget.queue] == [PROBABILITY, PROBABILITY, CUT, PROBABILITY]
+    _at(viewer, D)
+    assert widget.current.text() == "1 of 4: object, 400.0 µm², mean probability 0.51"

@@ -30,6 +30,19 @@ def _mask_and_mpp(args: argparse.Namespace) -> tuple[Any, float | None]:
     return mask, mpp or recorded or slide_mpp
 
 
+def _probabilities(args: argparse.Namespace, shape: tuple[int, ...]) -> Any:
+    """The probabilities kept in the mask store ``args.mask`` is (None for any other
+    mask, for a store without them, or with ``--no-probabilities``)."""
+    from slide_unet.core.masks.store_layout import read_probability
+
+    if args.no_probabilities:
+        return None
+    probabilities = read_probability(args.mask)
+    if probabilities is None or tuple(probabilities.shape) != tuple(shape):
+        return None
+    return probabilities
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure every object of a mask and write the table."""
     from slide_unet.core.objects.measure import measure
@@ -38,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     check_table_path(args.output)  # before a long measurement
     start = time.perf_counter()
     mask, mpp = _mask_and_mpp(args)
-    table = measure(mask, mpp=mpp, progress=progress_bar("measuring"))
+    probabilities = _probabilities(args, tuple(mask.shape))
+    table = measure(mask, mpp=mpp, probabilities=probabilities, progress=progress_bar("measuring"))
     written = table.write(args.output)
     seconds = time.perf_counter() - start
     if args.json:
@@ -49,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             "total_area": table.total_area,
             "unit": table.unit,
             "mpp": table.mpp,
+            "probabilities": probabilities is not None,
             "seconds": round(seconds, 3),
         }
         print(json.dumps(result))
@@ -57,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         area = f"total area {table.total_area:.6g} µm²"
     else:
         area = f"total area {table.total_area:.0f} px (no pixel size: pass --mpp or --image)"
-    print(f"{len(table)} objects, {area}, measured in {seconds:.1f} s; wrote {written}")
+    kept = ", mean probabilities from the store" if probabilities is not None else ""
+    print(f"{len(table)} objects, {area}{kept}, measured in {seconds:.1f} s; wrote {written}")
     return 0
 
 
@@ -68,8 +84,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="one row per object of a mask (centroid, box, area, perimeter...) to CSV or Parquet",
         description="Measure every object (8-connected component) of a mask of any size, "
         "streaming: id, centroid, bounding box, area, equivalent diameter, perimeter, "
-        "solidity. Lengths in µm and areas in µm² when the pixel size is known, else in "
-        f"pixels. Mask formats: {MASK_FORMATS}. Written atomically.",
+        "solidity, and, for a slide's mask store (the folder napari's Segment writes), "
+        "the model's mean probability over each object as kept in the store. Lengths in "
+        "µm and areas in µm² when the pixel size is known, else in pixels. Mask formats: "
+        f"{MASK_FORMATS}. Written atomically.",
     )
     measure.add_argument("mask", help="mask file (or OME-Zarr folder)")
     measure.add_argument(
@@ -82,6 +100,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--mpp", type=float, help="pixel size in µm (default: the mask's, else the slide's)"
     )
     measure.add_argument("--id", help="row of an RLE CSV mask (default: its only row)")
+    measure.add_argument(
+        "--no-probabilities",
+        action="store_true",
+        help="leave mean_probability empty even when the mask store keeps probabilities",
+    )
     measure.add_argument("--shape", type=shape_arg, help="HEIGHT,WIDTH of an RLE or GeoJSON mask")
     add_json_option(measure)
     measure.set_defaults(run=run)

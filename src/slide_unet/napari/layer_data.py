@@ -29,6 +29,7 @@ from slide_unet.core.masks.windows import AutosavedWindow
 __all__ = [
     "EDITABLE_PIXELS",
     "editable_window",
+    "layer_probabilities",
     "mask_layer_kwargs",
     "restored_mask_name",
     "worth_restoring",
@@ -55,6 +56,21 @@ def editable_window(
 
     height, width = store.shape
     return AutosavedWindow(store, region or (0, height, 0, width), on_error=warn)
+
+
+def layer_probabilities(layer: Any, shape: tuple[int, ...]) -> Any:
+    """The probabilities kept in the mask store behind ``layer`` (its metadata's
+    ``mask_store``), read-only, when they match ``shape``; else None (a plain
+    Labels layer, or a store no segmentation wrote probabilities to)."""
+    from slide_unet.core.masks.store_layout import read_probability
+
+    folder = (getattr(layer, "metadata", None) or {}).get("mask_store")
+    if not folder:
+        return None
+    probabilities = read_probability(folder)
+    if probabilities is None or tuple(probabilities.shape) != tuple(shape[-2:]):
+        return None
+    return probabilities
 
 
 def restored_mask_name(store: MaskStore, slide_name: str) -> str:

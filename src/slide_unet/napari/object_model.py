@@ -17,11 +17,12 @@ from slide_unet.core.objects.table import ObjectTable
 __all__ = ["ObjectModel", "columns_for"]
 
 
-def columns_for(unit: str) -> list[tuple[str, str, str]]:
+def columns_for(unit: str, probability: bool = False) -> list[tuple[str, str, str]]:
     """The shown columns for a table in ``unit`` (``um`` or ``px``): heading, table
-    column, number format."""
+    column, number format; with ``probability`` (the mask's store keeps the
+    model's probabilities) the mean probability too, after the area."""
     shown = "µm" if unit == "um" else "px"
-    return [
+    columns = [
         ("id", "id", "{:d}"),
         (f"area ({shown}²)", f"area_{unit}2", "{:,.1f}"),
         (f"eq. diam. ({shown})", f"equivalent_diameter_{unit}", "{:,.1f}"),
@@ -30,6 +31,9 @@ def columns_for(unit: str) -> list[tuple[str, str, str]]:
         (f"centroid y ({shown})", f"centroid_y_{unit}", "{:,.1f}"),
         (f"centroid x ({shown})", f"centroid_x_{unit}", "{:,.1f}"),
     ]
+    if probability:
+        columns.insert(2, ("mean prob.", "mean_probability", "{:.3f}"))
+    return columns
 
 
 class ObjectModel(QAbstractTableModel):
@@ -55,7 +59,8 @@ class ObjectModel(QAbstractTableModel):
         self.beginResetModel()
         self.table = table
         if table is not None:
-            self._columns = columns_for(table.unit)
+            known = np.isfinite(table["mean_probability"]).any()
+            self._columns = columns_for(table.unit, probability=bool(known))
         every = np.arange(len(table) if table is not None else 0)
         self.order = every if rows is None else np.asarray(rows, dtype=np.int64)
         self._apply_sort()
@@ -91,6 +96,8 @@ class ObjectModel(QAbstractTableModel):
         _, name, fmt = self._columns[index.column()]
         value = self.table[name][self.order[index.row()]]
         if role == Qt.ItemDataRole.DisplayRole:
+            if fmt != "{:d}" and not np.isfinite(value):
+                return "–"  # not known (an object painted by hand)
             return fmt.format(int(value) if fmt == "{:d}" else float(value))
         if role == Qt.ItemDataRole.UserRole:
             return float(value)

@@ -43,6 +43,7 @@ from slide_unet.core.objects.table import ObjectTable
 from slide_unet.napari.focus import centre_on, label_of, object_box, object_centroid
 from slide_unet.napari.histogram import AreaHistogram
 from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
+from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import (
     camera_of,
     full_resolution,
@@ -247,11 +248,15 @@ class ObjectsWidget(QWidget):
             notify_error(error)
             return None
         mpp = layer_mpp(layer)
+        # A slide's mask store keeps the model's probabilities: mean_probability fills.
+        probabilities = layer_probabilities(layer, tuple(data.shape))
 
         def work(progress: Any, cancel: Any, _partial: Any) -> ObjectTable:
             from slide_unet.core.objects.measure import measure
 
-            return measure(data, mpp=mpp, progress=progress, cancel=cancel)
+            return measure(
+                data, mpp=mpp, probabilities=probabilities, progress=progress, cancel=cancel
+            )
 
         def done(table: ObjectTable) -> None:
             self._watch(layer)

@@ -20,6 +20,7 @@ but *Reject* asks to open the Correct widget's *Edit here* window first.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from slide_unet.core.objects.review import (
 from slide_unet.core.objects.table import ObjectTable
 from slide_unet.napari.focus import centre_on, label_of, object_box, object_centroid
 from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
+from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import full_resolution, labels_layers, layer_mpp, unproxied
 from slide_unet.napari.mask_layer import save_pending
 from slide_unet.napari.overlay import OVERLAY_KEY
@@ -194,11 +196,15 @@ class ReviewWidget(QWidget):
             notify_error(error)
             return None
         mpp = layer_mpp(layer)
+        # Kept in a slide's mask store: the least sure objects come first.
+        probabilities = layer_probabilities(layer, tuple(pred.shape))
 
         def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, ...]:
             from slide_unet.core.objects.measure import measure
 
-            table = measure(pred, mpp=mpp, progress=progress, cancel=cancel)
+            table = measure(
+                pred, mpp=mpp, probabilities=probabilities, progress=progress, cancel=cancel
+            )
             if truth_data is None:
                 return table, None, None, None
             truths = measure(truth_data, mpp=mpp, progress=progress, cancel=cancel)
@@ -273,8 +279,11 @@ class ReviewWidget(QWidget):
         area = float(table[f"area_{table.unit}2"][entry.row])
         verdict = self.log.verdict(entry.key)
         where = " (in the truth: the mask has nothing here)" if entry.in_truth else ""
+        probability = float(table["mean_probability"][entry.row])
+        sure = f", mean probability {probability:.2f}" if math.isfinite(probability) else ""
         self.current.setText(
             f"{position + 1} of {len(self.queue)}: {entry.kind}{where}, {area:,.1f} {unit}"
+            + sure
             + (f" — {verdict}" if verdict else "")
         )
         self._enable()

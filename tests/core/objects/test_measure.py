@@ -183,6 +183,23 @@ def test_mean_probability_is_each_objects_mean_over_its_pixels() -> None:
     np.testing.assert_allclose(table["mean_probability"], expected)
 
 
+def test_uint8_probabilities_are_divided_by_255_and_their_zeros_are_unknown() -> None:
+    mask = np.zeros((20, 20), np.uint8)
+    mask[1:4, 1:4] = 1
+    mask[10:18, 5:15] = 1
+    mask[6:8, 17:19] = 1  # painted by hand: no probability known
+    quantised = np.zeros((20, 20), np.uint8)
+    quantised[1:4, 1:4] = 255
+    quantised[10:18, 5:15] = np.arange(80).reshape(8, 10) + 150
+    quantised[10, 5] = 0  # one pixel of it unknown: left out of the mean
+    table = measure(mask, probabilities=quantised, block=6)
+    known = quantised[10:18, 5:15][quantised[10:18, 5:15] > 0]
+    # Numbered by first pixel: the square, the painted speck (row 6), the rectangle.
+    np.testing.assert_allclose(table["mean_probability"], [1.0, np.nan, known.mean() / 255])
+    with pytest.raises(InputError, match="float"):
+        measure(mask, probabilities=quantised.astype(np.int32))
+
+
 # --- files --------------------------------------------------------------------------------------
 
 

@@ -86,3 +86,31 @@ def test_the_log_survives_a_reload_and_keys_are_boxes_and_pixels(tmp_path: Path)
     assert again.verdict(key) == "accepted"
     (tmp_path / "review.json").write_text("not json")
     assert ReviewLog(tmp_path / "review.json").marks == {}
+
+
+def test_with_probabilities_the_least_sure_come_first_after_false_positives_and_misses() -> None:
+    from slide_unet.core.objects.review import PROBABILITY
+
+    shape = (200, 200)
+    #           a: cut (0.9)  b: 0.6      c: 0.95       d: 0.6, cut  e: painted (unknown)
+    squares = [(0, 10, 8), (100, 100, 4), (30, 120, 20), (54, 10, 10), (150, 150, 6)]
+    pred = _squares(shape, *squares)
+    pred[170:174, 20:24] = 1  # f: no truth under it, 0.99: a false positive even so
+    quantised = np.zeros(shape, np.uint8)
+    for (y0, x0, side), value in zip(squares, [230, 153, 242, 153, 0], strict=True):
+        quantised[y0 : y0 + side, x0 : x0 + side] = value
+    quantised[170:174, 20:24] = 252
+    truth = pred.copy()
+    truth[170:174, 20:24] = 0
+    truth[80:89, 20:29] = 1  # a miss
+    table, truths = measure(pred, probabilities=quantised), measure(truth)
+    hit, found = overlaps(table, pred, truth), overlaps(truths, truth, pred)
+    queue = review_queue(table, truth=truths, hit=hit, found=found, tile=64)
+    pixels = [int((truths if e.kind == MISSED else table)["pixels"][e.row]) for e in queue]
+    kinds = [e.kind for e in queue]
+    # FP, miss; then by probability: d and b tie at 0.6 (d is cut: first), a, c; then e.
+    assert kinds == [FALSE_POSITIVE, MISSED, CUT, PROBABILITY, CUT, PROBABILITY, OTHER]
+    assert pixels == [16, 81, 100, 16, 64, 400, 36]
+    # Without probabilities: the order the queue had before they were kept.
+    plain = review_queue(measure(pred), truth=truths, hit=hit, found=found, tile=64)
+    assert [e.kind for e in plain] == [FALSE_POSITIVE, MISSED, CUT, CUT, OTHER, OTHER, OTHER]

@@ -14,7 +14,12 @@ from typing import Any
 
 from slide_unet.core.inference.options import SegmentOptions
 from slide_unet.core.masks.store import MaskStore
-from slide_unet.core.masks.windows import StoreWindow, flush_windows, reload_windows
+from slide_unet.core.masks.windows import (
+    ProbabilityWindow,
+    StoreWindow,
+    flush_windows,
+    reload_windows,
+)
 
 __all__ = ["segment_into_store"]
 
@@ -39,6 +44,9 @@ def segment_into_store(
     windows open on the store), the blocks skipped as background are cleared
     once every block ran, and small objects are removed last, streaming. A
     cancelled run therefore leaves everything but its finished blocks as it was.
+    The model's probabilities land beside each block in the store's
+    ``probability`` array (:attr:`MaskStore.probability`, uint8
+    ``round(p * 255)``), from the same pass; blocks cleared as background get 0.
     A store holding hand edits is copied aside first (the newest
     ``KEEP_BACKUPS`` copies are kept). The store is held for writing
     (:meth:`MaskStore.writing`) for the whole run: another process that
@@ -90,6 +98,7 @@ def segment_into_store(
                 cancel=cancel,
                 # Live or an earlier run left this result there, and no one painted since.
                 done=ledger.done_map(signature),
+                out_probabilities=ProbabilityWindow(store, region),
                 **options.engine_kwargs(),
             )
         finally:

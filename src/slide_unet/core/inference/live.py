@@ -14,7 +14,9 @@ reads the context around it, so blocks meet without seams) with a tile just
 large enough for the region, writing into the store; blocks without tissue
 (found once, on the slide's overview) are cleared instead of run. Each block
 is then recorded in the store's ledger
-(:mod:`slide_unet.core.masks.ledger`) under the run's *signature*. Blocks the
+(:mod:`slide_unet.core.masks.ledger`) under the run's *signature*. The
+model's probabilities are kept beside each block in the store's
+``probability`` array (0 for blocks cleared as background). Blocks the
 ledger says already hold that result are never queued, and blocks with any
 hand-edited pixel are never written over.
 
@@ -38,7 +40,7 @@ import numpy as np
 from slide_unet.core.errors import Cancelled
 from slide_unet.core.masks.ledger import CELL
 from slide_unet.core.masks.store import MaskStore
-from slide_unet.core.masks.windows import StoreWindow, reload_windows
+from slide_unet.core.masks.windows import ProbabilityWindow, StoreWindow, reload_windows
 
 __all__ = ["LiveSegmenter", "result_signature"]
 
@@ -332,6 +334,13 @@ class LiveSegmenter:
                 ).any():
                     shape = (region[1] - region[0], region[3] - region[2])
                     self.store.write(region[0], region[2], np.zeros(shape, self.store.dtype))
+                probability = self.store.probability
+                if (
+                    probability is not None
+                    and np.asarray(probability[region[0] : region[1], region[2] : region[3]]).any()
+                ):
+                    shape = (region[1] - region[0], region[3] - region[2])
+                    self.store.write_probability(region[0], region[2], np.zeros(shape, np.uint8))
             else:
                 out = StoreWindow(self.store, region, on_write=written, edited=False)
                 self.calls += 1
@@ -344,6 +353,7 @@ class LiveSegmenter:
                     cancel=lambda: self._stop,
                     tissue=False,  # looked at once, above
                     tile=self._tile_for(region),
+                    out_probabilities=ProbabilityWindow(self.store, region),
                     **self.options,
                 )
             for box in boxes:

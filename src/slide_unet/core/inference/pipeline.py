@@ -45,7 +45,7 @@ from slide_unet.core.inference.tiling import (
 if TYPE_CHECKING:
     from slide_unet.core.inference.planning import SegmentationPlan
 
-__all__ = ["BlockWriter", "ModelRunner", "Prefetcher", "TileReader", "WriterPool"]
+__all__ = ["BlockWriter", "ModelRunner", "Prefetcher", "TileReader", "WriterPool", "quantise"]
 
 #: At most this many bytes of decoded chunks are kept for neighbouring tiles
 #: (44,000 RGB pixels x 2,048 rows is 270 MB).
@@ -241,16 +241,31 @@ class TileReader:
         return _resample(pixels, ci - c0, cw, axis=1)
 
 
+def quantise(values: np.ndarray, out: np.ndarray) -> None:
+    """Store probabilities in 0..1 as uint8 ``round(p * 255)`` in ``out``."""
+    scaled = np.multiply(values, np.float32(255.0), dtype=np.float32)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    out[...] = scaled  # whole numbers 0..255: the cast is exact
+
+
 class BlockWriter:
     """Maps a tile's kept centre to its block's full-resolution pixels and stores them.
 
     ``out`` is indexed relative to the plan's region; blocks are disjoint, so
-    several writers may store at once.
+    several writers may store at once. With ``probabilities`` (an array like
+    ``out``, for a mask plan), each block's probabilities are stored there too,
+    as uint8 ``round(p * 255)``, before the mask: from the same resampled strips
+    the mask is thresholded from, so they cost no second pass and no
+    full-resolution float copy.
     """
 
-    def __init__(self, plan: SegmentationPlan, out: Any) -> None:
+    def __init__(self, plan: SegmentationPlan, out: Any, probabilities: Any = None) -> None:
+        if probabilities is not None and plan.probabilities:
+            raise InputError("probabilities beside the mask need a mask plan")
         self.plan = plan
         self.out = out
+        self.probabilities = probabilities
 
     #: Output rows resampled at a time: bounds a writer's float32 scratch.
     strip = 512
@@ -265,6 +280,7 @@ class BlockWriter:
         wide = _resample(kept, cols.index, cols.weight, axis=1)
         height = block.y1 - block.y0
         data = np.empty((height, wide.shape[1]), np.float32 if plan.probabilities else np.uint8)
+        quantised = None if self.probabilities is None else np.empty(data.shape, np.uint8)
         for start in range(0, height, self.strip):
             part = slice(start, min(start + self.strip, height))
             values = _resample(wide, rows.index[part], rows.weight[part], axis=0)
@@ -272,8 +288,15 @@ class BlockWriter:
                 data[part] = values
             else:
                 np.greater(values, plan.threshold, out=data[part].view(np.bool_))
+                if quantised is not None:
+                    quantise(values, quantised[part])
         ry, rx = plan.region[0], plan.region[2]
-        self.out[block.y0 - ry : block.y1 - ry, block.x0 - rx : block.x1 - rx] = data
+        box = (slice(block.y0 - ry, block.y1 - ry), slice(block.x0 - rx, block.x1 - rx))
+        if quantised is not None:
+            # First: whoever hears of the mask's block (a store's on_write) finds
+            # its probabilities there already.
+            self.probabilities[box] = quantised
+        self.out[box] = data
 
 
 class ModelRunner:

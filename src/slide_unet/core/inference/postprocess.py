@@ -187,11 +187,13 @@ def clear_skipped(
     progress: Callable[[int, int], None] | None = None,
     *,
     keep: Collection[OutputBlock] = (),
+    probabilities: Any = None,
 ) -> None:
     """Set to 0 the blocks of the plan's region that it skips as background
-    (but those in ``keep``, which already hold their result).
+    (but those in ``keep``, which already hold their result), in ``array`` and
+    in ``probabilities`` when given (an earlier run's are out of date there).
 
-    Only blocks that hold foreground are written (a read of an unwritten store
+    Only blocks that hold something are written (a read of an unwritten store
     chunk costs nothing), one block at a time.
 
     Raises
@@ -207,8 +209,11 @@ def clear_skipped(
             raise Cancelled("segmentation cancelled")
         rows = slice(block.y0 - ry, block.y1 - ry)
         cols = slice(block.x0 - rx, block.x1 - rx)
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        if probabilities is not None and np.any(probabilities[rows, cols]):
+            probabilities[rows, cols] = np.zeros(shape, np.uint8)
         if np.any(array[rows, cols]):
-            array[rows, cols] = np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool)
+            array[rows, cols] = np.zeros(shape, bool)
         if progress is not None:
             progress(done, len(skipped))
 

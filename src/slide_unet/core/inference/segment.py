@@ -112,6 +112,7 @@ def run_blocks(
     precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
+    out_probabilities: Any = None,
 ) -> None:
     """Compute some blocks of a plan and store them in ``out_array``.
 
@@ -145,19 +146,23 @@ def run_blocks(
         ``progress(done, total)`` in blocks, at the start and after each batch.
     cancel : callable or threading.Event, optional
         Checked before each batch; when it is set, stop.
+    out_probabilities : array-like, optional
+        For a mask plan: a ``plan.shape`` array that receives each block's
+        probabilities as uint8 ``round(p * 255)``, written by the same writer
+        threads just before the block's mask (see :class:`~slide_unet.core.
+        inference.pipeline.BlockWriter`).
 
     Raises
     ------
     Cancelled
         ``cancel`` asked to stop; the blocks stored so far stay stored.
     ValueError
-        ``out_array`` does not have the plan's shape, or ``slide`` lacks the
-        level the plan reads.
+        ``out_array`` (or ``out_probabilities``) does not have the plan's
+        shape, or ``slide`` lacks the level the plan reads.
     """
-    if tuple(out_array.shape) != plan.shape:
-        raise InputError(
-            f"out_array has shape {tuple(out_array.shape)}; the plan needs {plan.shape}"
-        )
+    for name, array in (("out_array", out_array), ("out_probabilities", out_probabilities)):
+        if array is not None and tuple(array.shape) != plan.shape:
+            raise InputError(f"{name} has shape {tuple(array.shape)}; the plan needs {plan.shape}")
     dev = resolve_device(device)
     resolve_precision(precision, dev)  # a bad value fails before any work
     cancelled = cancel_check(cancel)
@@ -182,7 +187,9 @@ def run_blocks(
             batches, reader, workers=pipeline.reader_threads(), pin=dev.type == "cuda", nice=nice
         )
         writers = pipeline.WriterPool(
-            pipeline.BlockWriter(plan, out_array), workers=pipeline.writer_threads(dev), nice=nice
+            pipeline.BlockWriter(plan, out_array, out_probabilities),
+            workers=pipeline.writer_threads(dev),
+            nice=nice,
         )
         done = 0
         for batch_blocks, tiles in prefetch:
@@ -293,6 +300,7 @@ def segment(
     tta: bool = False,
     min_object_um2: float = 0.0,
     done: Callable[[tuple[int, int, int, int]], bool] | None = None,
+    out_probabilities: Any = None,
 ) -> Any:
     """Segment a slide (or a region of it) with a U-Net, tile by tile.
 
@@ -368,6 +376,18 @@ def segment(
         mask store's ledger knows where): ``done((y0, y1, x0, x1))``, a block
         in full-resolution image pixels, is true when ``out`` holds that
         block's result already. Such blocks are neither run nor cleared.
+    out_probabilities : array-like, optional
+        With an ``out`` array and a mask (not ``probabilities=True``): a
+        writable array of the region's shape (numpy, zarr, a mask store's
+        :class:`~slide_unet.core.masks.windows.ProbabilityWindow`) that
+        receives the model's probabilities alongside the mask, in the same
+        run: uint8 ``round(p * 255)`` (0..255 for 0..1), computed from the
+        same full-resolution strips the mask is thresholded from and written
+        block by block by the same writer threads, each block just before
+        its mask, so no second model pass, no float32 copy of the region,
+        and a writer's memory stays a few strips. The blocks skipped as
+        background are cleared to 0 with the mask; blocks ``done`` says are
+        done keep what they hold; small-object removal changes only the mask.
 
     Returns
     -------
@@ -388,11 +408,25 @@ def segment(
     resolve_precision(precision, dev)
     check = cancel_check(cancel)  # a bad cancel fails before any work
     check_min_object(min_object_um2, probabilities)
+    if out_probabilities is not None and probabilities:
+        raise InputError("out_probabilities goes beside a mask: not with probabilities=True")
     if isinstance(source, str | os.PathLike) and isinstance(out, str | os.PathLike):
         check_not_overwriting([out], [source])
     with open_source(source) as src:
         box = check_region(region, (int(src.levels[0].shape[0]), int(src.levels[0].shape[1])))
         kind = _output_kind(out, probabilities, (box[1] - box[0], box[3] - box[2]))
+        if out_probabilities is not None:
+            region_shape = (box[1] - box[0], box[3] - box[2])
+            if kind != "array":
+                raise InputError(
+                    "out_probabilities needs out= an array too (the mask store's path): "
+                    "for a file of probabilities use probabilities=True"
+                )
+            if tuple(out_probabilities.shape) != region_shape:
+                raise InputError(
+                    f"out_probabilities has shape {tuple(out_probabilities.shape)}; the "
+                    f"region needs {region_shape}"
+                )
         net, spec = load_model_spec(model, dev)
         plan = make_plan(
             src,
@@ -418,6 +452,7 @@ def segment(
             "precision": precision,
             "progress": progress,
             "cancel": check,
+            "out_probabilities": out_probabilities,
         }
         # A given array may hold an earlier result: the blocks the engine skips as
         # background are cleared too, after every block ran, so a cancelled run
@@ -451,7 +486,14 @@ def segment(
                 run_blocks(part, range(len(part.blocks)), out_array=array, **options)
             if clear:
                 for i, (part, keep) in enumerate(runs):
-                    clear_skipped(part, array, check, steps.phase(f"clear{i}"), keep=keep)
+                    clear_skipped(
+                        part,
+                        array,
+                        check,
+                        steps.phase(f"clear{i}"),
+                        keep=keep,
+                        probabilities=out_probabilities,
+                    )
             drop_small(p, array, min_object_um2, check, steps.phase("small"))
 
         if kind == "numpy":

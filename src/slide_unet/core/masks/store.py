@@ -22,6 +22,13 @@ Layout (zarr format 3)
     person edited it, a description of its source, regions segmented) and
     ``ome`` (NGFF 0.5 multiscales of a label image), so OME-Zarr readers and
     :func:`slide_unet.core.masks.io.read_mask` open it too.
+    Array ``probability`` (made by the first segmentation that writes one,
+    :meth:`MaskStore.write_probability`): the model's foreground probability
+    at full resolution as uint8 ``round(p * 255)``, level 0's shape and
+    chunks, 0 where unknown; no overviews. About 1 byte a segmented pixel
+    before compression (see the README for the sample's size). Damaged
+    chunks of it are not salvaged (as the mask's are): a read that fails
+    raises.
 
 Writes go to level 0 and then rebuild the overview levels of the written
 region only. A lock per store folder (shared by every :class:`MaskStore` of
@@ -495,6 +502,48 @@ class MaskStore:
             regions = [*self.info["regions"], [int(y0), int(y1), int(x0), int(x1)]]
             self._update_info(regions=regions)
 
+    # -- probabilities ---------------------------------------------------------------------
+
+    @property
+    def probability(self) -> Any:
+        """The model's probabilities at full resolution (a uint8 zarr array,
+        ``round(p * 255)``, 0 where unknown), or None until a segmentation wrote
+        some (and after :meth:`clear`)."""
+        folder = self.path / layout.PROBABILITY
+        if not (folder / "zarr.json").is_file():
+            return None
+        return zarr.open_array(folder, mode="r+", zarr_format=3)
+
+    def write_probability(self, y0: int, x0: int, block: Any) -> None:
+        """Write a block of uint8 probabilities (``round(p * 255)``) at ``(y0, x0)``,
+        creating the ``probability`` array on first use.
+
+        Raises
+        ------
+        MaskStoreError
+            The block is not 2-D uint8, or does not fit inside the mask.
+        """
+        block = np.asarray(block)
+        if block.ndim != 2 or block.dtype != np.uint8:
+            raise MaskStoreError(
+                f"probabilities are a 2-D uint8 block (round(p * 255)), got {block.dtype} "
+                f"of shape {block.shape}"
+            )
+        y0, x0 = int(y0), int(x0)
+        y1, x1 = y0 + block.shape[0], x0 + block.shape[1]
+        if y0 < 0 or x0 < 0 or y1 > self.shape[0] or x1 > self.shape[1]:
+            raise MaskStoreError(
+                f"a block of shape {block.shape} at ({y0}, {x0}) does not fit in the "
+                f"mask of shape {self.shape}"
+            )
+        with self.writing(), self._lock:
+            array = self.probability
+            if array is None:
+                chunks = tuple(int(c) for c in self.level0.chunks)
+                layout.build_probability(self.path, self.shape, chunks)  # type: ignore[arg-type]
+                array = self.probability
+            array[y0:y1, x0:x1] = block
+
     # -- pixels ----------------------------------------------------------------------------
 
     def write(
@@ -672,12 +721,14 @@ class MaskStore:
         """Erase the mask (every level all zeros), keeping the store.
 
         The stored chunks are deleted, which is instant whatever the slide's
-        size. The ``edited`` flag, source and regions are reset: nothing in
+        size, and the probabilities with them (:attr:`probability` is None
+        again). The ``edited`` flag, source and regions are reset: nothing in
         the store is a person's work any more.
         """
         with self.writing(), self._lock:
             for k in range(len(self.levels)):
                 shutil.rmtree(self.path / str(k) / "c", ignore_errors=True)
+            shutil.rmtree(self.path / layout.PROBABILITY, ignore_errors=True)
             _STALE.pop(str(self.path.resolve()), None)
             self.ledger.clear()
             self._update_info(

@@ -10,8 +10,10 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -26,10 +28,13 @@ __all__ = [
     "CHUNK_SIDE",
     "FORMAT_VERSION",
     "KIND",
+    "PROBABILITY",
     "SMALLEST_SIDE",
+    "build_probability",
     "build_store",
     "level_count",
     "now",
+    "read_probability",
     "store_problem",
 ]
 
@@ -43,6 +48,8 @@ SMALLEST_SIDE = 512
 ATTRS = "slide_unet"
 #: Its ``kind``.
 KIND = "slide-unet-mask"
+#: The array of the model's probabilities beside level 0 (made on first use).
+PROBABILITY = "probability"
 
 
 def now() -> str:
@@ -104,6 +111,43 @@ def build_store(
             "ome": ngff.label_metadata(folder.name, len(shapes), mpp, version="0.5"),
         }
     )
+
+
+def build_probability(folder: Path, shape: tuple[int, int], chunks: tuple[int, int]) -> None:
+    """Create the store's empty ``probability`` array: uint8 ``round(p * 255)`` of
+    the model's foreground probability at full resolution, level 0's shape and
+    chunks, 0 where unknown (never segmented, or cleared as background; a
+    probability below 1/510 rounds to 0 too, which never happens inside an
+    object: thresholds are far above it).
+
+    Not listed in the NGFF multiscales, so OME-Zarr readers see only the mask.
+    """
+    group = zarr.open_group(folder, mode="r+", zarr_format=3)
+    group.create_array(
+        PROBABILITY,
+        shape=shape,
+        chunks=chunks,
+        dtype=np.uint8,
+        fill_value=0,
+        # zstd level 1, as for the mask (written from the engine's writer threads);
+        # see the README for what it takes on the sample.
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+        chunk_key_encoding={"name": "default", "separator": "/"},
+        attributes={
+            "slide_unet": {
+                "encoding": "round(probability * 255); 0 where unknown",
+            }
+        },
+    )
+
+
+def read_probability(folder: str | os.PathLike[str]) -> Any:
+    """The ``probability`` array of the mask store at ``folder``, read-only, or None
+    when ``folder`` is not a usable store or holds none (nothing is created)."""
+    folder = Path(folder)
+    if not (folder / PROBABILITY / "zarr.json").is_file() or store_problem(folder) is not None:
+        return None
+    return zarr.open_array(folder / PROBABILITY, mode="r", zarr_format=3)
 
 
 def store_problem(folder: Path) -> str | None:

@@ -7,6 +7,9 @@ napari (or any code that indexes arrays) can read and write:
     Every assignment goes straight to the store (full resolution, then the
     overviews of the written box). For writers that produce big blocks from
     worker threads, such as the segmentation engine.
+:class:`ProbabilityWindow`
+    The same rectangle of the store's ``probability`` array (uint8
+    ``round(p * 255)``), for the engine's ``out_probabilities``.
 :class:`AutosavedWindow`
     The rectangle is held in memory (read from the store chunk by chunk as it is
     first needed); assignments land in memory at once and a background thread
@@ -42,6 +45,7 @@ __all__ = [
     "AUTOSAVE_SECONDS",
     "AutosavedWindow",
     "Box",
+    "ProbabilityWindow",
     "StoreWindow",
     "flush_windows",
     "reload_windows",
@@ -209,6 +213,41 @@ class StoreWindow(_Window):
         )
         if self.on_write is not None:
             self.on_write(target)
+
+
+class ProbabilityWindow(_Window):
+    """A rectangle of a mask store's probabilities, written straight to the store.
+
+    What :func:`~slide_unet.core.inference.segment.segment` takes as
+    ``out_probabilities`` beside a :class:`StoreWindow`: assignments of uint8
+    ``round(p * 255)`` blocks go to :meth:`MaskStore.write_probability` (which
+    creates the array on first use); reads give 0 where nothing was written.
+    Only rectangular (slice) assignments, as the engine makes.
+    """
+
+    def __init__(self, store: MaskStore, region: Box) -> None:
+        super().__init__(store, region)
+        self.dtype = np.dtype(np.uint8)
+
+    def _read(self, box: Box) -> np.ndarray:
+        y0, y1, x0, x1 = self._to_store(box)
+        array = self.store.probability
+        if array is None or y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0)), np.uint8)
+        return np.asarray(array[y0:y1, x0:x1])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        box, local = self._parse(key)
+        y0, y1, x0, x1 = box
+        if y1 <= y0 or x1 <= x0:
+            return
+        rows, cols = local
+        rectangle = isinstance(rows, slice) and isinstance(cols, slice)
+        if not (rectangle and rows.step == cols.step == 1):
+            raise IndexError("a probability window takes rectangular (slice) assignments only")
+        block = np.broadcast_to(np.asarray(value, np.uint8), (y1 - y0, x1 - x0))
+        target = self._to_store(box)
+        self.store.write_probability(target[0], target[2], block)
 
 
 #: The autosaved windows open in this process, by store folder: a window opened

@@ -44,7 +44,12 @@ What the columns mean (:func:`~slide_unet.core.objects.table.column_names`)
         The pixel count.
     ``mean_probability``
         The mean of ``probabilities`` over the object's pixels, when given;
-        else missing (NaN; an empty CSV field).
+        else missing (NaN; an empty CSV field). Float probabilities are taken
+        as they are (0..1); uint8 ones as a mask store keeps them
+        (``round(p * 255)``, 0 where unknown) are divided by 255 and their 0s
+        left out, so an object painted by hand or segmented before the store
+        kept probabilities is averaged over the pixels whose probability is
+        known (NaN when none is).
 
 Units: lengths in µm (``_um``) and areas in µm² (``_um2``) when the pixel size
 is known, else in pixels (``_px``, ``_px2``); ``solidity``, ``pixels`` and
@@ -137,6 +142,9 @@ class _Sums:
         self.sum_y: list[np.ndarray] = []
         self.sum_x: list[np.ndarray] = []
         self.sum_p: list[np.ndarray] = []
+        # uint8 round(p * 255): 0 is unknown, and each object's known pixels are counted.
+        self.quantised = probabilities is not None and np.dtype(probabilities.dtype) == np.uint8
+        self.known: list[np.ndarray] = []
         self.perimeter = np.zeros(1024)
         self.runs: list[np.ndarray] = []  # per block: (k, 4) provisional id, row, x0, x1
 
@@ -173,7 +181,7 @@ class _Sums:
         if n:
             self._objects(labels, n, offset, rows + ys.start, cols + xs.start, slices, squeeze)
         else:
-            for sums in (self.sum_y, self.sum_x, self.sum_p):
+            for sums in (self.sum_y, self.sum_x, self.sum_p, self.known):
                 sums.append(np.zeros(0))
 
     def _perimeter(self, ids: np.ndarray) -> None:
@@ -221,6 +229,10 @@ class _Sums:
             if squeeze is not None:
                 block = squeeze.apply(block)
             p = block.ravel()[where]
+            if self.quantised:
+                known = p > 0
+                self.known.append(np.bincount(values[known], minlength=n + 1)[1:])
+                p = p / 255.0
             self.sum_p.append(np.bincount(values, weights=p, minlength=n + 1)[1:])
         # Runs of one object's pixels in a row: their ends are all the hull needs.
         new = np.ones(values.size, dtype=bool)
@@ -247,7 +259,11 @@ class _Sums:
         kept = min(total + 1, self.perimeter.size)
         by_id[:kept] = self.perimeter[:kept]
         perimeter = np.bincount(ids, weights=by_id[1:], minlength=n + 1)[1:]
-        if self.probabilities is not None:
+        if self.quantised:
+            known = per_object(self.known)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_p = np.where(known > 0, per_object(self.sum_p) / known, np.nan)
+        elif self.probabilities is not None:
             mean_p = per_object(self.sum_p) / np.maximum(pixels, 1)
         else:
             mean_p = np.full(n, np.nan)
@@ -334,8 +350,11 @@ def measure(
         Microns per pixel. Without one (given or recorded), the table is in
         pixels.
     probabilities : array-like, optional
-        The model's probabilities, the shape of the mask: each object's mean
-        over its pixels fills ``mean_probability`` (else NaN).
+        The model's probabilities, the shape of the mask: float in 0..1, or
+        uint8 ``round(p * 255)`` with 0 for unknown (a mask store's
+        :attr:`~slide_unet.core.masks.store.MaskStore.probability`); each
+        object's mean over its pixels (its known ones, for uint8) fills
+        ``mean_probability`` (else NaN).
     block : int, optional
         Side of the blocks read at a time, in pixels (aligned to the mask's
         chunks). Peak memory is a few blocks.
@@ -388,6 +407,12 @@ def measure(
         found = tuple(int(v) for v in probabilities.shape)
         if found != shape:
             raise InputError(f"probabilities of shape {found} do not match the mask {shape}")
+        kind = np.dtype(probabilities.dtype).kind
+        if kind != "f" and np.dtype(probabilities.dtype) != np.uint8:
+            raise InputError(
+                f"probabilities are float (0..1) or uint8 (round(p * 255)), not "
+                f"{probabilities.dtype}"
+            )
     grid = BlockGrid.for_arrays(shape, block, [mask])
     sums = _Sums(grid, probabilities)
     total = len(grid)

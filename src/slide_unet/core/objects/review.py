@@ -3,19 +3,28 @@
 Order (:func:`review_queue`), first to last:
 
 1. with a truth mask, the **false positives**: predicted objects with no truth
-   pixel under any of their pixels;
+   pixel under any of their pixels (lowest mean probability first, where
+   known; then the smallest);
 2. with a truth mask, the **misses**: truth objects with no predicted pixel
-   under any of theirs;
-3. the predicted objects **cut by a tile edge**: an object whose bounding box
-   starts or ends on a multiple of :data:`TILE` pixels (rows or columns), or on
-   the image border. Segmentation runs in blocks of this size, and an object
-   that ends exactly on a block line is often a fragment of one cut there (an
+   under any of theirs (the smallest first: the model gave them no object, so
+   no probability);
+3. the other predicted objects whose **mean probability** is known (the
+   table's ``mean_probability``, measured with the probabilities a mask store
+   keeps beside the mask), the **lowest first**: the objects the model was
+   least sure of. Ties (equal to three decimals) go to those cut by a tile
+   edge (below), then the smallest. Their kind is :data:`CUT` or :data:`PROBABILITY`;
+4. the predicted objects without a known probability (a mask from elsewhere,
+   objects painted by hand, or every object when the table has no
+   probabilities) **cut by a tile edge**: an object whose bounding box starts
+   or ends on a multiple of :data:`TILE` pixels (rows or columns), or on the
+   image border. Segmentation runs in blocks of this size, and an object that
+   ends exactly on a block line is often a fragment of one cut there (an
    object that crosses a line is not: its box does not end on it);
-4. every other predicted object.
+5. every other predicted object.
 
-Within each group the smallest come first (the fragments and specks a model
-gets wrong most). Probabilities are not stored with masks, so there is no
-lowest-confidence ordering here.
+Within groups 4 and 5 the smallest come first (the fragments and specks a
+model gets wrong most). Without probabilities the order is therefore 1, 2, 4, 5,
+as before they were kept.
 
 The log (:class:`ReviewLog`) keeps which objects were reviewed, keyed by each
 object's bounding box and pixel count in full-resolution pixels (not by its
@@ -47,6 +56,7 @@ __all__ = [
     "FALSE_POSITIVE",
     "MISSED",
     "OTHER",
+    "PROBABILITY",
     "REVIEW_FILE",
     "TILE",
     "Entry",
@@ -63,6 +73,8 @@ TILE = 1024
 #: The log's file name in a mask store's folder.
 REVIEW_FILE = "review.json"
 FALSE_POSITIVE, MISSED, CUT, OTHER = "false positive", "missed", "cut by a tile edge", "small"
+#: The kind of an object of group 3 (ordered by mean probability) not cut by a tile edge.
+PROBABILITY = "object"
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -73,7 +85,8 @@ class Entry:
     Attributes
     ----------
     kind : str
-        :data:`FALSE_POSITIVE`, :data:`MISSED`, :data:`CUT` or :data:`OTHER`.
+        :data:`FALSE_POSITIVE`, :data:`MISSED`, :data:`CUT`, :data:`PROBABILITY`
+        or :data:`OTHER`.
     row : int
         Its row in the predicted table, or in the truth table for a miss.
     key : str
@@ -189,17 +202,27 @@ def review_queue(
     """
     area = table["pixels"].astype(np.float64)
     cut = cut_by_tile_edge(table, tile)
+    probability = np.asarray(table["mean_probability"], dtype=np.float64)
+    known = np.isfinite(probability)
     false_positive = ~hit if hit is not None else np.zeros(len(table), dtype=bool)
     entries: list[Entry] = []
     groups = [
         (FALSE_POSITIVE, false_positive),
-        (CUT, ~false_positive & cut),
-        (OTHER, ~false_positive & ~cut),
+        (PROBABILITY, ~false_positive & known),
+        (CUT, ~false_positive & ~known & cut),
+        (OTHER, ~false_positive & ~known & ~cut),
     ]
+    # Lowest known probability first (unknown last), then (group 3) cut ones, then the
+    # smallest.
+    # (to three decimals, as shown: float sums of equal values differ in the last bits)
+    sure = np.where(known, np.round(probability, 3), np.inf)
     for kind, chosen in groups:
         rows = np.flatnonzero(chosen)
-        for row in rows[np.argsort(area[rows], kind="stable")].tolist():
-            entries.append(Entry(kind, row, object_key(table, row)))
+        ties = ~cut[rows] if kind == PROBABILITY else np.zeros(rows.size, dtype=bool)
+        order = np.lexsort((area[rows], ties, sure[rows]))
+        for row in rows[order].tolist():
+            shown = CUT if kind == PROBABILITY and cut[row] else kind
+            entries.append(Entry(shown, row, object_key(table, row)))
         if kind == FALSE_POSITIVE and truth is not None and found is not None:
             missed = np.flatnonzero(~found)
             sizes = truth["pixels"][missed]
