@@ -119,6 +119,8 @@ def test_an_autosaved_window_changes_memory_at_once_and_the_store_within_the_del
     expected[340:360, 1040:1060] = 1
     np.testing.assert_array_equal(np.asarray(store.level0[:]), expected)
     _assert_overviews_match(store)
+    # The saver marks the store edited just after the pixels land: wait for the mark too.
+    _wait_for(lambda: store.edited and window.pending == 0, 2.0)
     assert store.edited
     assert window.pending == 0
 
