@@ -42,8 +42,8 @@ from slide_unet.core.objects.review import (
     REVIEW_FILE,
     Entry,
     ReviewLog,
+    measure_for_review,
     object_pixels,
-    overlaps,
     review_queue,
 )
 from slide_unet.core.objects.table import ObjectTable
@@ -282,23 +282,20 @@ class ReviewWidget(QWidget):
         name = layer.name  # read here: the work runs in another thread
 
         def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, ...]:
-            from slide_unet.core.objects.measure import measure
-
             truths_data = truth_data
             if truth_file is not None:  # read here: a GeoJSON is drawn, a file may be big
                 truths_data = read_mask(truth_file["path"], shape=shape, **_options(truth_file))
                 check_same_shape(
                     truths_data, shape, (f"truth {truth_file['path'].name}", f"mask {name!r}")
                 )
-            table = measure(
-                pred, mpp=mpp, probabilities=probabilities, progress=progress, cancel=cancel
+            return measure_for_review(
+                pred,
+                truths_data,
+                mpp=mpp,
+                probabilities=probabilities,
+                progress=progress,
+                cancel=cancel,
             )
-            if truths_data is None:
-                return table, None, None, None
-            truths = measure(truths_data, mpp=mpp, progress=progress, cancel=cancel)
-            hit = overlaps(table, pred, truths_data, progress=progress, cancel=cancel)
-            found = overlaps(truths, truths_data, pred, progress=progress, cancel=cancel)
-            return table, truths, hit, found
 
         def done(result: tuple[Any, ...]) -> None:
             table, truths, hit, found = result
