@@ -224,3 +224,84 @@ def test_a_damaged_mask_store_shows_its_intact_edits_and_says_what_was_lost(
     assert shown[100:300, 100:300].all()  # the intact edit is shown
     assert not shown[1024:, 1024:].any()  # the damaged chunk reads as empty
     assert (store.path.parent / f"{store.path.name}.damaged").is_dir()
+
+
+def _qupath_geojson(path: Path) -> dict:
+    """A QuPath-style export (pixel-edge rings, classes) of two classes, written to ``path``."""
+
+    def feature(x0, y0, x1, y1, name):
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        return {
+            "type": "Feature",
+            "id": f"{name}-{x0}-{y0}",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"objectType": "annotation", "classification": {"name": name}},
+        }
+
+    data = {
+        "type": "FeatureCollection",
+        "features": [
+            feature(100, 200, 400, 500, "Glomerulus"),
+            feature(1500, 1600, 1800, 1700, "Glomerulus"),
+            feature(900, 50, 1000, 90, "Tumor"),
+        ],
+    }
+    path.write_text(json.dumps(data))
+    return data
+
+
+def _expected_geojson_labels(shape: tuple[int, int]) -> np.ndarray:
+    expected = np.zeros(shape, np.uint8)
+    expected[200:500, 100:400] = 1
+    expected[1600:1700, 1500:1800] = 1
+    expected[50:90, 900:1000] = 2
+    return expected
+
+
+def test_a_qupath_geojson_beside_its_slide_opens_lined_up_with_it(viewer, tmp_path):
+    import shutil
+
+    slide_path = tmp_path / "biopsy.ome.tif"
+    shutil.copy(SAMPLE, slide_path)
+    geojson = tmp_path / "biopsy.geojson"
+    _qupath_geojson(geojson)
+    (image, *_) = viewer.open(slide_path, plugin=PLUGIN)
+    (layer,) = viewer.open(geojson, plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    assert layer.name == "biopsy.geojson [1 Glomerulus, 2 Tumor]"
+    assert not layer.multiscale
+    assert tuple(layer.data.shape) == (2048, 2048)
+    np.testing.assert_array_equal(np.asarray(layer.data), _expected_geojson_labels((2048, 2048)))
+    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+    np.testing.assert_allclose(layer.extent.world, image.extent.world)
+    assert layer.metadata["mpp"] == pytest.approx(0.5)
+    assert layer.metadata["classes"] == {1: "Glomerulus", 2: "Tumor"}
+
+
+def test_a_big_slides_geojson_opens_multiscale_each_level_drawn_to_scale(
+    viewer, tmp_path, monkeypatch
+):
+    import shutil
+
+    monkeypatch.setattr(napari_reader, "GEOJSON_OVERVIEW", 512)
+    shutil.copy(SAMPLE, tmp_path / "biopsy.ome.tif")
+    geojson = tmp_path / "biopsy.geojson"
+    _qupath_geojson(geojson)
+    (layer,) = viewer.open(geojson, plugin=PLUGIN)
+    assert layer.multiscale
+    assert [tuple(level.shape) for level in layer.data] == [(2048, 2048), (1024, 1024), (512, 512)]
+    expected = _expected_geojson_labels((2048, 2048))
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), expected)
+    np.testing.assert_array_equal(np.asarray(layer.data[2]), expected[2::4, 2::4])
+    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+
+
+def test_a_geojson_without_its_slide_beside_it_says_how_to_open_it(viewer, errors, tmp_path):
+    geojson = tmp_path / "alone.geojson"
+    _qupath_geojson(geojson)
+    assert viewer.open(geojson, plugin=PLUGIN) == []
+    assert len(viewer.layers) == 0
+    assert len(errors) == 1
+    assert "no slide named alone" in errors[0]
+    assert "Score or Review" in errors[0]
+    assert "slide-unet export alone.geojson --image" in errors[0]

@@ -185,3 +185,73 @@ def test_a_store_with_probabilities_puts_the_least_sure_first_and_says_how_sure(
     assert [e.kind for e in widget.queue] == [PROBABILITY, PROBABILITY, CUT, PROBABILITY]
     _at(viewer, D)
     assert widget.current.text() == "1 of 4: object, 400.0 µm², mean probability 0.51"
+
+
+def test_a_truth_file_puts_the_object_erased_from_the_mask_first_as_a_miss(
+    viewer, widget, qtbot, tmp_path
+) -> None:
+    from slide_unet.core.masks.io import write_mask
+    from slide_unet.napari.score_widget import FILE
+
+    truth_path = write_mask(_mask(A, B, C, D), tmp_path / "truth.ome.tif")
+    _add(viewer, _mask(A, B, D), "prediction")  # C erased
+    widget.reset_choices()
+    widget.truth_source.value = FILE
+    assert not widget.truth_file.native.isHidden()
+    assert widget.truth_layer.native.isHidden()
+    widget.truth_file.value = truth_path
+    assert widget.truth_class.native.isHidden()  # not a GeoJSON
+    _build(widget, qtbot)
+    assert [e.kind for e in widget.queue] == [MISSED, CUT, OTHER, OTHER]
+    assert int(widget.truth_table["pixels"][widget.queue[0].row]) == 100
+    _at(viewer, C)  # shown where the truth has it, in the mask's place
+    assert "in the truth" in widget.current.text()
+    assert not widget.reject_button.isEnabled()
+
+
+def test_a_geojson_truth_file_is_read_by_the_class_picked(viewer, widget, qtbot, tmp_path) -> None:
+    import json
+
+    from slide_unet.napari.score_widget import ALL_CLASSES, FILE
+
+    def feature(square, name):
+        y0, x0, side = square
+        ring = [[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side], [x0, y0]]
+        return {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"objectType": "annotation", "classification": {"name": name}},
+        }
+
+    E = (700, 900, 30)  # a Tumor, not a Glomerulus
+    features = [feature(s, "Glomerulus") for s in (A, B, C, D)] + [feature(E, "Tumor")]
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    _add(viewer, _mask(A, B, D), "prediction")  # C erased
+    widget.reset_choices()
+    widget.truth_source.value = FILE
+    widget.truth_file.value = path
+    assert not widget.truth_class.native.isHidden()
+    assert list(widget.truth_class.choices) == [ALL_CLASSES, "Glomerulus", "Tumor"]
+    widget.truth_class.value = "Glomerulus"
+    _build(widget, qtbot)
+    assert [e.kind for e in widget.queue] == [MISSED, CUT, OTHER, OTHER]
+    _at(viewer, C)
+    widget.truth_class.value = ALL_CLASSES
+    _build(widget, qtbot)
+    assert [e.kind for e in widget.queue] == [MISSED, MISSED, CUT, OTHER, OTHER]
+    _at(viewer, C)  # the smallest miss first, then the Tumor
+    widget.next_button.click()
+    _at(viewer, E)
+
+
+def test_a_missing_truth_file_is_one_clear_error(viewer, widget, errors, tmp_path) -> None:
+    from slide_unet.napari.score_widget import FILE
+
+    _add(viewer, _mask(A, B), "prediction")
+    widget.reset_choices()
+    widget.truth_source.value = FILE
+    widget.truth_file.value = tmp_path / "nowhere.geojson"
+    assert widget.build() is None
+    assert len(errors) == 1
+    assert "no such truth file" in errors[0]

@@ -1,4 +1,9 @@
-"""``slide-unet measure``: one row per object of a mask, to CSV or Parquet."""
+"""``slide-unet measure``: one row per object of a mask, to CSV or Parquet.
+
+With ``--review`` the rows come in the napari Review dock's order (the same
+:mod:`slide_unet.core.objects.review` code: false positives and misses first
+when ``--truth`` is given, then the least sure, the cut, the small), with
+``review_rank`` and ``review_reason`` added."""
 
 from __future__ import annotations
 
@@ -43,16 +48,48 @@ def _probabilities(args: argparse.Namespace, shape: tuple[int, ...]) -> Any:
     return probabilities
 
 
+def _truth(args: argparse.Namespace, shape: tuple[int, ...]) -> Any:
+    """The ``--truth`` mask read at the mask's ``shape`` (lazily when big), or None."""
+    from slide_unet.core.errors import InputError
+    from slide_unet.core.masks.io import check_same_shape, read_mask
+
+    if args.truth is None:
+        for name, value in (
+            ("--classification", args.classification),
+            ("--truth-id", args.truth_id),
+        ):
+            if value is not None:
+                raise InputError(f"{name} is for the --truth mask: pass --truth too")
+        return None
+    truth = read_mask(
+        args.truth, image_id=args.truth_id, shape=shape, classification=args.classification
+    )
+    check_same_shape(truth, shape, (f"truth {args.truth}", f"mask {args.mask}"))
+    return truth
+
+
 def run(args: argparse.Namespace) -> int:
-    """Measure every object of a mask and write the table."""
-    from slide_unet.core.objects.measure import measure
+    """Measure every object of a mask and write the table (in review order with
+    ``--review``)."""
+    from slide_unet.core.errors import InputError
     from slide_unet.core.objects.table import check_table_path
 
+    chosen = (args.truth, args.classification, args.truth_id)
+    if not args.review and any(v is not None for v in chosen):
+        raise InputError("--truth, --classification and --truth-id order a review: pass --review")
     check_table_path(args.output)  # before a long measurement
     start = time.perf_counter()
     mask, mpp = _mask_and_mpp(args)
     probabilities = _probabilities(args, tuple(mask.shape))
-    table = measure(mask, mpp=mpp, probabilities=probabilities, progress=progress_bar("measuring"))
+    if args.review:
+        table, reasons = _review(args, mask, mpp, probabilities)
+    else:
+        from slide_unet.core.objects.measure import measure
+
+        reasons = None
+        table = measure(
+            mask, mpp=mpp, probabilities=probabilities, progress=progress_bar("measuring")
+        )
     written = table.write(args.output)
     seconds = time.perf_counter() - start
     if args.json:
@@ -66,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             "probabilities": probabilities is not None,
             "seconds": round(seconds, 3),
         }
+        if reasons is not None:
+            result["review"] = reasons
         print(json.dumps(result))
         return 0
     if mpp:
@@ -73,8 +112,37 @@ def run(args: argparse.Namespace) -> int:
     else:
         area = f"total area {table.total_area:.0f} px (no pixel size: pass --mpp or --image)"
     kept = ", mean probabilities from the store" if probabilities is not None else ""
-    print(f"{len(table)} objects, {area}{kept}, measured in {seconds:.1f} s; wrote {written}")
+    order = ""
+    if reasons is not None:
+        counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items() if n)
+        order = f" in review order ({counts or 'nothing to review'})"
+    print(
+        f"{len(table)} objects, {area}{kept}, measured in {seconds:.1f} s; wrote {written}{order}"
+    )
     return 0
+
+
+def _review(
+    args: argparse.Namespace, mask: Any, mpp: float | None, probabilities: Any
+) -> tuple[Any, dict[str, int]]:
+    """The table in review order, and how many rows of each ``review_reason``."""
+    from slide_unet.core.objects.review import (
+        REASONS,
+        measure_for_review,
+        review_queue,
+        review_table,
+    )
+
+    truth = _truth(args, tuple(mask.shape))
+    table, truths, hit, found = measure_for_review(
+        mask, truth, mpp=mpp, probabilities=probabilities, progress=progress_bar("measuring")
+    )
+    entries = review_queue(table, truth=truths, hit=hit, found=found)
+    ordered = review_table(table, entries, truths)
+    reasons = dict.fromkeys(REASONS.values(), 0)
+    for reason in ordered["review_reason"].tolist():
+        reasons[reason] += 1
+    return ordered, reasons
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -106,6 +174,27 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="leave mean_probability empty even when the mask store keeps probabilities",
     )
     measure.add_argument("--shape", type=shape_arg, help="HEIGHT,WIDTH of an RLE or GeoJSON mask")
+    review = measure.add_argument_group(
+        "review order",
+        "write the rows in the order the napari Review dock walks them, with review_rank "
+        "(1 first) and review_reason (false positive, miss, low probability, cut by a tile "
+        "edge, small) added; a miss is a row of the truth's objects",
+    )
+    review.add_argument(
+        "--review",
+        action="store_true",
+        help="order the rows for review: false positives and misses first (with --truth), "
+        "then the lowest mean probability, objects cut by a tile edge, the smallest",
+    )
+    review.add_argument(
+        "--truth", help="truth mask (any mask format, read at the mask's size) for --review"
+    )
+    review.add_argument(
+        "--classification",
+        help="QuPath class of a GeoJSON --truth to use ('Unclassified': those without one; "
+        "default: every class)",
+    )
+    review.add_argument("--truth-id", help="row of an RLE CSV --truth (default: its only row)")
     add_json_option(measure)
     measure.set_defaults(run=run)
     return measure

@@ -18,6 +18,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,12 @@ import numpy as np
 from slide_unet.core.slide.slide import Slide, open_slide
 
 SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg")
+#: QuPath's GeoJSON export: opened at the size of the slide beside it.
+GEOJSON_SUFFIX = ".geojson"
+#: The slide beside ``NAME.geojson`` is the first ``NAME`` + one of these that exists.
+SLIDE_BESIDE = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg")
+#: A GeoJSON layer's smallest level's longest side at most (px): levels below halve.
+GEOJSON_OVERVIEW = 2048
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -38,6 +45,8 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]]
         if len(path) != 1:
             return None
         path = path[0]
+    if isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(GEOJSON_SUFFIX):
+        return read_geojson_or_say_why
     if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(SUFFIXES):
         return None
     try:
@@ -49,6 +58,128 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]]
         return slide_layers(slide)
 
     return read
+
+
+def slide_beside(path: str | os.PathLike[str]) -> Path | None:
+    """The slide beside a GeoJSON file with the same name (``slide.geojson``:
+    ``slide.ome.tif``, ``slide.svs``... in :data:`SLIDE_BESIDE`'s order), or None."""
+    path = Path(path)
+    stem = (
+        path.name[: -len(GEOJSON_SUFFIX)]
+        if path.name.lower().endswith(GEOJSON_SUFFIX)
+        else path.stem
+    )
+    for suffix in SLIDE_BESIDE:
+        for candidate in (path.with_name(stem + suffix), path.with_name(stem + suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_geojson_or_say_why(path: str | list[str]) -> list[LayerData]:
+    """:func:`geojson_layers`, or, when it cannot be opened, one notification saying why
+    and how else to open it (and no layer: napari's empty-file sentinel)."""
+    from slide_unet.core.errors import UserError
+
+    if isinstance(path, list):
+        path = path[0]
+    try:
+        return geojson_layers(path)
+    except (UserError, OSError) as error:
+        from slide_unet.napari.jobs import notify_error
+
+        notify_error(error)
+        return [(None,)]  # type: ignore[list-item]
+
+
+def geojson_layers(path: str | os.PathLike[str]) -> list[LayerData]:
+    """A QuPath GeoJSON as a Labels layer at the size and pixel size of the slide beside it.
+
+    The polygons are drawn lazily, chunk by chunk as napari shows them; a big
+    slide's layer is multiscale, each level drawn from the polygons scaled to it
+    (not from the full resolution). With several classes each has its value
+    (sorted names, ``Unclassified`` last), and the layer's name lists them.
+
+    Raises
+    ------
+    InputError
+        No slide beside the file (the message says how else to open it).
+    MaskError, SlideError, OSError
+        A file that cannot be read.
+    """
+    from slide_unet.core.errors import InputError
+    from slide_unet.core.masks.geojson import geojson_classes, read_geojson
+
+    path = Path(path)
+    slide_path = slide_beside(path)
+    if slide_path is None:
+        stem = path.name[: -len(GEOJSON_SUFFIX)]
+        raise InputError(
+            f"{path.name}: a GeoJSON records no image size, and no slide named {stem} "
+            f"({', '.join(stem + s for s in SLIDE_BESIDE[:4])}, .svs...) lies beside it: "
+            "put it beside its slide, or pick it as the truth file in the Score or Review "
+            f"dock, or convert it with slide-unet export {path.name} --image SLIDE -o MASK"
+        )
+    with open_slide(slide_path) as slide:
+        shape = (int(slide.levels[0].shape[0]), int(slide.levels[0].shape[1]))
+        mpp = slide.mpp
+    data = read_geojson(path)
+    classes = geojson_classes(data)
+    by_class = classes if len(classes) > 1 else None
+    levels = _geojson_levels(data, shape, by_class)
+    if len(classes) > 1:
+        name = f"{path.name} [{', '.join(f'{i} {c}' for i, c in enumerate(classes, 1))}]"
+    else:
+        name = f"{path.name} [{classes[0]}]" if classes else path.name
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "multiscale": len(levels) > 1,
+        "opacity": 0.5,
+        "metadata": {
+            "mpp": mpp,
+            "geojson_path": str(path),
+            "geojson_slide": str(slide_path),
+            "classes": dict(enumerate(classes, 1)),
+        },
+    }
+    if mpp is not None:
+        kwargs["scale"] = (mpp, mpp)
+        kwargs["units"] = ("µm", "µm")
+    return [(levels if len(levels) > 1 else levels[0], kwargs, "labels")]
+
+
+def _geojson_levels(data: Any, shape: tuple[int, int], classes: list[str] | None) -> list[Any]:
+    """The polygons drawn lazily at full resolution, then at halves of it until the
+    longest side is at most :data:`GEOJSON_OVERVIEW`, each from scaled polygons."""
+    from slide_unet.core.masks.geojson import geojson_to_dask
+
+    levels = [geojson_to_dask(data, shape, classes=classes)]
+    factor = 1
+    while max(shape) // factor > GEOJSON_OVERVIEW:
+        factor *= 2
+        small = (max(1, -(-shape[0] // factor)), max(1, -(-shape[1] // factor)))
+        levels.append(geojson_to_dask(_scaled(data, 1 / factor), small, classes=classes))
+    return levels
+
+
+def _scaled(node: Any, by: float) -> Any:
+    """A copy of GeoJSON ``node`` with every geometry's coordinates multiplied by ``by``."""
+    if isinstance(node, dict):
+        return {
+            k: (_scale_coordinates(v, by) if k == "coordinates" else _scaled(v, by))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_scaled(v, by) for v in node]
+    return node
+
+
+def _scale_coordinates(node: Any, by: float) -> Any:
+    if isinstance(node, list):
+        return [_scale_coordinates(v, by) for v in node]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return node * by
+    return node
 
 
 def read_slide_layers(path: str | os.PathLike[str]) -> list[LayerData]:

@@ -14,6 +14,12 @@ Progress ("23 of 140 reviewed") is kept in the mask store's folder
 review resumes when the slide is opened again; for a plain layer it lasts
 as long as the widget.
 
+The truth is a Labels layer or a file: any mask :func:`slide_unet.core.masks.io.read_mask`
+reads (an RLE CSV with its row id; a GeoJSON such as QuPath's export with the
+class to review against, or all its classes together), read at the mask's size
+in the background, lazily when it is big. A miss is then shown in the mask's
+place (the truth has no layer of its own).
+
 A mask too large for one editable layer (multiscale) is reviewed the same way,
 but *Reject* asks to open the Correct widget's *Edit here* window first.
 """
@@ -25,17 +31,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, RadioButtons
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
 from slide_unet.core.errors import InputError, UserError
+from slide_unet.core.masks.geojson_read import geojson_file_classes
+from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
 from slide_unet.core.objects.review import (
     REVIEW_FILE,
     Entry,
     ReviewLog,
+    measure_for_review,
     object_pixels,
-    overlaps,
     review_queue,
 )
 from slide_unet.core.objects.table import ObjectTable
@@ -45,6 +53,7 @@ from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import full_resolution, labels_layers, layer_mpp, unproxied
 from slide_unet.napari.mask_layer import save_pending
 from slide_unet.napari.overlay import OVERLAY_KEY
+from slide_unet.napari.score_widget import _GEOJSON, _MASK_FILTER, ALL_CLASSES, FILE, LAYER
 from slide_unet.napari.scroll import scrolling_layout
 
 if TYPE_CHECKING:
@@ -101,10 +110,28 @@ class ReviewWidget(QWidget):
         self.truth: Any = None
 
         self.layer = ComboBox(label="Mask", choices=self._layer_choices)
+        self.truth_source = RadioButtons(
+            label="Truth from", choices=[LAYER, FILE], value=LAYER, orientation="horizontal"
+        )
         self.truth_layer = ComboBox(label="Truth", choices=self._truth_choices)
         self.truth_layer.tooltip = (
             "Optional: with a truth mask, false positives and misses come first"
         )
+        self.truth_file = FileEdit(label="Truth file", mode="r", filter=_MASK_FILTER)
+        self.truth_file.tooltip = (
+            "A truth mask in any format slide-unet reads, read at the mask's size: "
+            "false positives and misses come first"
+        )
+        self.rle_id = LineEdit(label="RLE id")
+        self.rle_id.tooltip = "The row (id) of an RLE CSV; not needed when it holds one mask"
+        self.rle_id.native.setPlaceholderText("only for a CSV of several masks")
+        self.truth_class = ComboBox(label="Class", choices=[ALL_CLASSES])
+        self.truth_class.tooltip = (
+            "The QuPath class of the GeoJSON truth; 'all classes' takes every object"
+        )
+        self.truth_source.changed.connect(self._show_truth_fields)
+        self.truth_file.changed.connect(self._show_truth_fields)
+        self.truth_file.changed.connect(self._read_classes)
         self.build_button = QPushButton("Build queue")
         self.build_button.setToolTip(
             "Measure the mask's objects (and the truth's) and order them for review"
@@ -120,7 +147,17 @@ class ReviewWidget(QWidget):
         self.reject_button.setToolTip("Erase the object from the mask (one undo step)")
 
         layout = scrolling_layout(self)
-        self._pickers = Container(widgets=[self.layer, self.truth_layer])  # with labels
+        self._pickers = Container(  # with labels
+            widgets=[
+                self.layer,
+                self.truth_source,
+                self.truth_layer,
+                self.truth_file,
+                self.rle_id,
+                self.truth_class,
+            ]
+        )
+        self._show_truth_fields()
         layout.addWidget(self._pickers.native)
         layout.addWidget(self.build_button)
         layout.addWidget(self.current)
@@ -163,6 +200,44 @@ class ReviewWidget(QWidget):
         self.layer.reset_choices()
         self.truth_layer.reset_choices()
 
+    def _show_truth_fields(self, *_: Any) -> None:
+        from_file = self.truth_source.value == FILE
+        self.truth_layer.visible = not from_file
+        self.truth_file.visible = from_file
+        self.rle_id.visible = from_file and mask_suffix(self.truth_file.value) == ".csv"
+        self.truth_class.visible = from_file and mask_suffix(self.truth_file.value) in _GEOJSON
+
+    def _read_classes(self, *_: Any) -> None:
+        """Offer the classes of a GeoJSON truth file (an unreadable one is reported on Build)."""
+        path = Path(self.truth_file.value or "")
+        classes: list[str] = []
+        if mask_suffix(path) in _GEOJSON and path.is_file():
+            try:
+                classes = geojson_file_classes(path)
+            except (UserError, OSError):
+                classes = []
+        self.truth_class.choices = [ALL_CLASSES, *classes]
+        self.truth_class.value = ALL_CLASSES
+
+    def _truth_file(self) -> dict[str, Any] | None:
+        """The truth file as picked (path, RLE id, class), checked without reading it;
+        None when the truth is a layer."""
+        if self.truth_source.value != FILE:
+            return None
+        path = Path(self.truth_file.value or "")
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such truth file")
+        zarr_folder = any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
+        if path.is_dir() and not (mask_suffix(path) or zarr_folder):
+            raise InputError("no truth file: choose a mask file (or a Labels layer) as the truth")
+        image_id = None
+        if mask_suffix(path) == ".csv":
+            image_id = self.rle_id.value.strip() or None
+        classification = None
+        if mask_suffix(path) in _GEOJSON and self.truth_class.value != ALL_CLASSES:
+            classification = self.truth_class.value
+        return {"path": path, "image_id": image_id, "classification": classification}
+
     # -- building -----------------------------------------------------------------------
 
     def build(self) -> Job | None:
@@ -177,12 +252,16 @@ class ReviewWidget(QWidget):
             notify_error(UserError("the queue is being built: wait, or cancel it"))
             return None
         layer, truth = self.layer.value, self.truth_layer.value
+        truth_file: dict[str, Any] | None = None
         try:
             if layer is None:
                 raise InputError("no Labels layer to review: segment a slide or open a mask first")
             pred = full_resolution(layer)
             if len(pred.shape) != 2:
                 raise InputError(f"{layer.name!r} is not a 2-D mask: it cannot be reviewed")
+            truth_file = self._truth_file()
+            if truth_file is not None:
+                truth = None
             if truth is layer:
                 raise InputError("the truth is the mask itself: pick another layer or (none)")
             truth_data = full_resolution(truth) if truth is not None else None
@@ -199,18 +278,24 @@ class ReviewWidget(QWidget):
         # Kept in a slide's mask store: the least sure objects come first.
         probabilities = layer_probabilities(layer, tuple(pred.shape))
 
-        def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, ...]:
-            from slide_unet.core.objects.measure import measure
+        shape = tuple(int(v) for v in pred.shape)
+        name = layer.name  # read here: the work runs in another thread
 
-            table = measure(
-                pred, mpp=mpp, probabilities=probabilities, progress=progress, cancel=cancel
+        def work(progress: Any, cancel: Any, _partial: Any) -> tuple[Any, ...]:
+            truths_data = truth_data
+            if truth_file is not None:  # read here: a GeoJSON is drawn, a file may be big
+                truths_data = read_mask(truth_file["path"], shape=shape, **_options(truth_file))
+                check_same_shape(
+                    truths_data, shape, (f"truth {truth_file['path'].name}", f"mask {name!r}")
+                )
+            return measure_for_review(
+                pred,
+                truths_data,
+                mpp=mpp,
+                probabilities=probabilities,
+                progress=progress,
+                cancel=cancel,
             )
-            if truth_data is None:
-                return table, None, None, None
-            truths = measure(truth_data, mpp=mpp, progress=progress, cancel=cancel)
-            hit = overlaps(table, pred, truth_data, progress=progress, cancel=cancel)
-            found = overlaps(truths, truth_data, pred, progress=progress, cancel=cancel)
-            return table, truths, hit, found
 
         def done(result: tuple[Any, ...]) -> None:
             table, truths, hit, found = result
@@ -255,7 +340,9 @@ class ReviewWidget(QWidget):
 
     def _source(self, entry: Entry) -> tuple[ObjectTable, Any]:
         if entry.in_truth:
-            return self.truth_table, self.truth  # type: ignore[return-value]
+            # A truth file has no layer: its objects are shown where the mask is.
+            where = self.truth if self.truth is not None else self.reviewed_layer
+            return self.truth_table, where  # type: ignore[return-value]
         return self.table, self.reviewed_layer  # type: ignore[return-value]
 
     def step(self, by: int) -> None:
@@ -344,6 +431,11 @@ class ReviewWidget(QWidget):
             self.step(1)
         else:
             self.show_entry(self.position)
+
+
+def _options(truth_file: dict[str, Any]) -> dict[str, Any]:
+    """:func:`read_mask`'s options for the picked truth file."""
+    return {"image_id": truth_file["image_id"], "classification": truth_file["classification"]}
 
 
 def _unbind(viewer: Any) -> Any:

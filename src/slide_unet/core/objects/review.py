@@ -32,6 +32,11 @@ id, which changes when any object before it changes): a review survives a
 restart and a re-measure, and an object edited since is new to review. For a
 slide's mask it is a small JSON file in the mask store's folder.
 
+:func:`measure_for_review` measures what the order needs (both the napari
+Review dock and ``slide-unet measure --review`` run it), and
+:func:`review_table` writes the queue as an object table in review order, with
+its rank and reason.
+
 This module is part of the napari-free core.
 """
 
@@ -57,15 +62,18 @@ __all__ = [
     "MISSED",
     "OTHER",
     "PROBABILITY",
+    "REASONS",
     "REVIEW_FILE",
     "TILE",
     "Entry",
     "ReviewLog",
     "cut_by_tile_edge",
+    "measure_for_review",
     "object_key",
     "object_pixels",
     "overlaps",
     "review_queue",
+    "review_table",
 ]
 
 #: Side of the segmentation blocks whose edges may cut objects (px).
@@ -76,6 +84,14 @@ FALSE_POSITIVE, MISSED, CUT, OTHER = "false positive", "missed", "cut by a tile 
 #: The kind of an object of group 3 (ordered by mean probability) not cut by a tile edge.
 PROBABILITY = "object"
 EIGHT = np.ones((3, 3), dtype=bool)
+#: The ``review_reason`` of each kind in :func:`review_table`.
+REASONS = {
+    FALSE_POSITIVE: "false positive",
+    MISSED: "miss",
+    PROBABILITY: "low probability",
+    CUT: "cut by a tile edge",
+    OTHER: "small",
+}
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,57 @@ def review_queue(
             for row in missed[np.argsort(sizes, kind="stable")].tolist():
                 entries.append(Entry(MISSED, row, "missed:" + object_key(truth, row)))
     return entries
+
+
+def measure_for_review(
+    mask: Any,
+    truth: Any = None,
+    *,
+    mpp: float | None = None,
+    probabilities: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Cancel | None = None,
+) -> tuple[ObjectTable, ObjectTable | None, np.ndarray | None, np.ndarray | None]:
+    """Measure ``mask`` (and ``truth``, of the same shape) for :func:`review_queue`.
+
+    Returns
+    -------
+    table, truths, hit, found
+        The predicted objects' table; with a truth, its objects' table, whether
+        each predicted object has truth under it and each truth object a
+        prediction (else three Nones): :func:`review_queue`'s arguments.
+    """
+    from slide_unet.core.objects.measure import measure
+
+    table = measure(mask, mpp=mpp, probabilities=probabilities, progress=progress, cancel=cancel)
+    if truth is None:
+        return table, None, None, None
+    truths = measure(truth, mpp=mpp, progress=progress, cancel=cancel)
+    hit = overlaps(table, mask, truth, progress=progress, cancel=cancel)
+    found = overlaps(truths, truth, mask, progress=progress, cancel=cancel)
+    return table, truths, hit, found
+
+
+def review_table(
+    table: ObjectTable, entries: list[Entry], truth: ObjectTable | None = None
+) -> ObjectTable:
+    """The queue ``entries`` as one object table, in review order.
+
+    Each row is the object's row of ``table`` (of ``truth`` for a miss: its
+    ``id`` is then the truth's, and it has no ``mean_probability``), with two
+    more columns: ``review_rank`` (1 for the first to review) and
+    ``review_reason`` (:data:`REASONS`: ``false positive``, ``miss``, ``low
+    probability``, ``cut by a tile edge`` or ``small``).
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in table.names}
+    for entry in entries:
+        source = truth if entry.in_truth and truth is not None else table
+        for name in table.names:
+            columns[name].append(source[name][entry.row])
+    out = {name: np.asarray(values, dtype=table[name].dtype) for name, values in columns.items()}
+    out["review_rank"] = np.arange(1, len(entries) + 1, dtype=np.int64)
+    out["review_reason"] = np.asarray([REASONS[e.kind] for e in entries], dtype=object)
+    return ObjectTable(out, table.mpp, table.shape)
 
 
 class ReviewLog:
