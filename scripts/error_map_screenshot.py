@@ -34,7 +34,7 @@ def main() -> None:
     from scipy import ndimage as ndi
 
     from slide_unet.core.masks.io import read_mask
-    from slide_unet.napari.score_widget import FILE
+    from slide_unet.napari.truth_choice import FILE
 
     viewer = napari.Viewer(show=True, title="napari-slide-unet")
     viewer.window._qt_window.resize(1500, 1000)

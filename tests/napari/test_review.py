@@ -191,7 +191,7 @@ def test_a_truth_file_puts_the_object_erased_from_the_mask_first_as_a_miss(
     viewer, widget, qtbot, tmp_path
 ) -> None:
     from slide_unet.core.masks.io import write_mask
-    from slide_unet.napari.score_widget import FILE
+    from slide_unet.napari.truth_choice import FILE
 
     truth_path = write_mask(_mask(A, B, C, D), tmp_path / "truth.ome.tif")
     _add(viewer, _mask(A, B, D), "prediction")  # C erased
@@ -212,7 +212,7 @@ def test_a_truth_file_puts_the_object_erased_from_the_mask_first_as_a_miss(
 def test_a_geojson_truth_file_is_read_by_the_class_picked(viewer, widget, qtbot, tmp_path) -> None:
     import json
 
-    from slide_unet.napari.score_widget import ALL_CLASSES, FILE
+    from slide_unet.napari.truth_choice import ALL_CLASSES, FILE
 
     def feature(square, name):
         y0, x0, side = square
@@ -246,7 +246,7 @@ def test_a_geojson_truth_file_is_read_by_the_class_picked(viewer, widget, qtbot,
 
 
 def test_a_missing_truth_file_is_one_clear_error(viewer, widget, errors, tmp_path) -> None:
-    from slide_unet.napari.score_widget import FILE
+    from slide_unet.napari.truth_choice import FILE
 
     _add(viewer, _mask(A, B), "prediction")
     widget.reset_choices()

@@ -18,7 +18,8 @@ from slide_unet.core.masks.io import write_mask
 from slide_unet.core.masks.rle_csv import write_rle_csv
 from slide_unet.core.scoring.metrics import confusion_overlay, dice
 from slide_unet.napari import overlay as _overlay
-from slide_unet.napari.score_widget import FILE, LAYER, ScoreWidget
+from slide_unet.napari.score_widget import ScoreWidget
+from slide_unet.napari.truth_choice import FILE, LAYER
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 TRUTH_TIF = SAMPLE / "kidney_pas_mask.ome.tif"

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, RadioButtons
+from magicgui.widgets import ComboBox, Container, RadioButtons
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
 from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.masks.geojson_read import geojson_file_classes
-from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
+from slide_unet.core.masks.io import check_same_shape, read_mask
 from slide_unet.core.objects.review import (
     REVIEW_FILE,
     Entry,
@@ -53,8 +52,8 @@ from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import full_resolution, labels_layers, layer_mpp, unproxied
 from slide_unet.napari.mask_layer import save_pending
 from slide_unet.napari.overlay import OVERLAY_KEY
-from slide_unet.napari.score_widget import _GEOJSON, _MASK_FILTER, ALL_CLASSES, FILE, LAYER
 from slide_unet.napari.scroll import scrolling_layout
+from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
 
 if TYPE_CHECKING:
     import napari
@@ -117,21 +116,14 @@ class ReviewWidget(QWidget):
         self.truth_layer.tooltip = (
             "Optional: with a truth mask, false positives and misses come first"
         )
-        self.truth_file = FileEdit(label="Truth file", mode="r", filter=_MASK_FILTER)
-        self.truth_file.tooltip = (
+        self.truth_fields = TruthFileFields(
             "A truth mask in any format slide-unet reads, read at the mask's size: "
             "false positives and misses come first"
         )
-        self.rle_id = LineEdit(label="RLE id")
-        self.rle_id.tooltip = "The row (id) of an RLE CSV; not needed when it holds one mask"
-        self.rle_id.native.setPlaceholderText("only for a CSV of several masks")
-        self.truth_class = ComboBox(label="Class", choices=[ALL_CLASSES])
-        self.truth_class.tooltip = (
-            "The QuPath class of the GeoJSON truth; 'all classes' takes every object"
-        )
+        self.truth_file = self.truth_fields.file
+        self.rle_id = self.truth_fields.rle_id
+        self.truth_class = self.truth_fields.truth_class
         self.truth_source.changed.connect(self._show_truth_fields)
-        self.truth_file.changed.connect(self._show_truth_fields)
-        self.truth_file.changed.connect(self._read_classes)
         self.build_button = QPushButton("Build queue")
         self.build_button.setToolTip(
             "Measure the mask's objects (and the truth's) and order them for review"
@@ -203,39 +195,14 @@ class ReviewWidget(QWidget):
     def _show_truth_fields(self, *_: Any) -> None:
         from_file = self.truth_source.value == FILE
         self.truth_layer.visible = not from_file
-        self.truth_file.visible = from_file
-        self.rle_id.visible = from_file and mask_suffix(self.truth_file.value) == ".csv"
-        self.truth_class.visible = from_file and mask_suffix(self.truth_file.value) in _GEOJSON
-
-    def _read_classes(self, *_: Any) -> None:
-        """Offer the classes of a GeoJSON truth file (an unreadable one is reported on Build)."""
-        path = Path(self.truth_file.value or "")
-        classes: list[str] = []
-        if mask_suffix(path) in _GEOJSON and path.is_file():
-            try:
-                classes = geojson_file_classes(path)
-            except (UserError, OSError):
-                classes = []
-        self.truth_class.choices = [ALL_CLASSES, *classes]
-        self.truth_class.value = ALL_CLASSES
+        self.truth_fields.show(from_file)
 
     def _truth_file(self) -> dict[str, Any] | None:
         """The truth file as picked (path, RLE id, class), checked without reading it;
         None when the truth is a layer."""
         if self.truth_source.value != FILE:
             return None
-        path = Path(self.truth_file.value or "")
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such truth file")
-        zarr_folder = any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
-        if path.is_dir() and not (mask_suffix(path) or zarr_folder):
-            raise InputError("no truth file: choose a mask file (or a Labels layer) as the truth")
-        image_id = None
-        if mask_suffix(path) == ".csv":
-            image_id = self.rle_id.value.strip() or None
-        classification = None
-        if mask_suffix(path) in _GEOJSON and self.truth_class.value != ALL_CLASSES:
-            classification = self.truth_class.value
+        path, image_id, classification = self.truth_fields.picked()
         return {"path": path, "image_id": image_id, "classification": classification}
 
     # -- building -----------------------------------------------------------------------

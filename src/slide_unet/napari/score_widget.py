@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton, RadioButtons
+from magicgui.widgets import ComboBox, Container, PushButton, RadioButtons
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -35,8 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from slide_unet.core.errors import InputError, UserError
-from slide_unet.core.masks.geojson_read import geojson_file_classes
-from slide_unet.core.masks.io import check_same_shape, mask_suffix, read_mask
+from slide_unet.core.masks.io import check_same_shape, read_mask
 from slide_unet.napari.error_map import ERROR_MAP_KEY, show_error_map
 from slide_unet.napari.jobs import Job, notify_error, start_job
 from slide_unet.napari.layers import full_resolution, labels_layers, layer_by_name
@@ -44,6 +43,7 @@ from slide_unet.napari.mask_layer import save_pending
 from slide_unet.napari.overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
 from slide_unet.napari.params import form, read_form, setting
 from slide_unet.napari.scroll import scrolling_layout
+from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
 
 if TYPE_CHECKING:
     import napari
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ScoreParams", "ScoreWidget"]
 
-LAYER, FILE = "Labels layer", "File"
-#: The Class picker's choice that scores every class of a GeoJSON truth together.
-ALL_CLASSES = "all classes"
-_GEOJSON = (".geojson", ".json")
 #: The per-tile table's columns: heading and the record key it shows.
 COLUMNS = (
     ("Row", "row"),
@@ -73,10 +69,6 @@ RESULTS = (
     ("object_f1", "Object F1"),
     ("objects", "Objects"),
     ("tiles", "Tiles"),
-)
-_MASK_FILTER = (
-    "Masks (*.tif *.tiff *.png *.jpg *.csv *.geojson *.json *.zarr *.zattrs zarr.json);;"
-    "All files (*)"
 )
 
 
@@ -162,15 +154,10 @@ class ScoreWidget(QWidget):
             label="Truth from", choices=[LAYER, FILE], value=LAYER, orientation="horizontal"
         )
         self.truth_layer = ComboBox(label="Truth layer", choices=self._layer_names)
-        self.truth_file = FileEdit(label="Truth file", mode="r", filter=_MASK_FILTER)
-        self.rle_id = LineEdit(label="RLE id")
-        self.rle_id.tooltip = "The row (id) of an RLE CSV; not needed when it holds one mask"
-        self.rle_id.native.setPlaceholderText("only for a CSV of several masks")
-        self.truth_class = ComboBox(label="Class", choices=[ALL_CLASSES])
-        self.truth_class.tooltip = (
-            "The QuPath class of the GeoJSON truth to score; 'all classes' scores "
-            "every object together"
-        )
+        self.truth_fields = TruthFileFields()
+        self.truth_file = self.truth_fields.file
+        self.rle_id = self.truth_fields.rle_id
+        self.truth_class = self.truth_fields.truth_class
         self.params = form(ScoreParams)
         self.score_button = PushButton(text="Score")
         self.score_button.changed.connect(self.score)
@@ -182,8 +169,6 @@ class ScoreWidget(QWidget):
         self.error_map_button.enabled = False
         self.error_map_button.changed.connect(self.show_error_map)
         self.truth_source.changed.connect(self._show_truth_fields)
-        self.truth_file.changed.connect(self._show_truth_fields)
-        self.truth_file.changed.connect(self._read_classes)
         controls = Container(
             widgets=[
                 self.prediction,
@@ -245,21 +230,7 @@ class ScoreWidget(QWidget):
     def _show_truth_fields(self, *_: Any) -> None:
         from_file = self.truth_source.value == FILE
         self.truth_layer.visible = not from_file
-        self.truth_file.visible = from_file
-        self.rle_id.visible = from_file and mask_suffix(self.truth_file.value) == ".csv"
-        self.truth_class.visible = from_file and mask_suffix(self.truth_file.value) in _GEOJSON
-
-    def _read_classes(self, *_: Any) -> None:
-        """Offer the classes of a GeoJSON truth file (an unreadable one is reported on Score)."""
-        path = Path(self.truth_file.value or "")
-        classes: list[str] = []
-        if mask_suffix(path) in _GEOJSON and path.is_file():
-            try:
-                classes = geojson_file_classes(path)
-            except (UserError, OSError):
-                classes = []
-        self.truth_class.choices = [ALL_CLASSES, *classes]
-        self.truth_class.value = ALL_CLASSES
+        self.truth_fields.show(from_file)
 
     def _truth(self, shape: tuple[int, ...]) -> _Truth:
         """The truth as picked, checked as far as possible without reading a file."""
@@ -275,20 +246,11 @@ class ScoreWidget(QWidget):
             )
             levels = tuple(layer.data) if layer.multiscale else (array,)
             return _Truth(layer.name, array=array, levels=levels)
-        path = Path(self.truth_file.value or "")
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such truth file")
-        zarr_folder = any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
-        if path.is_dir() and not (mask_suffix(path) or zarr_folder):
-            raise InputError("no truth file: choose a mask file (or a Labels layer) as the truth")
-        image_id = None
+        path, image_id, classification = self.truth_fields.picked()
         name = path.name
-        if mask_suffix(path) == ".csv":
-            image_id = self.rle_id.value.strip() or None
-            name = f"{path.name} [{image_id}]" if image_id else path.name
-        classification = None
-        if mask_suffix(path) in _GEOJSON and self.truth_class.value != ALL_CLASSES:
-            classification = self.truth_class.value
+        if image_id:
+            name = f"{path.name} [{image_id}]"
+        if classification:
             name = f"{path.name} [{classification}]"
         return _Truth(name, path=path, image_id=image_id, classification=classification)
 
