@@ -47,14 +47,12 @@ from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import (
     camera_of,
     full_resolution,
-    labels_layers,
     layer_mpp,
-    unproxied,
     visible_region,
 )
 from slide_unet.napari.mask_layer import save_pending
 from slide_unet.napari.object_model import ObjectModel
-from slide_unet.napari.overlay import OVERLAY_KEY
+from slide_unet.napari.overlay import mask_layers
 from slide_unet.napari.scroll import scrolling_layout
 
 if TYPE_CHECKING:
@@ -179,11 +177,7 @@ class ObjectsWidget(QWidget):
     # -- the layer ----------------------------------------------------------------------
 
     def _layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [
-            (layer.name, unproxied(layer))
-            for layer in labels_layers(self.viewer)
-            if OVERLAY_KEY not in (layer.metadata or {})
-        ]
+        return [(layer.name, layer) for layer in mask_layers(self.viewer)]
 
     def reset_choices(self, _event: Any = None) -> None:
         """Refresh the layer list (napari calls this when layers change)."""

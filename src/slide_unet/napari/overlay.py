@@ -44,6 +44,20 @@ __all__ = [
 IN_MEMORY_PIXELS = 2**25
 #: Layer metadata key naming the (prediction, truth) pair an overlay shows.
 OVERLAY_KEY = "slide_unet_score_overlay"
+
+
+def mask_layers(viewer: Any) -> list[Any]:
+    """The viewer's Labels layers that are masks, top first: the Score dock's overlays
+    (also Labels layers) left out; napari's proxies unwrapped."""
+    from slide_unet.napari.layers import labels_layers, unproxied
+
+    return [
+        unproxied(layer)
+        for layer in labels_layers(viewer)
+        if OVERLAY_KEY not in (layer.metadata or {})
+    ]
+
+
 #: RGBA of the overlay's values; green/magenta/blue stay apart for red-green colour blindness.
 COLOURS: dict[int, tuple[float, float, float, float]] = {
     1: (0.10, 0.85, 0.10, 1.0),  # true positive: green

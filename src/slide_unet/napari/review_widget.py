@@ -49,9 +49,9 @@ from slide_unet.core.objects.table import ObjectTable
 from slide_unet.napari.focus import centre_on, label_of, object_box, object_centroid
 from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
 from slide_unet.napari.layer_data import layer_probabilities
-from slide_unet.napari.layers import full_resolution, labels_layers, layer_mpp, unproxied
+from slide_unet.napari.layers import full_resolution, layer_mpp
 from slide_unet.napari.mask_layer import save_pending
-from slide_unet.napari.overlay import OVERLAY_KEY
+from slide_unet.napari.overlay import mask_layers
 from slide_unet.napari.scroll import scrolling_layout
 from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
 
@@ -175,11 +175,7 @@ class ReviewWidget(QWidget):
     # -- layers -------------------------------------------------------------------------
 
     def _layers(self) -> list[Any]:
-        return [
-            unproxied(layer)
-            for layer in labels_layers(self.viewer)
-            if OVERLAY_KEY not in (layer.metadata or {})
-        ]
+        return mask_layers(self.viewer)
 
     def _layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._layers()]

@@ -38,9 +38,14 @@ from slide_unet.core.errors import InputError, UserError
 from slide_unet.core.masks.io import check_same_shape, read_mask
 from slide_unet.napari.error_map import ERROR_MAP_KEY, show_error_map
 from slide_unet.napari.jobs import Job, notify_error, start_job
-from slide_unet.napari.layers import full_resolution, labels_layers, layer_by_name
+from slide_unet.napari.layers import full_resolution, layer_by_name
 from slide_unet.napari.mask_layer import save_pending
-from slide_unet.napari.overlay import OVERLAY_KEY, legend_html, overlay_levels, show_overlay
+from slide_unet.napari.overlay import (
+    legend_html,
+    mask_layers,
+    overlay_levels,
+    show_overlay,
+)
 from slide_unet.napari.params import form, read_form, setting
 from slide_unet.napari.scroll import scrolling_layout
 from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
@@ -216,11 +221,7 @@ class ScoreWidget(QWidget):
 
     def _layer_names(self, _widget: Any = None) -> list[str]:
         """Labels layers a user may score, top first; earlier overlays are left out."""
-        return [
-            layer.name
-            for layer in labels_layers(self.viewer)
-            if OVERLAY_KEY not in (layer.metadata or {})
-        ]
+        return [layer.name for layer in mask_layers(self.viewer)]
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh the layer pickers (napari calls this as layers come, go or are renamed)."""
