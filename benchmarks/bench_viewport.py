@@ -34,10 +34,10 @@ button on the zoomed-out view after Live browsed the middle of it (two views at
 full resolution, from an empty store again): it runs only the rest; its
 engine blocks run are given against the blocks the engine's plan of the view
 holds (tissue only; a plan block Live did in part runs whole, or as its undone
-squares when only one of four is left, counted as blocks too). Live's worker runs torch on one thread fewer than
-the button does (one of two on a 2-core CPU: a core is left to the UI thread),
-so on an idle machine a block may take Live longer than the button, and on a
-loaded one less. Usage::
+squares when only one of four is left, counted as blocks too). Live's worker
+runs torch on one thread fewer than the button does (one of two on a 2-core
+CPU: a core is left to the UI thread), so on an idle machine a block may take
+Live longer than the button, and on a loaded one less. Usage::
 
     python benchmarks/bench_viewport.py            # about 2 min on 2 cores
     python benchmarks/bench_viewport.py --quick    # the 8,192 x 11,000 slide
