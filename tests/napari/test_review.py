@@ -1,5 +1,7 @@
 """The Review widget in a real napari viewer: the order of the queue, Next and Previous,
-Reject as one undo step, and progress kept in a slide's mask store across a reopen."""
+Reject as one undo step and Undo reject (also on a slide's store too large to edit, and
+through an Edit here window), the keys, and progress kept in a slide's mask store across a
+reopen."""
 
 from __future__ import annotations
 
@@ -255,3 +257,118 @@ def test_a_missing_truth_file_is_one_clear_error(viewer, widget, errors, tmp_pat
     assert widget.build() is None
     assert len(errors) == 1
     assert "no such truth file" in errors[0]
+
+
+def test_accept_reject_and_undo_have_keys_while_the_dock_is_open(viewer, widget, qtbot) -> None:
+    from app_model.types import KeyBinding
+
+    from slide_unet.napari.review_widget import ACCEPT_KEY, REJECT_KEY, UNDO_KEY
+
+    mask = _mask(A, B, C, D)
+    layer = _add(viewer, mask.copy(), "mask")
+    widget.reset_choices()
+    _build(widget, qtbot)
+    first = widget.queue[0].key
+    viewer.keymap[KeyBinding.from_str(ACCEPT_KEY)](viewer)  # B, accepted
+    assert widget.log.verdict(first) == "accepted"
+    _at(viewer, A)
+    viewer.keymap[KeyBinding.from_str(REJECT_KEY)](viewer)  # A, erased
+    y0, x0, side = A
+    assert not np.asarray(layer.data)[y0 : y0 + side, x0 : x0 + side].any()
+    assert widget.progress.text() == "2 of 4 reviewed"
+    viewer.keymap[KeyBinding.from_str(UNDO_KEY)](viewer)
+    np.testing.assert_array_equal(np.asarray(layer.data), mask)
+    assert widget.progress.text() == "1 of 4 reviewed"
+    _at(viewer, A)  # shown again, to be judged again
+    assert not widget.undo_button.isEnabled()
+    assert ACCEPT_KEY in widget.accept_button.text()
+
+
+@pytest.fixture
+def large(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mask of 1100² counts as one too large for an editable layer."""
+    from slide_unet.napari import layer_data
+
+    monkeypatch.setattr(layer_data, "EDITABLE_PIXELS", 512 * 512)
+
+
+def _store_view(viewer, mask: np.ndarray, key: str) -> tuple[MaskStore, object]:
+    from slide_unet.napari.layer_data import mask_layer_kwargs
+    from slide_unet.napari.mask_layer import attach_store
+
+    store = MaskStore.for_key(key, mask.shape, MPP)
+    store.write(0, 0, mask)
+    data, kwargs = mask_layer_kwargs(store, "slide mask", scale=(MPP, MPP))
+    view = viewer.add_labels(data, **kwargs)
+    attach_store(view, store)
+    assert view.multiscale
+    return store, view
+
+
+def _erased(mask: np.ndarray, square: tuple[int, int, int]) -> np.ndarray:
+    y0, x0, side = square
+    out = mask.copy()
+    out[y0 : y0 + side, x0 : x0 + side] = 0
+    return out
+
+
+def test_reject_on_a_slide_too_large_to_edit_erases_in_its_store_and_undo_puts_it_back(
+    viewer, widget, qtbot, large, errors
+) -> None:
+    mask = _mask(A, B, C, D)
+    store, view = _store_view(viewer, mask, "review-large")
+    widget.reset_choices()
+    widget.layer.value = view
+    _build(widget, qtbot)
+    widget.next_button.click()  # A
+    assert widget.reject()
+    assert errors == []
+    on_disk = MaskStore(store.path)  # as a restart would find it
+    np.testing.assert_array_equal(np.asarray(on_disk.level0[:]), _erased(mask, A))
+    assert on_disk.edited  # a hand edit: Live will not segment over it
+    y0, x0, side = A
+    assert not np.asarray(view.data[0][y0 : y0 + side, x0 : x0 + side]).any()  # shown
+    assert np.asarray(view.data[0][C[0] : C[0] + 1, C[1] : C[1] + 1]).all()
+    assert widget.progress.text() == "1 of 4 reviewed"
+    _at(viewer, C)
+
+    assert widget.undo_reject()
+    np.testing.assert_array_equal(np.asarray(MaskStore(store.path).level0[:]), mask)
+    assert np.asarray(view.data[0][y0 : y0 + side, x0 : x0 + side]).all()
+    assert widget.progress.text() == "0 of 4 reviewed"
+    _at(viewer, A)
+    assert not widget.undo_button.isEnabled()
+    assert widget.undo_reject() is False  # nothing left to undo
+
+
+def test_reject_where_an_edit_window_holds_the_object_goes_through_the_window(
+    viewer, widget, dock, qtbot, large
+) -> None:
+    mask = _mask(A, B, C, D)
+    store, view = _store_view(viewer, mask, "review-window")
+    camera = camera_of(viewer)
+    camera.center = (300 * MPP, 300 * MPP)
+    camera.zoom = min(viewer.canvas.size) / (600 * MPP)
+    correct = dock("Correct")
+    correct.layer.value = view
+    window = correct.edit_here()
+    wy0, wy1, wx0, wx1 = window.region
+    assert wy0 <= A[0] < A[0] + A[2] <= wy1
+    assert wx0 <= A[1] < A[1] + A[2] <= wx1
+    widget.reset_choices()
+    widget.layer.value = view
+    _build(widget, qtbot)
+    widget.next_button.click()  # A
+    assert widget.reject()
+    y0, x0, side = A
+    square = (slice(y0 - wy0, y0 - wy0 + side), slice(x0 - wx0, x0 - wx0 + side))
+    assert not np.asarray(window.layer.data)[square].any()
+    window.layer.undo()  # one napari undo step in the window
+    assert np.asarray(window.layer.data)[square].all()
+    window.layer.redo()
+    assert not np.asarray(window.layer.data)[square].any()
+    correct.done()  # saves the window to the store and closes it
+    np.testing.assert_array_equal(np.asarray(MaskStore(store.path).level0[:]), _erased(mask, A))
+
+    assert widget.undo_reject()  # the window is gone: put back in the store
+    np.testing.assert_array_equal(np.asarray(MaskStore(store.path).level0[:]), mask)

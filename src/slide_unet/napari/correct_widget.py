@@ -32,7 +32,7 @@ from slide_unet.core.objects import edit
 from slide_unet.napari.edit_window import EditWindow
 from slide_unet.napari.jobs import notify_error
 from slide_unet.napari.layers import labels_layers, layer_mpp, unproxied, visible_region
-from slide_unet.napari.mask_layer import attach_store, mask_store_of
+from slide_unet.napari.mask_layer import store_behind
 from slide_unet.napari.params import form, read_form, setting
 from slide_unet.napari.scroll import scrolling_layout
 
@@ -261,18 +261,10 @@ class CorrectWidget(QWidget):
             and (layer is window.layer or layer is window.view)
         )
 
-    def _store(self, layer: Any) -> MaskStore | None:
-        """The mask store behind a layer, watched for edits; None for a plain layer."""
-        store = mask_store_of(layer)
-        path = (layer.metadata or {}).get("mask_store")
-        if store is None and path:
-            try:
-                store = MaskStore(path)
-            except (OSError, ValueError):
-                return None
-            # A layer restored from its autosave by the reader: remember its store.
-            attach_store(layer, store)
-        return store
+    @staticmethod
+    def _store(layer: Any) -> MaskStore | None:
+        """The mask store behind a layer; None for a plain layer."""
+        return store_behind(layer)
 
     def target(self) -> Any:
         """The editable layer the tools act on: the picked layer, or its edit window.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
@@ -25,6 +24,7 @@ from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import Box
 from slide_unet.napari.layer_data import editable_window
 from slide_unet.napari.layers import full_resolution, unproxied, visible_region
+from slide_unet.napari.mask_layer import show_store_changes
 
 if TYPE_CHECKING:
     import napari
@@ -142,11 +142,7 @@ class EditWindow:
     def refresh_view(self) -> None:
         """Show the store's current pixels in the multiscale view layer."""
         self._timer.stop()
-        if any(isinstance(level, da.Array) for level in self.view.data):
-            # napari caches dask chunks by task name: only new arrays are read afresh.
-            self.view.data = self.store.dask_levels()
-        else:
-            self.view.refresh()
+        show_store_changes(self.view, self.store)
 
     @property
     def is_open(self) -> bool:

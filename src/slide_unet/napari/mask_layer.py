@@ -18,7 +18,16 @@ from slide_unet.napari.layers import unproxied
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["attach_store", "find_mask_layer", "mask_store_of", "save_pending", "store_for_image"]
+__all__ = [
+    "attach_store",
+    "edit_window_over",
+    "find_mask_layer",
+    "mask_store_of",
+    "save_pending",
+    "show_store_changes",
+    "store_behind",
+    "store_for_image",
+]
 
 #: The store behind each Labels layer made here (napari forbids new attributes on layers).
 _STORES: weakref.WeakKeyDictionary[Any, MaskStore] = weakref.WeakKeyDictionary()
@@ -38,6 +47,52 @@ def store_for_image(layer: Any) -> MaskStore:
 def mask_store_of(layer: Any) -> MaskStore | None:
     """The store behind a Labels layer made here, or None."""
     return _STORES.get(unproxied(layer))
+
+
+def store_behind(layer: Any) -> MaskStore | None:
+    """The store behind a Labels layer: one made here, or the one a layer restored
+    from its autosave by the reader names in its metadata (then remembered); None
+    for a plain layer or a store that cannot be opened."""
+    store = mask_store_of(layer)
+    path = (layer.metadata or {}).get("mask_store")
+    if store is None and path:
+        try:
+            store = MaskStore(path)
+        except (OSError, ValueError):
+            return None
+        attach_store(layer, store)
+    return store
+
+
+def show_store_changes(view: Any, store: MaskStore) -> None:
+    """Show the store's current pixels in a multiscale view layer of it."""
+    import dask.array as da
+
+    if any(isinstance(level, da.Array) for level in view.data):
+        # napari caches dask chunks by task name: only new arrays are read afresh.
+        view.data = store.dask_levels()
+    else:
+        view.refresh()
+
+
+def edit_window_over(
+    viewer: napari.Viewer, view: Any, box: tuple[int, int, int, int]
+) -> tuple[Any, tuple[int, int]] | None:
+    """The *Edit here* window layer of ``view`` that holds all of ``box``
+    (``y0, x0, y1, x1`` in full-resolution pixels) and its top-left pixel, or None.
+
+    A change to those pixels belongs in the window: written to the store
+    beside it, it would be undone by the window's next autosave.
+    """
+    y0, x0, y1, x1 = box
+    for layer in viewer.layers:
+        window = (layer.metadata or {}).get("edit_window") or {}
+        if window.get("view") != view.name or len(window.get("region") or ()) != 4:
+            continue
+        wy0, wy1, wx0, wx1 = (int(v) for v in window["region"])
+        if wy0 <= y0 and y1 <= wy1 and wx0 <= x0 and x1 <= wx1:
+            return layer, (wy0, wx0)
+    return None
 
 
 def find_mask_layer(viewer: napari.Viewer, store: MaskStore) -> Any | None:

@@ -6,9 +6,12 @@ the background and orders the objects as
 misses first when there is a truth, then objects cut by a tile edge, then the
 rest, smallest first in each group. *Next* and *Previous* (keys ``.`` and
 ``,`` while the dock is open) centre each object in turn, zoomed so its box
-fills half the canvas. *Accept* marks it reviewed; *Reject* erases it from the
-mask as one napari undo step (the Correct widget's path: ``data_setitem`` in
-``block_history``; a slide's mask is autosaved by it) and marks it reviewed.
+fills half the canvas. *Accept* (Shift-A) marks it reviewed; *Reject*
+(Shift-R) erases it from the mask and marks it reviewed, and *Undo reject*
+(Shift-U) puts the last rejected object back, exactly, and takes its verdict
+back. On an editable layer a Reject is also one napari undo step (the Correct
+widget's path: ``data_setitem`` in ``block_history``; a slide's mask is
+autosaved by it).
 Progress ("23 of 140 reviewed") is kept in the mask store's folder
 (:class:`~slide_unet.core.objects.review.ReviewLog`) for a slide's mask, so a
 review resumes when the slide is opened again; for a plain layer it lasts
@@ -20,12 +23,17 @@ class to review against, or all its classes together), read at the mask's size
 in the background, lazily when it is big. A miss is then shown in the mask's
 place (the truth has no layer of its own).
 
-A mask too large for one editable layer (multiscale) is reviewed the same way,
-but *Reject* asks to open the Correct widget's *Edit here* window first.
+A mask too large for one editable layer (a multiscale view of its store) is
+reviewed the same way: *Reject* erases the object in the store (its box only,
+marked as a hand edit so Live leaves it alone) and refreshes the view, and
+*Undo reject* writes the pixels back; where an *Edit here* window holds the
+object, the change goes through the window (its next autosave would otherwise
+write the old pixels back), as one napari undo step there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +58,12 @@ from slide_unet.napari.focus import centre_on, label_of, object_box, object_cent
 from slide_unet.napari.jobs import Job, failure_text, notify_error, start_job
 from slide_unet.napari.layer_data import layer_probabilities
 from slide_unet.napari.layers import full_resolution, layer_mpp
-from slide_unet.napari.mask_layer import save_pending
+from slide_unet.napari.mask_layer import (
+    edit_window_over,
+    save_pending,
+    show_store_changes,
+    store_behind,
+)
 from slide_unet.napari.overlay import mask_layers
 from slide_unet.napari.scroll import scrolling_layout
 from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
@@ -58,10 +71,40 @@ from slide_unet.napari.truth_choice import FILE, LAYER, TruthFileFields
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["NEXT_KEY", "NO_TRUTH", "PREVIOUS_KEY", "ReviewWidget"]
+__all__ = [
+    "ACCEPT_KEY",
+    "NEXT_KEY",
+    "NO_TRUTH",
+    "PREVIOUS_KEY",
+    "REJECT_KEY",
+    "UNDO_KEY",
+    "ReviewWidget",
+]
 
 NO_TRUTH = "(none)"
 NEXT_KEY, PREVIOUS_KEY = ".", ","
+#: Shift and a letter, as the Correct widget's keys: a bare letter is napari's
+#: (``e`` erases, ``p`` paints, ...), and one pressed by mistake should do nothing.
+ACCEPT_KEY, REJECT_KEY, UNDO_KEY = "Shift-A", "Shift-R", "Shift-U"
+_KEYS = (NEXT_KEY, PREVIOUS_KEY, ACCEPT_KEY, REJECT_KEY, UNDO_KEY)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rejection:
+    """What one Reject erased, to put back: the object's pixels (``rows``,
+    ``cols`` inside ``box``, full-resolution ``y0, x0, y1, x1``) and their values,
+    erased through ``layer`` (whose top-left pixel is ``origin``) or, when
+    ``layer`` is None, in ``store``."""
+
+    key: str
+    position: int
+    box: tuple[int, int, int, int]
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    layer: Any
+    origin: tuple[int, int]
+    store: Any
 
 
 def _log_for(layer: Any) -> ReviewLog:
@@ -133,10 +176,13 @@ class ReviewWidget(QWidget):
         self.progress = QLabel()
         self.previous_button = QPushButton(f"Previous ({PREVIOUS_KEY})")
         self.next_button = QPushButton(f"Next ({NEXT_KEY})")
-        self.accept_button = QPushButton("Accept")
+        self.accept_button = QPushButton(f"Accept ({ACCEPT_KEY})")
         self.accept_button.setToolTip("Mark the object reviewed and keep it")
-        self.reject_button = QPushButton("Reject")
-        self.reject_button.setToolTip("Erase the object from the mask (one undo step)")
+        self.reject_button = QPushButton(f"Reject ({REJECT_KEY})")
+        self.reject_button.setToolTip("Erase the object from the mask and mark it reviewed")
+        self.undo_button = QPushButton(f"Undo reject ({UNDO_KEY})")
+        self.undo_button.setToolTip("Put the last rejected object back and take its verdict back")
+        self.rejections: list[_Rejection] = []
 
         layout = scrolling_layout(self)
         self._pickers = Container(  # with labels
@@ -159,6 +205,7 @@ class ReviewWidget(QWidget):
         grid.addWidget(self.next_button, 0, 1)
         grid.addWidget(self.accept_button, 1, 0)
         grid.addWidget(self.reject_button, 1, 1)
+        grid.addWidget(self.undo_button, 2, 0, 1, 2)
         layout.addLayout(grid)
         layout.addStretch()
 
@@ -167,8 +214,16 @@ class ReviewWidget(QWidget):
         self.previous_button.clicked.connect(lambda: self.step(-1))
         self.accept_button.clicked.connect(lambda: self.accept())
         self.reject_button.clicked.connect(lambda: self.reject())
-        self.viewer.bind_key(NEXT_KEY, lambda _viewer: self.step(1), overwrite=True)
-        self.viewer.bind_key(PREVIOUS_KEY, lambda _viewer: self.step(-1), overwrite=True)
+        self.undo_button.clicked.connect(lambda: self.undo_reject())
+        actions = (
+            lambda: self.step(1),
+            lambda: self.step(-1),
+            self.accept,
+            self.reject,
+            self.undo_reject,
+        )
+        for key, action in zip(_KEYS, actions, strict=True):
+            self.viewer.bind_key(key, _on_key(action), overwrite=True)
         self.destroyed.connect(_unbind(self.viewer))
         self._enable()
 
@@ -266,6 +321,7 @@ class ReviewWidget(QWidget):
             self.reviewed_layer, self.truth = layer, truth
             self.queue = review_queue(table, truth=truths, hit=hit, found=found)
             self.log = _log_for(layer)
+            self.rejections = []  # their positions were in the old queue
             first = next(
                 (k for k, e in enumerate(self.queue) if self.log.verdict(e.key) is None), 0
             )
@@ -349,6 +405,7 @@ class ReviewWidget(QWidget):
         self.next_button.setEnabled(has and self.position < len(self.queue) - 1)
         self.accept_button.setEnabled(has)
         self.reject_button.setEnabled(has and not entry.in_truth)  # type: ignore[union-attr]
+        self.undo_button.setEnabled(bool(self.rejections))
 
     # -- verdicts -----------------------------------------------------------------------
 
@@ -361,31 +418,77 @@ class ReviewWidget(QWidget):
         self._after_verdict()
 
     def reject(self) -> bool:
-        """Erase the object shown from the mask (one undo step), mark it reviewed and
-        move on; True when it was erased."""
+        """Erase the object shown from the mask, mark it reviewed and move on; True
+        when it was erased (*Undo reject* puts it back)."""
         entry = self.entry()
         if entry is None or entry.in_truth:
             return False
         layer = self.reviewed_layer
+        box = object_box(self.table, entry.row)  # type: ignore[arg-type]
+        y0, x0, y1, x1 = box
         try:
-            if layer.multiscale:
-                raise InputError(
-                    f"{layer.name!r} is too large to edit at once: open the Correct widget's "
-                    "Edit here on this object and delete it there (or Accept it)"
-                )
-            y0, x0, y1, x1 = object_box(self.table, entry.row)  # type: ignore[arg-type]
-            window = np.asarray(layer.data[y0:y1, x0:x1])
+            target, origin, store = self._erasable(layer, box)
+            if target is not None:
+                oy, ox = origin
+                window = np.asarray(target.data[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+            else:
+                window = np.array(store.level0[y0:y1, x0:x1])
             own = object_pixels(window, int(self.table["pixels"][entry.row]))  # type: ignore[index]
             rows, cols = np.nonzero(own)
             if rows.size == 0:
                 raise InputError("the object is no longer in the mask: Build queue again")
-            with layer.block_history():  # one undo step; a paint event, so autosaved
-                layer.data_setitem((rows + y0, cols + x0), 0)
+            rejection = _Rejection(
+                key=entry.key,
+                position=self.position,
+                box=box,
+                rows=rows,
+                cols=cols,
+                values=window[rows, cols].copy(),
+                layer=target,
+                origin=origin,
+                store=store,
+            )
+            _put(rejection, 0, viewer=self.viewer, view=layer)
         except (UserError, OSError) as error:
             notify_error(error)
             return False
+        self.rejections.append(rejection)
         self.log.mark(entry.key, "rejected")
         self._after_verdict()
+        return True
+
+    def _erasable(self, layer: Any, box: tuple[int, int, int, int]) -> tuple[Any, Any, Any]:
+        """Where to erase ``box``: ``(layer, origin, store)`` with ``layer`` None when
+        the pixels are changed in ``store`` (a multiscale view no window holds)."""
+        if not layer.multiscale:
+            return layer, (0, 0), None
+        window = edit_window_over(self.viewer, layer, box)
+        if window is not None:
+            return window[0], window[1], None
+        store = store_behind(layer)
+        if store is None:
+            raise InputError(
+                f"{layer.name!r} is too large to edit at once and is not a slide's mask "
+                "store: open the Correct widget's Edit here on this object and delete it there"
+            )
+        return None, (0, 0), store
+
+    def undo_reject(self) -> bool:
+        """Put the last rejected object back as it was, take its verdict back and
+        show it; True when there was one."""
+        if not self.rejections:
+            return False
+        rejection = self.rejections[-1]
+        try:
+            _put(rejection, rejection.values, viewer=self.viewer, view=self.reviewed_layer)
+        except (UserError, OSError) as error:
+            notify_error(error)
+            return False
+        self.rejections.pop()
+        self.log.forget(rejection.key)
+        self._show_progress()
+        if rejection.position < len(self.queue):
+            self.show_entry(rejection.position)
         return True
 
     def _after_verdict(self) -> None:
@@ -394,6 +497,38 @@ class ReviewWidget(QWidget):
             self.step(1)
         else:
             self.show_entry(self.position)
+
+
+def _put(rejection: _Rejection, values: Any, *, viewer: Any = None, view: Any = None) -> None:
+    """Set the rejected object's pixels to ``values`` (0 erases; its old values put
+    it back) where it was erased: through its layer as one undo step, or in the
+    store, refreshing ``view``. An *Edit here* window closed since hands its part
+    back to the store."""
+    y0, x0, y1, x1 = rejection.box
+    layer, store = rejection.layer, rejection.store
+    if layer is not None and viewer is not None and layer not in viewer.layers:
+        layer, store = None, store_behind(view)  # the window was closed: its store
+        if store is None:
+            raise InputError("the layer the object was erased in is gone: nothing to undo")
+    if layer is not None:
+        oy, ox = rejection.origin
+        with layer.block_history():  # one undo step; a paint event, so autosaved
+            layer.data_setitem((rejection.rows + y0 - oy, rejection.cols + x0 - ox), values)
+        return
+    window = np.array(store.level0[y0:y1, x0:x1])
+    window[rejection.rows, rejection.cols] = values
+    store.write(y0, x0, window, edited=True)
+    if view is not None:
+        show_store_changes(view, store)
+
+
+def _on_key(action: Any) -> Any:
+    """A key binding that runs ``action`` (napari passes the viewer)."""
+
+    def run(_viewer: Any) -> None:
+        action()
+
+    return run
 
 
 def _options(truth_file: dict[str, Any]) -> dict[str, Any]:
@@ -405,7 +540,7 @@ def _unbind(viewer: Any) -> Any:
     """Unbind the keys when the widget is destroyed (a closure: the widget is gone)."""
 
     def unbind(*_args: Any) -> None:
-        for key in (NEXT_KEY, PREVIOUS_KEY):
+        for key in _KEYS:
             viewer.bind_key(key, None)
 
     return unbind

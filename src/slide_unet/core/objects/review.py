@@ -321,6 +321,14 @@ class ReviewLog:
     def mark(self, key: str, verdict: str) -> None:
         """Record ``key`` as ``verdict`` (``accepted`` or ``rejected``) and save."""
         self.marks[key] = verdict
+        self._save()
+
+    def forget(self, key: str) -> None:
+        """Take back the verdict on ``key`` (an undone Reject) and save."""
+        if self.marks.pop(key, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
         if self.path is not None:
             write_text_atomic(self.path, json.dumps({"reviewed": self.marks}, indent=1))
 
