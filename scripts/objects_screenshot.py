@@ -4,10 +4,12 @@ Run under a virtual display::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/objects_screenshot.py
 
-It opens ``sample_data/kidney_pas.ome.tif`` with the plugin reader and the sample's
-expert glomerulus mask as a Labels layer, measures it in the Objects dock (sorted by
-area, the largest clicked: the view centres on it), builds the Review queue, and saves
-the window, downscaled to keep the PNG small.
+It opens ``sample_data/kidney_pas.ome.tif`` with the plugin reader, segments the whole
+slide with the Segment widget (the bundled glomeruli model; the store keeps its
+probabilities, so the table has a mean probability per object), measures the result in
+the Objects dock (sorted by area, the largest clicked: the view centres on it), builds the
+Review queue against the sample's expert mask file (false positives first), and saves the
+window, downscaled to keep the PNG small.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import PLUGIN, ROOT, SAMPLE, TRUTH, settle, wait
+from screenshots import PLUGIN, ROOT, SAMPLE, TRUTH, remove_docks, settle, wait
 
 
 def main() -> None:
@@ -29,28 +31,22 @@ def main() -> None:
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
-    from slide_unet.core.masks.io import read_mask
-    from slide_unet.napari.layers import layer_mpp
-
     viewer = napari.Viewer(show=True, title="napari-slide-unet")
     viewer.window._qt_window.resize(1500, 1000)
     app = QApplication.instance()
-    (image,) = viewer.open(SAMPLE, plugin=PLUGIN)
-    mpp = layer_mpp(image)
-    mask = viewer.add_labels(
-        read_mask(TRUTH),
-        name="expert mask",
-        scale=image.scale,
-        metadata={"mpp": mpp},
-        units=image.units,
-        opacity=0.5,
-    )
+    viewer.open(SAMPLE, plugin=PLUGIN)
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    segment.model.value = "glomeruli"
+    segment.settings.region.value = "Whole slide"
+    wait(app, segment.finished, segment.run)
+    mask = segment.layer
+    remove_docks(viewer)
     viewer.reset_view()
     objects_dock, objects = viewer.window.add_plugin_dock_widget(PLUGIN, "Objects")
     review_dock, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
     window = viewer.window._qt_window
     window.resizeDocks([objects_dock], [560], Qt.Orientation.Horizontal)
-    window.resizeDocks([objects_dock, review_dock], [540, 340], Qt.Orientation.Vertical)
+    window.resizeDocks([objects_dock, review_dock], [420, 480], Qt.Orientation.Vertical)
     objects.reset_choices()
     objects.layer.value = mask
     start = time.perf_counter()
@@ -61,7 +57,14 @@ def main() -> None:
     objects.go_to(objects.model.row_of(0))
     review.reset_choices()
     review.layer.value = mask
+    review.truth_source.value = "File"
+    review.truth_file.value = TRUTH
     wait(app, review.finished, review.build)
+    # The queue starts with one-pixel specks; show the first object of some size.
+    area = review.table[f"area_{review.table.unit}2"]
+    review.show_entry(
+        next(k for k, e in enumerate(review.queue) if not e.in_truth and area[e.row] >= 100)
+    )
     settle(app, 1.0)
     shot = Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).convert("RGB")
     shot.thumbnail((1300, 1300))

@@ -372,3 +372,18 @@ def test_reject_where_an_edit_window_holds_the_object_goes_through_the_window(
 
     assert widget.undo_reject()  # the window is gone: put back in the store
     np.testing.assert_array_equal(np.asarray(MaskStore(store.path).level0[:]), mask)
+
+
+def test_a_speck_is_shown_with_what_is_around_it(viewer, widget, qtbot) -> None:
+    from slide_unet.napari.focus import FILL, MIN_VIEW_PIXELS
+
+    _add(viewer, _mask((300, 300, 1), C), "mask")  # a one-pixel object, then C
+    widget.reset_choices()
+    _build(widget, qtbot)
+    assert int(widget.table["pixels"][widget.queue[0].row]) == 1
+    _at(viewer, (300, 300, 1))
+    shown = min(viewer.canvas.size) / camera_of(viewer).zoom / MPP  # pixels across
+    assert shown == pytest.approx(MIN_VIEW_PIXELS / FILL, rel=0.01)  # not a pixel filling half
+    widget.next_button.click()  # C, 10 px: also shown as that smallest box
+    shown = min(viewer.canvas.size) / camera_of(viewer).zoom / MPP
+    assert shown == pytest.approx(MIN_VIEW_PIXELS / FILL, rel=0.01)

@@ -18,10 +18,13 @@ from slide_unet.napari.layers import camera_of, full_resolution
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FILL", "centre_on", "label_of", "object_box", "object_centroid"]
+__all__ = ["FILL", "MIN_VIEW_PIXELS", "centre_on", "label_of", "object_box", "object_centroid"]
 
 #: The share of the canvas an object's bounding box fills once centred.
 FILL = 0.5
+#: The smallest box (pixels a side) the zoom fills ``FILL`` of the canvas with: a
+#: speck of one pixel is shown with what is around it, not as a square of colour.
+MIN_VIEW_PIXELS = 32
 
 
 def _scale(table: ObjectTable) -> float:
@@ -55,14 +58,19 @@ def centre_on(
     fill: float = FILL,
 ) -> None:
     """Centre the camera on ``centroid`` (pixels of ``layer``) and zoom so ``box``
-    (``y0, x0, y1, x1``) fills ``fill`` of the canvas."""
+    (``y0, x0, y1, x1``), or :data:`MIN_VIEW_PIXELS` a side where it is smaller,
+    fills ``fill`` of the canvas."""
     camera = camera_of(viewer)
     camera.center = tuple(float(v) for v in layer.data_to_world(centroid)[-2:])
     y0, x0, y1, x1 = box
     # Pixel i covers data coordinates i - 0.5 to i + 0.5.
     start = np.asarray(layer.data_to_world((y0 - 0.5, x0 - 0.5))[-2:], dtype=float)
     end = np.asarray(layer.data_to_world((y1 - 0.5, x1 - 0.5))[-2:], dtype=float)
-    extent = np.maximum(np.abs(end - start), 1e-12)
+    pixel = np.abs(
+        np.asarray(layer.data_to_world((1.0, 1.0))[-2:], dtype=float)
+        - np.asarray(layer.data_to_world((0.0, 0.0))[-2:], dtype=float)
+    )
+    extent = np.maximum(np.abs(end - start), np.maximum(MIN_VIEW_PIXELS * pixel, 1e-12))
     canvas = np.asarray(viewer.canvas.size, dtype=float)
     camera.zoom = float(fill * np.min(canvas / extent))
 

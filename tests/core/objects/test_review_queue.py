@@ -114,3 +114,33 @@ def test_with_probabilities_the_least_sure_come_first_after_false_positives_and_
     # Without probabilities: the order the queue had before they were kept.
     plain = review_queue(measure(pred), truth=truths, hit=hit, found=found, tile=64)
     assert [e.kind for e in plain] == [FALSE_POSITIVE, MISSED, CUT, CUT, OTHER, OTHER, OTHER]
+
+
+@pytest.mark.parametrize("block", [64, 100, 2048])
+def test_overlaps_read_by_squares_agree_with_each_object_labelled_whole(block, tmp_path) -> None:
+    """Objects inside a square, crossing the grid, touching the truth by one pixel or
+    not at all: the same answer however the mask is cut into reads, from a chunked
+    zarr array as from memory."""
+    import zarr
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    pred = (ndimage.gaussian_filter(rng.random((300, 260)), 3) > 0.52).astype(np.uint8)
+    truth = (ndimage.gaussian_filter(rng.random((300, 260)), 3) > 0.53).astype(np.uint8)
+    truth[0, 0] = 1
+    pred[0, 0] = 1  # a one-pixel object touching the truth in its only pixel
+    labels, count = ndimage.label(pred, np.ones((3, 3), bool))
+    assert count > 40
+    expected = {}
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        own = labels[found] == index
+        key = f"{found[0].start},{found[1].start},{found[0].stop},{found[1].stop},{own.sum()}"
+        expected[key] = bool(truth[found][own].any())
+    assert 0 < sum(expected.values()) < count  # both answers occur
+    stored = zarr.open_array(tmp_path / "pred.zarr", mode="w", shape=pred.shape, chunks=(64, 64))
+    stored[:] = pred
+    table = measure(pred)
+    for source in (pred, stored):
+        hit = overlaps(table, source, truth, block=block)
+        got = {object_key(table, row): bool(hit[row]) for row in range(len(table))}
+        assert got == expected

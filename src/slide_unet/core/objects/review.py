@@ -62,6 +62,7 @@ __all__ = [
     "MISSED",
     "OTHER",
     "PROBABILITY",
+    "READ_BLOCK",
     "REASONS",
     "REVIEW_FILE",
     "TILE",
@@ -78,6 +79,8 @@ __all__ = [
 
 #: Side of the segmentation blocks whose edges may cut objects (px).
 TILE = 1024
+#: Side of the squares :func:`overlaps` reads the mask and the truth in (px).
+READ_BLOCK = 2048
 #: The log's file name in a mask store's folder.
 REVIEW_FILE = "review.json"
 FALSE_POSITIVE, MISSED, CUT, OTHER = "false positive", "missed", "cut by a tile edge", "small"
@@ -174,22 +177,57 @@ def overlaps(
     *,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
+    block: int = READ_BLOCK,
 ) -> np.ndarray:
     """Whether each object of ``mask`` (measured in ``table``) has a non-zero pixel of
-    ``other`` under it. Reads only the objects' boxes, so it streams over any array."""
+    ``other`` under it.
+
+    Streams over any array: the objects whose boxes lie inside one square of
+    ``block`` pixels of a grid over the mask are judged from one read of that
+    square of both arrays (a chunked array read object by object cost 2 ms an
+    object: 40 s for 18,793 nuclei); the few whose boxes cross the grid are read
+    box by box. Squares with no object are not read.
+    """
     stop = cancel_check(cancel)
     boxes = _boxes(table)
+    pixels = np.asarray(table["pixels"], dtype=np.int64)
     found = np.zeros(len(table), dtype=bool)
-    for row, (y0, x0, y1, x1) in enumerate(boxes.tolist()):
+    cells = boxes[:, :2] // block
+    inside = (boxes[:, 2:] <= (cells + 1) * block).all(axis=1)
+    rows = np.flatnonzero(inside)
+    rows = rows[np.lexsort((cells[rows, 1], cells[rows, 0]))]
+    groups = np.split(rows, np.flatnonzero(np.diff(cells[rows], axis=0).any(axis=1)) + 1)
+    # Each object crossing the grid is a "group" of its own, read by its box.
+    squares = [(tuple(cells[g[0]] * block), g) for g in groups if g.size]
+    squares += [(None, np.array([row])) for row in np.flatnonzero(~inside)]
+    height, width = table.shape
+    done = 0
+    for corner, members in squares:
         if stop():
             raise Cancelled("building the review queue cancelled")
+        if corner is None:
+            y0, x0, y1, x1 = (int(v) for v in boxes[members[0]])
+        else:
+            y0, x0 = (int(v) for v in corner)
+            y1, x1 = min(y0 + block, height), min(x0 + block, width)
         below = np.asarray(other[y0:y1, x0:x1]) != 0
         if below.any():
-            own = object_pixels(np.asarray(mask[y0:y1, x0:x1]), int(table["pixels"][row]))
-            found[row] = bool(below[own].any())
-        if progress is not None and (row % 64 == 0 or row == len(boxes) - 1):
-            progress(row + 1, len(boxes))
+            here = np.asarray(mask[y0:y1, x0:x1])
+            for row in members.tolist():
+                b0, b1, c0, c1 = _window(boxes[row], y0, x0)
+                under = below[b0:b1, c0:c1]
+                if under.any():
+                    own = object_pixels(here[b0:b1, c0:c1], int(pixels[row]))
+                    found[row] = bool(under[own].any())
+        done += members.size
+        if progress is not None:
+            progress(done, len(boxes))
     return found
+
+
+def _window(box: np.ndarray, y0: int, x0: int) -> tuple[int, int, int, int]:
+    """``box`` (``y0, x0, y1, x1``) as row and column bounds inside a read at ``(y0, x0)``."""
+    return int(box[0]) - y0, int(box[2]) - y0, int(box[1]) - x0, int(box[3]) - x0
 
 
 def review_queue(
