@@ -82,6 +82,7 @@ def _train_cross_validated(
         k,
         say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
         progress=None if quiet else show,
+        resume=args.resume,
         **card,
     )
     validation = found.card_validation()
@@ -266,7 +267,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     fit.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    fit.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (with --folds: skip the folds done, resume the "
+        "one under way, then the final training)",
+    )
     add_json_option(train, help="print a JSON summary only")
     train.set_defaults(run=run)
     return train

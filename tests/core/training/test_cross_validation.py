@@ -128,3 +128,79 @@ def test_cli_folds_prints_the_cross_validated_figure(
     assert len(data["cross_validation"]["folds"]) == 2
     assert cli.main([*args, "--folds", "1"]) == 1
     assert "folds" in capsys.readouterr().err
+
+
+def test_a_stopped_cross_validation_resumes_where_it_stopped_to_the_same_figure_and_weights(
+    folders: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from slide_unet.core.errors import Cancelled
+    from slide_unet.core.training import cross_validation
+    from slide_unet.core.training.cross_validation import cv_record_path
+    from slide_unet.core.training.train import resume_path
+
+    pairs, _ = find_pairs(*folders)
+    config = tiny_config(epochs=2)
+    straight, found = train_cross_validated(pairs, config, tmp_path / "straight.safetensors", 3)
+
+    out = tmp_path / "stopped.safetensors"
+    stop = threading.Event()
+
+    def stop_in_fold_2(fold: int, record: dict[str, object]) -> None:
+        if fold == 1 and record["epoch"] == 1:
+            stop.set()
+
+    with pytest.raises(Cancelled, match="--resume"):
+        train_cross_validated(pairs, config, out, 3, progress=stop_in_fold_2, cancel=stop)
+    record = json.loads(cv_record_path(out).read_text())
+    assert sorted(record["done"]) == ["1"]  # fold 1 scored and recorded
+    fold2 = tmp_path / "stopped.fold2.safetensors"
+    assert resume_path(fold2).exists()  # fold 2 stopped after its first epoch
+    assert not (tmp_path / "stopped.fold1.safetensors").exists()  # scored, then removed
+
+    with pytest.raises(InputError, match="other settings"):
+        train_cross_validated(pairs, tiny_config(epochs=3), out, 3, resume=True)
+    trained: list[tuple[str, bool]] = []
+    real_train = cross_validation.train
+
+    def recording_train(pairs, config, target, **kwargs):
+        trained.append((Path(target).name, kwargs.get("resume", False)))
+        return real_train(pairs, config, target, **kwargs)
+
+    monkeypatch.setattr(cross_validation, "train", recording_train)
+    lines: list[str] = []
+    resumed, found_again = train_cross_validated(
+        pairs, config, out, 3, resume=True, say=lines.append
+    )
+    # Fold 1 not trained again; fold 2 resumed after its epoch; fold 3 and the final fresh.
+    assert trained == [
+        ("stopped.fold2.safetensors", True),
+        ("stopped.fold3.safetensors", False),
+        ("stopped.safetensors", False),
+    ]
+    assert any(line.startswith("fold 1/3: done before") for line in lines)
+    assert found_again.per_image == found.per_image
+    assert found_again.fold_dice == found.fold_dice
+    weights = load_model(out).state_dict()
+    for name, tensor in load_model(tmp_path / "straight.safetensors").state_dict().items():
+        assert (weights[name] == tensor).all(), name
+    assert not cv_record_path(out).exists()  # the card has the figure now
+    assert sorted(p.name for p in tmp_path.glob("stopped*")) == [
+        "stopped.json",
+        "stopped.safetensors",
+    ]
+    assert resumed.card.validation == straight.card.validation
+
+
+def test_resuming_a_cross_validation_that_never_ran_says_so(
+    folders: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pairs, _ = find_pairs(*folders)
+    with pytest.raises(InputError, match="nothing to resume"):
+        train_cross_validated(
+            pairs, tiny_config(epochs=1), tmp_path / "m.safetensors", 2, resume=True
+        )

@@ -17,12 +17,23 @@ epoch, is what is judged:
    with the same schedule and records that figure in its card, which is what
    the widgets show.
 
+That is ``k + 1`` trainings: hours on a CPU. Given the output's path, the run
+can stop and go on (``slide-unet train --folds K --resume``): each finished
+fold's scores are recorded beside the output (:func:`cv_record_path`, written
+atomically, with the settings and folds they belong to), the fold under way
+keeps its own resumable state (``OUTPUT.foldN.resume.safetensors``), and a
+resumed run skips the folds recorded, resumes the one under way after its
+last epoch, then the final training likewise. A resumed run gives the same
+figure and weights as one never stopped (a fold's training resumes exactly).
+The record and the folds' files are removed when the final model is saved.
+
 This module is part of the napari-free core.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -32,12 +43,19 @@ from typing import Any
 
 import numpy as np
 
+from slide_unet.core.atomic import write_text_atomic
 from slide_unet.core.errors import Cancel, Cancelled, InputError
 from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.image_pairs import ImagePair
-from slide_unet.core.training.train import TrainingResult, train
+from slide_unet.core.training.train import TrainingResult, resume_path, train
 
-__all__ = ["CrossValidation", "cross_validate", "image_folds", "train_cross_validated"]
+__all__ = [
+    "CrossValidation",
+    "cross_validate",
+    "cv_record_path",
+    "image_folds",
+    "train_cross_validated",
+]
 
 
 def image_folds(stems: Sequence[str], k: int, seed: int) -> list[list[str]]:
@@ -109,11 +127,41 @@ class CrossValidation:
         }
 
 
+def cv_record_path(out: str | os.PathLike[str]) -> Path:
+    """Where cross-validating for ``out`` records each finished fold's scores."""
+    state = resume_path(out)  # a bare name resolves to the user models folder
+    return state.with_name(state.name.removesuffix(".resume.safetensors") + ".cv.json")
+
+
+def _fold_path(out: str | os.PathLike[str], fold: int) -> Path:
+    """The weights of fold ``fold`` (from 1) while it trains: ``OUTPUT.foldN.safetensors``."""
+    state = resume_path(out)
+    return state.with_name(
+        state.name.removesuffix(".resume.safetensors") + f".fold{fold}.safetensors"
+    )
+
+
+def _read_record(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The finished folds' scores in ``path``, checked to be of these settings."""
+    if not path.exists():
+        raise InputError(f"nothing to resume: {path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+        done = {str(i): dict(scores) for i, scores in record["done"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{path} cannot be read ({error}): run again without --resume") from None
+    if record.get("settings") != settings:
+        raise InputError(f"{path} was written with other settings: resume with the same ones")
+    return done
+
+
 def cross_validate(
     pairs: Sequence[ImagePair],
     config: TrainingConfig,
     k: int,
     *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
     say: Callable[[str], None] | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
     cancel: Cancel | None = None,
@@ -127,36 +175,88 @@ def cross_validate(
         The recipe; its ``validation_images`` and ``keep`` are set per fold.
     k : int
         Number of folds (2 up to the number of images).
+    out : path-like, optional
+        The output the cross-validation is for: the folds' progress is kept
+        beside it (see the module's docstring), so that ``resume`` can go on.
+        None: the folds train in a temporary folder and cannot be resumed.
+    resume : bool
+        Skip the folds recorded beside ``out`` and resume the one under way.
     say : callable, optional
         One-line messages (the fold under way, its score).
     progress : callable, optional
         ``progress(fold, record)`` with each epoch's record of each fold's training.
     cancel : callable or threading.Event, optional
         Stops the fold under way and raises :class:`~slide_unet.core.errors.Cancelled`.
+
+    Raises
+    ------
+    InputError
+        ``resume`` with nothing recorded, or recorded with other settings.
     """
     say = say or (lambda _: None)
     folds = image_folds([p.stem for p in pairs], k, config.seed)
+    settings = json.loads(json.dumps({"config": config.to_dict(), "folds": folds}))
+    record = cv_record_path(out) if out is not None else None
+    done: dict[str, dict[str, float]] = {}
+    if resume:
+        if record is None:
+            raise InputError("resuming a cross-validation needs its output's path")
+        under_way = [resume_path(_fold_path(out, j + 1)).exists() for j in range(k)]  # type: ignore[arg-type]
+        if record.exists() or not any(under_way):
+            done = _read_record(record, settings)
+    elif record is not None:
+        record.unlink(missing_ok=True)  # another run's: this one starts afresh
     per_image: dict[str, float] = {}
     fold_dice: list[float] = []
     for i, fold in enumerate(folds):
-        say(f"fold {i + 1}/{k}: holding out {', '.join(fold)}")
-        fold_config = dataclasses.replace(config, validation_images=tuple(fold), keep="last")
-        with tempfile.TemporaryDirectory(prefix="slide-unet-cv-") as tmp:
-            result = train(
-                pairs,
-                fold_config,
-                Path(tmp) / f"fold{i + 1}.safetensors",
-                say=say,
-                progress=None if progress is None else (lambda r, i=i: progress(i, r)),
-                cancel=cancel,
-            )
-        if result.stopped != "finished":
-            raise Cancelled("cross-validation cancelled")
-        scores = result.card.validation["per_image"]
+        if str(i + 1) in done:
+            scores = done[str(i + 1)]
+            say(f"fold {i + 1}/{k}: done before, Dice {np.mean(list(scores.values())):.4f}")
+        else:
+            say(f"fold {i + 1}/{k}: holding out {', '.join(fold)}")
+            scores = _train_fold(pairs, config, fold, i, out, resume, say, progress, cancel)
+            done[str(i + 1)] = scores
+            if out is not None:
+                write_text_atomic(record, json.dumps({"settings": settings, "done": done}))
+                spent = _fold_path(out, i + 1)  # scored: the fold's model is not needed
+                spent.unlink(missing_ok=True)
+                spent.with_name(spent.name.removesuffix(".safetensors") + ".json").unlink(
+                    missing_ok=True
+                )
+            dice = np.mean(list(scores.values()))
+            say(f"fold {i + 1}/{k}: Dice {dice:.4f} on {len(scores)} unseen images")
         per_image.update(scores)
         fold_dice.append(float(np.mean(list(scores.values()))))
-        say(f"fold {i + 1}/{k}: Dice {fold_dice[-1]:.4f} on {len(scores)} unseen images")
     return CrossValidation(folds, per_image, fold_dice, config.seed)
+
+
+def _train_fold(
+    pairs: Sequence[ImagePair],
+    config: TrainingConfig,
+    fold: list[str],
+    index: int,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    say: Callable[[str], None],
+    progress: Callable[[int, dict[str, Any]], None] | None,
+    cancel: Cancel | None,
+) -> dict[str, float]:
+    """Train without ``fold`` and return its images' Dice."""
+    fold_config = dataclasses.replace(config, validation_images=tuple(fold), keep="last")
+    watch = None if progress is None else (lambda r: progress(index, r))
+    with tempfile.TemporaryDirectory(prefix="slide-unet-cv-") as tmp:
+        if out is None:
+            target = Path(tmp) / f"fold{index + 1}.safetensors"
+        else:
+            target = _fold_path(out, index + 1)
+        again = resume and resume_path(target).exists()
+        result = train(
+            pairs, fold_config, target, resume=again, say=say, progress=watch, cancel=cancel
+        )
+    if result.stopped != "finished":
+        more = "" if out is None else ": run it again with --resume to go on from here"
+        raise Cancelled(f"cross-validation cancelled{more}")
+    return {str(s): float(d) for s, d in result.card.validation["per_image"].items()}
 
 
 def train_cross_validated(
@@ -168,15 +268,19 @@ def train_cross_validated(
     say: Callable[[str], None] | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
     cancel: Cancel | None = None,
+    resume: bool = False,
     **card: Any,
 ) -> tuple[TrainingResult, CrossValidation]:
     """Cross-validate the recipe, then train on every image and save with that figure.
 
     ``progress`` gets ``(fold, record)``; the final model's fold is ``k``.
+    ``resume`` goes on with a run stopped before (see the module's docstring).
     ``card`` passes ``command``, ``data`` and ``licence`` on to
     :func:`~slide_unet.core.training.train.train`.
     """
-    found = cross_validate(pairs, config, k, say=say, progress=progress, cancel=cancel)
+    found = cross_validate(
+        pairs, config, k, out=out, resume=resume, say=say, progress=progress, cancel=cancel
+    )
     if say is not None:
         say(
             f"cross-validated Dice {found.mean_dice:.4f} (sd {found.fold_sd:.4f} over "
@@ -187,10 +291,13 @@ def train_cross_validated(
         pairs,
         final,
         out,
+        resume=resume and resume_path(out).exists(),
         say=say,
         progress=None if progress is None else (lambda r: progress(k, r)),
         cancel=cancel,
         validation=found.card_validation(),
         **card,
     )
+    if result.stopped == "finished":
+        cv_record_path(out).unlink(missing_ok=True)
     return result, found
