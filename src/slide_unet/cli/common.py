@@ -97,7 +97,9 @@ def add_segment_options(parser: Any, *, names: Any = None) -> None:
             continue
         shown = meta.get("default_text", "%(default)s")
         keywords = dict(meta["cli"])
-        if keywords.get("action") == "store_true":
+        if keywords.get("action") == "BooleanOptionalAction":  # named: options imports nothing
+            keywords["action"] = argparse.BooleanOptionalAction  # --x / --no-x, shows default
+        if keywords.get("action") in ("store_true", argparse.BooleanOptionalAction):
             help = meta["help"]
         else:
             help = f"{meta['help']} (default: {shown})"

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             tta=args.tta,
             min_object_um2=args.min_object_um2,
+            colour=args.colour,
             stems=stems,
             progress=progress_bar("evaluating"),
         )
@@ -137,6 +138,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--tta", action="store_true", help="test-time augmentation, as for segment"
+    )
+    evaluate.add_argument(
+        "--colour",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="match each image's colour to the model's training tissue, as segment does",
     )
     evaluate.add_argument(
         "--min-object-um2",

@@ -117,7 +117,12 @@ def run(args: argparse.Namespace) -> int:
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = shlex.join(["slide-unet", *argv])
     if args.folds:
-        card = {"command": command, "data": data, "licence": args.licence}
+        card = {
+            "command": command,
+            "data": data,
+            "licence": args.licence,
+            "match_colour": args.match_colour,
+        }
         return _train_cross_validated(args, pairs, config, **card)
     quiet = args.json
     result = train(
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         command=command,
         data=data,
         licence=args.licence,
+        match_colour=args.match_colour,
         progress=None if quiet else lambda r: print_epoch(r, config.epochs),
         say=(lambda _: None) if quiet else (lambda text: print(text, flush=True)),
     )
@@ -185,6 +191,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     model.add_argument("--working-mpp", type=float, help="µm/px the model works at")
     model.add_argument("--tile", type=int, default=512, help="default inference tile")
     model.add_argument("--licence", help="licence of the weights, recorded in the card")
+    model.add_argument(
+        "--match-colour",
+        action="store_true",
+        help="record the training tissue's colour in the card, so that segment brings each "
+        "slide's colour to it (brightfield RGB; another scanner or stain batch)",
+    )
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=int, help="default 30 when --minutes is not given")
     fit.add_argument("--steps-per-epoch", type=int, default=50)

@@ -51,7 +51,7 @@ class LiveView(QObject):
     layer : napari.layers.Labels
         That layer, refreshed as blocks land.
     settings : dict
-        ``model``, ``device``, ``threshold``, ``tta``, ``working_mpp`` (None:
+        ``model``, ``device``, ``threshold``, ``tta``, ``colour``, ``working_mpp`` (None:
         the image's own scale), and ``source`` (a slide path or the layer's data).
     say : callable
         Shows a one-line status (the widget's label).
@@ -110,6 +110,7 @@ class LiveView(QObject):
                 device=self.settings["device"],
                 threshold=self.settings["threshold"],
                 tta=self.settings["tta"],
+                colour=self.settings.get("colour", True),
             )
         except Exception as exc:  # the widget shows it and turns Live off
             self.failed.emit(exc)

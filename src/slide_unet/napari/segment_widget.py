@@ -234,6 +234,7 @@ class SegmentWidget(QWidget):
             "device": options.device,
             "threshold": options.threshold,
             "tta": options.tta,
+            "colour": options.colour,
             "working_mpp": None if card is None else card.working_mpp,
         }
         self.layer = self._mask_layer(store, image)

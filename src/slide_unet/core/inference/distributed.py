@@ -158,6 +158,7 @@ def segment_distributed(
     precision: str = "auto",
     tta: bool = False,
     min_object_um2: float = 0.0,
+    colour: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
 ) -> Any:
@@ -176,7 +177,9 @@ def segment_distributed(
         An existing ``dask.distributed.Client``; else one to ``scheduler``;
         else a LocalCluster of ``workers`` processes, closed at the end.
     region, mpp, device, tile, threshold, tissue, batch_size, precision, tta, min_object_um2
-        As for ``segment``; ``device`` is what each worker uses; small objects
+    colour
+        As for ``segment`` (the colour is matched in the plan, so every worker
+        applies the same); ``device`` is what each worker uses; small objects
         are removed here, once every worker is done.
     progress, cancel
         ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
@@ -202,6 +205,7 @@ def segment_distributed(
         threshold=threshold,
         tissue=tissue,
         tta=tta,
+        colour=colour,
     )
     if plan.source is None:
         raise InputError("distributed runs need a slide file that workers can open by path")
@@ -215,6 +219,7 @@ def segment_distributed(
             threshold=threshold,
             tissue=tissue,
             tta=tta,
+            colour=colour,
         )
     own = client is None
     client = client or connect(workers, scheduler)

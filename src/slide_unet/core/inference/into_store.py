@@ -71,6 +71,7 @@ def segment_into_store(
             precision=options.precision,
             threshold=options.threshold,
             tta=options.tta,
+            colour=options.colour,
             min_object_um2=options.min_object_um2,
         )
         ledger = store.ledger

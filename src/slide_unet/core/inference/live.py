@@ -78,8 +78,9 @@ class LiveSegmenter:
     on_block : callable, optional
         Called with each block's box ``(y0, y1, x0, x1)`` after it is written
         and recorded, in the worker thread.
-    mpp, device, precision, threshold, tta
-        As for :func:`~slide_unet.core.inference.segment.segment`.
+    mpp, device, precision, threshold, tta, colour
+        As for :func:`~slide_unet.core.inference.segment.segment`; the slide's
+        colour is measured once, here, for every block.
     threads : int, optional
         Torch's CPU threads in the worker; by default one fewer than torch
         would use (at least one), so that a core stays free for the thread
@@ -103,6 +104,7 @@ class LiveSegmenter:
         precision: str = "auto",
         threshold: float | None = None,
         tta: bool = False,
+        colour: bool = True,
         threads: int | None = None,
     ) -> None:
         from slide_unet.core.devices import resolve_device
@@ -125,11 +127,17 @@ class LiveSegmenter:
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device)
         threshold = threshold or None  # 0, as the widget's form gives it, is the model's
-        self.options = {"mpp": mpp, "precision": precision, "threshold": threshold, "tta": tta}
+        self.options = {
+            "mpp": mpp,
+            "precision": precision,
+            "threshold": threshold,
+            "tta": tta,
+            "colour": colour,
+        }
         # The settings as the Viewport and Whole slide runs record them, so each
         # skips what the other did (Live removes no small objects).
         self.signature = result_signature(self.model, **self.options, min_object_um2=0.0)
-        self._scale, self._tissue = self._survey(mpp)
+        self._scale, self._tissue, self._colour = self._survey(mpp, colour)
         #: Engine calls made (one per block run): what a revisit must not add to.
         self.calls = 0
         self._queue: list[Box] = []
@@ -141,15 +149,21 @@ class LiveSegmenter:
         self._thread = threading.Thread(target=self._work, name="live-segmenter", daemon=True)
         self._thread.start()
 
-    def _survey(self, mpp: float | None) -> tuple[float, Any]:
-        """Full-resolution pixels per working pixel, and the slide's tissue mask."""
-        from slide_unet.core.slide.tissue import tissue_mask
+    def _survey(self, mpp: float | None, colour: bool) -> tuple[float, Any, Any]:
+        """Full-resolution pixels per working pixel, the slide's tissue mask, and
+        ``segment``'s ``colour``: the slide's tissue colour measured once (False
+        when there is nothing to match)."""
+        from slide_unet.core.slide.tissue import tissue_colour, tissue_mask
 
         card = self.model.card
         levels = list(self.source.levels)
         input_mpp = getattr(self.source, "mpp", None) or mpp or card.default_input_mpp
         scale = card.working_mpp / input_mpp if card.working_mpp and input_mpp else 1.0
-        return float(scale), tissue_mask(levels, mpp=input_mpp)
+        reference = getattr(card, "colour_reference", None)
+        found = None
+        if colour and reference:
+            found = tissue_colour(levels, mpp=input_mpp, target_mpp=reference["mpp"] or 8.0)
+        return float(scale), tissue_mask(levels, mpp=input_mpp), found or False
 
     def _tile_for(self, box: Box) -> int:
         """The smallest tile that covers ``box`` at working scale with the model's halo."""
@@ -354,7 +368,7 @@ class LiveSegmenter:
                     tissue=False,  # looked at once, above
                     tile=self._tile_for(region),
                     out_probabilities=ProbabilityWindow(self.store, region),
-                    **self.options,
+                    **{**self.options, "colour": self._colour},  # measured once, above
                 )
             for box in boxes:
                 self.store.ledger.record(box, self.signature)

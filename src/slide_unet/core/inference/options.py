@@ -151,6 +151,14 @@ class SegmentOptions:
         zero_is_none=True,
     )
     tissue: bool = _option(True, "skip blocks without tissue (brightfield RGB slides only)")
+    colour: bool = _option(
+        True,
+        "bring the slide's tissue colour (mean and spread of each channel) to that of the "
+        "model's training images, for models whose card records it (brightfield RGB): "
+        "another scanner or stain batch looks like what the model learned",
+        cli={"action": "BooleanOptionalAction"},
+        form={"label": "Match colours", "advanced": True},
+    )
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``segment`` / ``segment_distributed``, less ``model``."""

@@ -298,6 +298,7 @@ def segment(
     probabilities: bool = False,
     precision: str = "auto",
     tta: bool = False,
+    colour: Any = True,
     min_object_um2: float = 0.0,
     done: Callable[[tuple[int, int, int, int]], bool] | None = None,
     out_probabilities: Any = None,
@@ -353,6 +354,12 @@ def segment(
         Foreground where the probability is above it (default: the card's).
     tissue : bool
         Skip blocks without tissue (brightfield RGB slides only): they are 0.
+    colour : bool
+        Bring the slide's tissue colour to the model's training images' (models
+        whose card records a ``colour_reference``): see
+        :func:`~slide_unet.core.inference.planning.colour_match`. A
+        :class:`~slide_unet.core.slide.tissue.TissueColour` measured before may
+        be given instead of True (the colour of the whole slide, not the region).
     probabilities : bool
         Return float32 probabilities instead of the 0/1 mask (numpy or
         ``.zarr`` outputs only).
@@ -440,6 +447,7 @@ def segment(
             tissue=tissue,
             probabilities=probabilities,
             tta=tta,
+            colour=colour,
             # An output that says so (a mask store's window) gets blocks that fill
             # its chunks: no chunk is rewritten by two blocks.
             align=getattr(out, "block_alignment", None) if kind == "array" else None,
@@ -468,7 +476,7 @@ def segment(
                 return make_plan(
                     src, net, spec, region=box, mpp=mpp, device=dev, tile=fine_tile,
                     threshold=threshold, tissue=tissue, probabilities=probabilities,
-                    tta=tta, align=align,
+                    tta=tta, align=align, colour=colour,
                 )  # fmt: skip
 
             parts = _leave_done(plan, done, align, fine_tile, finer)

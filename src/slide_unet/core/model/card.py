@@ -137,6 +137,44 @@ def _check_normalization(normalization: Any, n_channels: int) -> dict[str, list[
     return out
 
 
+def _colour_triple(name: str, values: Any) -> list[float]:
+    numbers = [_as_float(v) for v in values] if isinstance(values, list | tuple) else []
+    if len(numbers) != 3 or not all(v is not None and 0 < v <= 1 for v in numbers):
+        raise ModelError(
+            f"{name} must list 3 numbers in (0, 1] (fractions of the full scale), "
+            f"got {brief(values)}"
+        )
+    return numbers  # type: ignore[return-value]
+
+
+def _check_colour_reference(reference: Any, channels: str) -> dict[str, Any] | None:
+    """``{"mpp": µm, "mean": [r, g, b], "std": [r, g, b], "mean_range": [low, high],
+    "std_range": [low, high]}`` (fractions of full scale), or None."""
+    if reference is None:
+        return None
+    keys = {"mpp", "mean", "std", "mean_range", "std_range"}
+    if not isinstance(reference, dict) or set(reference) != keys:
+        raise ModelError(
+            "colour_reference must be {'mpp': ..., 'mean': [r, g, b], 'std': [r, g, b], "
+            f"'mean_range': [low, high], 'std_range': [low, high]}}, got {brief(reference)}"
+        )
+    if channels != "RGB":
+        raise ModelError(f"colour_reference is for RGB models; this one is {channels!r}")
+    out: dict[str, Any] = {"mpp": _mpp_or_none("colour_reference['mpp']", reference["mpp"])}
+    for key in ("mean", "std"):
+        out[key] = _colour_triple(f"colour_reference[{key!r}]", reference[key])
+        bounds = reference[f"{key}_range"]
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            raise ModelError(
+                f"colour_reference['{key}_range'] must be [low, high], got {brief(bounds)}"
+            )
+        low, high = (_colour_triple(f"colour_reference['{key}_range']", b) for b in bounds)
+        if not all(a <= b for a, b in zip(low, high, strict=True)):
+            raise ModelError(f"colour_reference['{key}_range'] has a low above its high")
+        out[f"{key}_range"] = [low, high]
+    return out
+
+
 @dataclass
 class ModelCard:
     """Everything about a model that is not its weights.
@@ -186,6 +224,14 @@ class ModelCard:
         Hex sha256 of the ``.safetensors`` weights file (set by ``save_model``).
     licence
         Licence of the weights.
+    colour_reference
+        The colour of the training images' tissue (RGB models only):
+        ``{"mpp": 8.0, "mean": [r, g, b], "std": [r, g, b], "mean_range": [low,
+        high], "std_range": [low, high]}``, fractions of the full scale measured
+        by :func:`slide_unet.core.slide.tissue.tissue_colour`: pooled over the
+        training images (what the engine brings each slide's tissue colour to,
+        ``colour=True``, the default), and the range of the images' own (for
+        reference). ``None`` leaves colours as they are.
 
     Raises
     ------
@@ -209,6 +255,7 @@ class ModelCard:
     parent: str | None = None
     sha256: str | None = None
     licence: str | None = None
+    colour_reference: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -235,6 +282,7 @@ class ModelCard:
                 f"but parameters['in_channels'] is {in_channels}"
             )
         self.normalization = _check_normalization(self.normalization, in_channels)
+        self.colour_reference = _check_colour_reference(self.colour_reference, self.channels)
         self.working_mpp = _mpp_or_none("working_mpp", self.working_mpp)
         self.default_input_mpp = _mpp_or_none("default_input_mpp", self.default_input_mpp)
         _positive_int("tile", self.tile)
@@ -297,7 +345,8 @@ class ModelCard:
         unknown = sorted(set(data) - known, key=repr)
         if unknown:
             raise ModelError(
-                f"model card has unknown field(s) {brief(unknown)}; known: {sorted(known)}"
+                f"model card has unknown field(s) {brief(unknown)}; known: "
+                + ", ".join(sorted(known))
             )
         try:
             data = copy.deepcopy(data)

@@ -1,4 +1,10 @@
-"""Where the tissue is on a slide, from a low-resolution level, to skip background tiles.
+"""Where the tissue is on a slide, and its colour, from a low-resolution level.
+
+:func:`tissue_mask` finds the tissue so the engine skips background tiles;
+:func:`tissue_colour` measures the mean and spread of each colour channel over
+the tissue at a fixed coarse scale, so a slide from another scanner or stain
+batch can be brought to the colours a model was trained on (see
+:mod:`slide_unet.core.inference.planning`).
 
 This module is part of the napari-free core.
 """
@@ -14,7 +20,14 @@ import numpy as np
 
 from slide_unet.core.limits import check_mpp
 
-__all__ = ["TissueMask", "tissue_mask"]
+__all__ = ["COLOUR_MPP", "TissueColour", "TissueMask", "tissue_colour", "tissue_mask"]
+
+#: Pixel size (µm) at which :func:`tissue_colour` measures a slide: coarse enough
+#: to read from an overview, and the same for every slide and for the training
+#: images (the spread of colours shrinks as pixels grow).
+COLOUR_MPP = 8.0
+#: Fewer tissue pixels than this at :data:`COLOUR_MPP` say too little about the colours.
+MIN_COLOUR_PIXELS = 256
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,154 @@ def _read_level(level: Any, max_pixels: int, step: int = 1) -> np.ndarray | None
     return np.asarray(compute() if compute else level[...])
 
 
+def _brightfield_levels(source: Any, mpp: float | None) -> tuple[list[Any], float | None]:
+    """The levels and pixel size of an 8- or 16-bit RGB(A) source, else ``([], mpp)``."""
+    levels, slide_mpp = _levels_and_mpp(source)
+    mpp = check_mpp(mpp) or slide_mpp
+    base = levels[0]
+    if (
+        base.ndim != 3
+        or base.shape[2] not in (3, 4)
+        or np.dtype(base.dtype) not in (np.dtype(np.uint8), np.dtype(np.uint16))
+    ):
+        return [], mpp
+    return levels, mpp
+
+
+def _background(pixels: np.ndarray, saturation: float, brightness: float) -> np.ndarray | None:
+    """Where ``pixels`` (``YXC``, 8- or 16-bit) are background: bright and grey, near
+    black, or transparent; None when the image is not clearly brightfield."""
+    top = float(np.iinfo(pixels.dtype).max)
+    colour = pixels[..., :3]
+    value = colour.max(axis=2).astype(np.float32) / top
+    if value.size == 0 or float(np.median(value)) < 0.5:
+        return None  # dark background: fluorescence, not brightfield
+    spread = (colour.max(axis=2).astype(np.float32) - colour.min(axis=2)) / top
+    sat = spread / np.maximum(value, 1e-6)
+    background = ((value > brightness) & (sat < saturation)) | (value < 0.05)
+    if pixels.shape[2] == 4:
+        background |= pixels[..., 3] == 0
+    return background
+
+
+@dataclass(frozen=True)
+class TissueColour:
+    """The colour of tissue: per RGB channel, mean and standard deviation as
+    fractions of the full scale, over ``pixels`` tissue pixels at ``mpp``."""
+
+    pixels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mpp: float | None = COLOUR_MPP
+
+    @classmethod
+    def pooled(cls, parts: Sequence[TissueColour]) -> TissueColour:
+        """The colour of all the tissue of ``parts`` together (each pixel counts once)."""
+        n = np.array([p.pixels for p in parts], dtype=np.float64)
+        if not parts or n.sum() == 0:
+            raise ValueError("no tissue to pool")
+        mean = np.array([p.mean for p in parts])
+        second = np.array([p.std for p in parts]) ** 2 + mean**2
+        total = (n[:, None] * mean).sum(0) / n.sum()
+        var = (n[:, None] * second).sum(0) / n.sum() - total**2
+        return cls(
+            int(n.sum()),
+            tuple(float(v) for v in total),  # type: ignore[arg-type]
+            tuple(float(v) for v in np.sqrt(np.maximum(var, 0))),  # type: ignore[arg-type]
+            parts[0].mpp,
+        )
+
+    def to_card(self, parts: Sequence[TissueColour] = ()) -> dict[str, Any]:
+        """The model card's ``colour_reference``: this colour, and the range of the
+        colours of ``parts`` (the training images one by one; default: this one alone)."""
+        parts = list(parts) or [self]
+
+        def rounded(values: Any) -> list[float]:
+            return [round(float(v), 5) for v in values]
+
+        means = np.array([p.mean for p in parts])
+        stds = np.array([p.std for p in parts])
+        return {
+            "mpp": self.mpp,
+            "mean": rounded(self.mean),
+            "std": rounded(self.std),
+            "mean_range": [rounded(means.min(0)), rounded(means.max(0))],
+            "std_range": [rounded(stds.min(0)), rounded(stds.max(0))],
+        }
+
+
+def tissue_colour(
+    source: Any,
+    *,
+    mpp: float | None = None,
+    target_mpp: float = COLOUR_MPP,
+    max_pixels: int = 2**24,
+    saturation: float = 0.05,
+    brightness: float = 0.85,
+) -> TissueColour | None:
+    """Measure the colour of a brightfield slide's tissue at ``target_mpp``.
+
+    The coarsest level with pixels at most ``target_mpp`` is read (as
+    :func:`tissue_mask` reads it) and averaged over blocks of pixels to
+    ``target_mpp`` (as a coarser scan integrates light), and the pixels that
+    are not background (:func:`tissue_mask`'s rule, without its dilation) are
+    measured. Without a pixel size the chosen level is measured as it is.
+
+    Returns
+    -------
+    TissueColour or None
+        None when it does not apply: not 8- or 16-bit RGB(A), not clearly
+        brightfield, no level small enough, or fewer than
+        :data:`MIN_COLOUR_PIXELS` tissue pixels.
+    """
+    levels, mpp = _brightfield_levels(source, mpp)
+    if not levels:
+        return None
+    base = levels[0]
+    index = _tissue_level(levels, mpp, target_mpp, 512)
+    pixels = _read_level(levels[index], max_pixels)  # a big in-memory level is subsampled
+    if pixels is None:
+        return None
+    size = mpp * base.shape[1] / pixels.shape[1] if mpp else None  # µm per pixel read
+    factor = max(1, round(target_mpp / size)) if size else 1
+    blocks = _block_means(pixels, factor)
+    if blocks is None:
+        return None
+    top = float(np.iinfo(pixels.dtype).max)
+    background = _background((blocks * top).round().astype(pixels.dtype), saturation, brightness)
+    if background is None:
+        return None
+    tissue = blocks[~background][:, :3].astype(np.float64)
+    if len(tissue) < MIN_COLOUR_PIXELS:
+        return None
+    return TissueColour(
+        len(tissue),
+        tuple(float(v) for v in tissue.mean(0)),  # type: ignore[arg-type]
+        tuple(float(v) for v in tissue.std(0)),  # type: ignore[arg-type]
+        target_mpp if mpp else None,
+    )
+
+
+def _block_means(pixels: np.ndarray, factor: int, band: int = 64) -> np.ndarray | None:
+    """Means of ``factor`` x ``factor`` blocks of ``pixels`` (``YXC``) as fractions of
+    the full scale (float32), band by band: never a float copy of the whole level.
+    An alpha channel is the blocks' least (any transparent pixel: transparent)."""
+    top = float(np.iinfo(pixels.dtype).max)
+    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
+    if height == 0 or width == 0:
+        return None
+    out = np.empty((height, width, pixels.shape[2]), np.float32)
+    for row in range(0, height, band):
+        rows = min(band, height - row)
+        part = np.asarray(
+            pixels[row * factor : (row + rows) * factor, : width * factor], dtype=np.float32
+        ).reshape(rows, factor, width, factor, pixels.shape[2])
+        out[row : row + rows, :, :3] = part[..., :3].mean((1, 3)) / top
+        if pixels.shape[2] == 4:
+            out[row : row + rows, :, 3] = part[..., 3].min((1, 3)) / top
+    return out
+
+
 def tissue_mask(
     source: Any,
     *,
@@ -140,19 +301,10 @@ def tissue_mask(
     """
     from scipy import ndimage
 
-    levels, slide_mpp = _levels_and_mpp(source)
-    mpp = check_mpp(mpp) or slide_mpp
-    base = levels[0]
-    if (
-        base.ndim != 3
-        or base.shape[2] not in (3, 4)
-        or np.dtype(base.dtype)
-        not in (
-            np.dtype(np.uint8),
-            np.dtype(np.uint16),
-        )
-    ):
+    levels, mpp = _brightfield_levels(source, mpp)
+    if not levels:
         return None
+    base = levels[0]
     index = _tissue_level(levels, mpp, target_mpp, min_side)
     level_mpp = mpp * base.shape[1] / levels[index].shape[1] if mpp else None
     pixels = _read_level(
@@ -160,16 +312,9 @@ def tissue_mask(
     )
     if pixels is None:
         return None
-    top = float(np.iinfo(pixels.dtype).max)
-    colour = pixels[..., :3]
-    value = colour.max(axis=2).astype(np.float32) / top
-    if value.size == 0 or float(np.median(value)) < 0.5:
-        return None  # dark background: fluorescence, not brightfield
-    spread = (colour.max(axis=2).astype(np.float32) - colour.min(axis=2)) / top
-    sat = spread / np.maximum(value, 1e-6)
-    background = ((value > brightness) & (sat < saturation)) | (value < 0.05)
-    if pixels.shape[2] == 4:
-        background |= pixels[..., 3] == 0
+    background = _background(pixels, saturation, brightness)
+    if background is None:
+        return None
     tissue = ndimage.binary_opening(~background)
     if dilate > 0:
         tissue = ndimage.binary_dilation(tissue, iterations=dilate)

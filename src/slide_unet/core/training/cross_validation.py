@@ -165,6 +165,7 @@ def cross_validate(
     say: Callable[[str], None] | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
     cancel: Cancel | None = None,
+    match_colour: bool = False,
 ) -> CrossValidation:
     """Train ``k`` models on ``k - 1`` folds each and score each on the one it left out.
 
@@ -187,6 +188,9 @@ def cross_validate(
         ``progress(fold, record)`` with each epoch's record of each fold's training.
     cancel : callable or threading.Event, optional
         Stops the fold under way and raises :class:`~slide_unet.core.errors.Cancelled`.
+    match_colour : bool
+        As for :func:`~slide_unet.core.training.train.train` (each fold's own
+        training images give its reference).
 
     Raises
     ------
@@ -214,7 +218,9 @@ def cross_validate(
             say(f"fold {i + 1}/{k}: done before, Dice {np.mean(list(scores.values())):.4f}")
         else:
             say(f"fold {i + 1}/{k}: holding out {', '.join(fold)}")
-            scores = _train_fold(pairs, config, fold, i, out, resume, say, progress, cancel)
+            scores = _train_fold(
+                pairs, config, fold, i, out, resume, say, progress, cancel, match_colour
+            )
             done[str(i + 1)] = scores
             if out is not None:
                 write_text_atomic(record, json.dumps({"settings": settings, "done": done}))
@@ -240,6 +246,7 @@ def _train_fold(
     say: Callable[[str], None],
     progress: Callable[[int, dict[str, Any]], None] | None,
     cancel: Cancel | None,
+    match_colour: bool,
 ) -> dict[str, float]:
     """Train without ``fold`` and return its images' Dice."""
     fold_config = dataclasses.replace(config, validation_images=tuple(fold), keep="last")
@@ -251,7 +258,14 @@ def _train_fold(
             target = _fold_path(out, index + 1)
         again = resume and resume_path(target).exists()
         result = train(
-            pairs, fold_config, target, resume=again, say=say, progress=watch, cancel=cancel
+            pairs,
+            fold_config,
+            target,
+            resume=again,
+            say=say,
+            progress=watch,
+            cancel=cancel,
+            match_colour=match_colour,
         )
     if result.stopped != "finished":
         more = "" if out is None else ": run it again with --resume to go on from here"
@@ -275,11 +289,20 @@ def train_cross_validated(
 
     ``progress`` gets ``(fold, record)``; the final model's fold is ``k``.
     ``resume`` goes on with a run stopped before (see the module's docstring).
-    ``card`` passes ``command``, ``data`` and ``licence`` on to
-    :func:`~slide_unet.core.training.train.train`.
+    ``card`` passes ``command``, ``data``, ``licence`` and ``match_colour`` on
+    to :func:`~slide_unet.core.training.train.train` (``match_colour`` to the
+    folds' trainings too).
     """
     found = cross_validate(
-        pairs, config, k, out=out, resume=resume, say=say, progress=progress, cancel=cancel
+        pairs,
+        config,
+        k,
+        out=out,
+        resume=resume,
+        say=say,
+        progress=progress,
+        cancel=cancel,
+        match_colour=bool(card.get("match_colour")),
     )
     if say is not None:
         say(

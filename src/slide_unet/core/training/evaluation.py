@@ -309,6 +309,7 @@ def _score_pair(
     tta: bool,
     min_object_um2: float,
     cancel: Callable[[], bool],
+    colour: bool = True,
 ) -> tuple[Scores, PixelSize]:
     """Segment one image and score it against its mask."""
     with open_slide(pair.image) as slide:
@@ -323,6 +324,7 @@ def _score_pair(
             "tta": tta,
             "min_object_um2": min_object_um2,
             "cancel": cancel,
+            "colour": colour,
         }
         if shape[0] * shape[1] <= IN_MEMORY_PIXELS:
             return score(segment(slide, net, **options), truth), size
@@ -341,6 +343,7 @@ def evaluate(
     precision: str = "auto",
     tta: bool = False,
     min_object_um2: float = 0.0,
+    colour: bool = True,
     stems: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
@@ -375,6 +378,9 @@ def evaluate(
     min_object_um2 : float
         Remove objects smaller than this (µm²) before scoring, as
         :func:`~slide_unet.core.inference.segment.segment` does.
+    colour : bool
+        Match each image's colour to the card's reference, as ``segment`` does
+        (by default, as for a user).
     stems : sequence of str, optional
         Evaluate only the images with these stems (e.g. :func:`held_out_stems`),
         in this order.
@@ -430,6 +436,7 @@ def evaluate(
             tta=tta,
             min_object_um2=min_object_um2,
             cancel=cancelled,
+            colour=colour,
         )
         per_dice[pair.stem], counts[pair.stem] = scores.dice, ObjectTotals.of(scores)
         if progress is not None:

@@ -49,6 +49,7 @@ from slide_unet.core.model.unet import UNet
 from slide_unet.core.scoring.metrics import dice
 from slide_unet.core.training.augment import Augmentation, augment
 from slide_unet.core.training.budget import TimeBudget
+from slide_unet.core.training.colour import colour_reference
 from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.data import (
     HeldOutImage,
@@ -224,6 +225,7 @@ def _card(
             tile=parent.tile,
             threshold=parent.threshold,
             parent=parent.name,
+            colour_reference=parent.colour_reference,
         )
     return ModelCard(**base)
 
@@ -320,6 +322,7 @@ def train(
     cancel: Cancel | None = None,
     started: float | None = None,
     validation: dict[str, Any] | None = None,
+    match_colour: bool = False,
 ) -> TrainingResult:
     """Train (or fine-tune) a U-Net and save the best weights with their card.
 
@@ -363,6 +366,11 @@ def train(
         The card's validation figures, when they come from elsewhere (a
         cross-validation, :mod:`slide_unet.core.training.cross_validation`); default:
         this run's held-out images.
+    match_colour : bool
+        Record the training tissue's colour in the card (``colour_reference``,
+        :mod:`slide_unet.core.training.colour`), so that the engine, validation
+        here included, brings each slide's colour to it. A fine-tuned model
+        keeps its parent's.
 
     Returns
     -------
@@ -390,6 +398,11 @@ def train(
         )
         mean, std = channel_statistics(images)
     card = _card(config, model, mean, std, parent)
+    if match_colour:
+        reference = colour_reference(images, config.working_mpp or config.input_mpp)
+        if reference is None:
+            say("no brightfield tissue in the training images: colours will not be matched")
+        card = dataclasses.replace(card, colour_reference=reference)
     model.card = card
     model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
