@@ -500,13 +500,13 @@ def make_plan(
     gain, shift = (1.0,) * card.in_channels, (0.0,) * card.in_channels
     matched = None
     if colour is not False and card.colour_reference and card.in_channels == 3:
-        found = colour if isinstance(colour, TissueColour) else None
-        if found is None:
-            found = tissue_colour(
+        measured = colour if isinstance(colour, TissueColour) else None
+        if measured is None:
+            measured = tissue_colour(
                 source.levels, mpp=input_mpp, target_mpp=card.colour_reference["mpp"] or 8.0
             )
-        if found is not None:
-            matched = gain, shift = colour_match(card.colour_reference, found)
+        if measured is not None:
+            matched = gain, shift = colour_match(card.colour_reference, measured)
     return SegmentationPlan(
         source=source.path,
         image_shape=shape,
