@@ -157,7 +157,12 @@ class SegmentOptions:
         "model's training images, for models whose card records it (brightfield RGB): "
         "another scanner or stain batch looks like what the model learned",
         cli={"action": "BooleanOptionalAction"},
-        form={"label": "Match colours", "advanced": True},
+        form={
+            "label": "Match colours",
+            "tooltip": "bring the slide's tissue colours to those the model was trained on "
+            "(another scanner or stain batch); models whose card records them",
+            "advanced": True,
+        },
     )
 
     def engine_kwargs(self) -> dict[str, Any]:
