@@ -243,6 +243,8 @@ def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() ->
     assert model_summary(cv) == "works at 2 µm/px, cross-validated Dice 0.912 ± 0.031"
     one_split = SimpleNamespace(working_mpp=None, validation={"mean_dice": 0.9311})
     assert model_summary(one_split) == "validation Dice 0.931"
+    counted = SimpleNamespace(working_mpp=None, validation={"mean_dice": 0.9311, "n_images": 3})
+    assert model_summary(counted) == "validation Dice 0.931 on 3 held-out images"
 
 
 def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) -> None:
