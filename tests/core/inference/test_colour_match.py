@@ -172,3 +172,29 @@ def test_a_gray_model_has_no_colour_reference() -> None:
     parameters = {"in_channels": 1, "out_channels": 1, "base_width": 4, "depth": 2}
     with pytest.raises(ModelError, match="RGB models"):
         ModelCard(name="g", channels="gray", parameters=parameters, colour_reference=GOOD)
+
+
+def test_a_slide_file_is_measured_once_until_it_changes(tmp_path, monkeypatch) -> None:
+    import shutil
+    from pathlib import Path
+
+    from slide_unet.core.inference import planning
+
+    sample = Path(__file__).resolve().parents[3] / "sample_data" / "kidney_pas.ome.tif"
+    slide = tmp_path / "slide.ome.tif"
+    shutil.copy(sample, slide)
+    calls = []
+    real = planning.tissue_colour
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "tissue_colour", counted)
+    first = plan_segmentation(slide, "glomeruli", device="cpu")
+    again = plan_segmentation(slide, "glomeruli", device="cpu", region=(0, 512, 0, 512))
+    assert len(calls) == 1  # a Viewport click after a Whole slide run reads nothing more
+    assert again.colour_gain == first.colour_gain
+    slide.touch()  # the file changed (a new modification time): measured again
+    plan_segmentation(slide, "glomeruli", device="cpu")
+    assert len(calls) == 2

@@ -153,7 +153,8 @@ class LiveSegmenter:
         """Full-resolution pixels per working pixel, the slide's tissue mask, and
         ``segment``'s ``colour``: the slide's tissue colour measured once (False
         when there is nothing to match)."""
-        from slide_unet.core.slide.tissue import tissue_colour, tissue_mask
+        from slide_unet.core.inference.planning import OpenedSource, slide_colour
+        from slide_unet.core.slide.tissue import tissue_mask
 
         card = self.model.card
         levels = list(self.source.levels)
@@ -162,7 +163,9 @@ class LiveSegmenter:
         reference = getattr(card, "colour_reference", None)
         found = None
         if colour and reference:
-            found = tissue_colour(levels, mpp=input_mpp, target_mpp=reference["mpp"] or 8.0)
+            path = getattr(self.source, "path", None)
+            opened = OpenedSource(levels, None if path is None else str(path), input_mpp)
+            found = slide_colour(opened, input_mpp, reference["mpp"] or 8.0)  # as the button
         return float(scale), tissue_mask(levels, mpp=input_mpp), found or False
 
     def _tile_for(self, box: Box) -> int:
