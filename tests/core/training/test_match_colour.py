@@ -1,6 +1,5 @@
-"""train(match_colour=True) records the training tissue's colour in the card; without it the
-card records none, and a fine-tuned model does not keep its parent's (it learns its slides'
-colours as they are)."""
+"""train(match_colour=True) records the training tissue's colour in the card; a fine-tuned
+model keeps its parent's; without it the card records none."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from slide_unet.core.training.image_pairs import find_pairs, read_pair
 from slide_unet.core.training.train import train
 
 
-def test_the_card_records_the_training_tissue_colour_and_a_fine_tune_does_not(
+def test_the_card_records_the_training_tissue_colour_and_a_fine_tune_keeps_it(
     folders: tuple[Path, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -34,8 +33,8 @@ def test_the_card_records_the_training_tissue_colour_and_a_fine_tune_does_not(
     assert plain.card.colour_reference is None
 
     tuned = train(pairs, config, tmp_path / "tuned.safetensors", initial=matched.model)
+    assert tuned.card.colour_reference == reference
     assert tuned.card.parent == matched.card.name
-    assert tuned.card.colour_reference is None
 
 
 @pytest.mark.parametrize("flag", ["--match-colour", None])

@@ -225,6 +225,7 @@ def _card(
             tile=parent.tile,
             threshold=parent.threshold,
             parent=parent.name,
+            colour_reference=parent.colour_reference,
         )
     return ModelCard(**base)
 
@@ -368,10 +369,8 @@ def train(
     match_colour : bool
         Record the training tissue's colour in the card (``colour_reference``,
         :mod:`slide_unet.core.training.colour`), so that the engine, validation
-        here included, brings each slide's colour to it. A fine-tuned model does
-        not keep its parent's: it learns the colours of the slides it is tuned
-        on as they are (its patches are not matched), so matching them at
-        inference would change what it learned; ``match_colour`` measures its own.
+        here included, brings each slide's colour to it. A fine-tuned model
+        keeps its parent's.
 
     Returns
     -------
