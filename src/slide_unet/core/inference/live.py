@@ -165,7 +165,7 @@ class LiveSegmenter:
         if colour and reference:
             path = getattr(self.source, "path", None)
             opened = OpenedSource(levels, None if path is None else str(path), input_mpp)
-            found = slide_colour(opened, input_mpp, reference["mpp"] or 8.0)  # as the button
+            found = slide_colour(opened, input_mpp, reference)  # as the button
         return float(scale), tissue_mask(levels, mpp=input_mpp), found or False
 
     def _tile_for(self, box: Box) -> int:

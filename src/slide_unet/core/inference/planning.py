@@ -45,7 +45,7 @@ from slide_unet.core.inference.tiling import OutputBlock, TileGrid, make_grid
 from slide_unet.core.limits import MPP_RANGE, check_mpp, plausible_mpp
 from slide_unet.core.model.card import DEFAULT_MEAN, DEFAULT_STD
 from slide_unet.core.slide.files import consistent_levels
-from slide_unet.core.slide.tissue import TissueColour, tissue_colour, tissue_mask
+from slide_unet.core.slide.tissue import COLOUR_MPP, TissueColour, tissue_colour, tissue_mask
 
 __all__ = [
     "LEVEL_TOLERANCE",
@@ -211,10 +211,11 @@ _COLOURS_KEPT = 32
 
 
 def slide_colour(
-    source: OpenedSource, mpp: float | None, target_mpp: float
+    source: OpenedSource, mpp: float | None, reference: dict[str, Any]
 ) -> TissueColour | None:
-    """:func:`~slide_unet.core.slide.tissue.tissue_colour` of an opened source,
-    remembered for a file until it changes."""
+    """:func:`~slide_unet.core.slide.tissue.tissue_colour` of an opened source at the
+    pixel size of a card's ``reference``, remembered for a file until it changes."""
+    target_mpp = reference["mpp"] or COLOUR_MPP
     key = None
     if source.path:
         try:
@@ -533,7 +534,7 @@ def make_plan(
     if colour is not False and card.colour_reference and card.in_channels == 3:
         measured = colour if isinstance(colour, TissueColour) else None
         if measured is None:
-            measured = slide_colour(source, input_mpp, card.colour_reference["mpp"] or 8.0)
+            measured = slide_colour(source, input_mpp, card.colour_reference)
         if measured is not None:
             matched = gain, shift = colour_match(card.colour_reference, measured)
     return SegmentationPlan(
