@@ -37,7 +37,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,14 @@ import numpy as np
 from slide_unet.core.atomic import write_text_atomic
 from slide_unet.core.errors import Cancel, Cancelled, InputError
 from slide_unet.core.training.config import TrainingConfig
+from slide_unet.core.training.data import load_images
 from slide_unet.core.training.image_pairs import ImagePair
+from slide_unet.core.training.min_object import (
+    MinObjectChoice,
+    choose,
+    fold_scores,
+    median_object_um2,
+)
 from slide_unet.core.training.train import TrainingResult, resume_path, train
 
 __all__ = [
@@ -90,12 +97,22 @@ class CrossValidation:
     fold_dice : list of float
         Mean Dice of each fold.
     seed : int
+    min_object_tables : list of dict or None
+        Each fold's minimum-area table
+        (:func:`~slide_unet.core.training.min_object.fold_scores`), None for a
+        fold without one.
     """
 
     folds: list[list[str]]
     per_image: dict[str, float]
     fold_dice: list[float]
     seed: int
+    min_object_tables: list[dict[str, dict[str, float]] | None] = field(default_factory=list)
+
+    def min_object(self, median_um2: float) -> MinObjectChoice | None:
+        """The minimum object area these folds choose, as a fraction of ``median_um2``
+        (None unless every fold has a table)."""
+        return choose(self.min_object_tables, median_um2)
 
     @property
     def k(self) -> int:
@@ -141,18 +158,20 @@ def _fold_path(out: str | os.PathLike[str], fold: int) -> Path:
     )
 
 
-def _read_record(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The finished folds' scores in ``path``, checked to be of these settings."""
+def _read_record(path: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The finished folds' scores and minimum-area tables in ``path``, checked to be of
+    these settings."""
     if not path.exists():
         raise InputError(f"nothing to resume: {path} does not exist")
     try:
         record = json.loads(path.read_text())
         done = {str(i): dict(scores) for i, scores in record["done"].items()}
+        tables = {str(i): dict(table) for i, table in record.get("min_object", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path} cannot be read ({error}): run again without --resume") from None
     if record.get("settings") != settings:
         raise InputError(f"{path} was written with other settings: resume with the same ones")
-    return done
+    return done, tables
 
 
 def cross_validate(
@@ -202,12 +221,13 @@ def cross_validate(
     settings = json.loads(json.dumps({"config": config.to_dict(), "folds": folds}))
     record = cv_record_path(out) if out is not None else None
     done: dict[str, dict[str, float]] = {}
+    tables: dict[str, Any] = {}  # each fold's minimum-area table (see min_object)
     if resume:
         if record is None:
             raise InputError("resuming a cross-validation needs its output's path")
         under_way = [resume_path(_fold_path(out, j + 1)).exists() for j in range(k)]  # type: ignore[arg-type]
         if record.exists() or not any(under_way):
-            done = _read_record(record, settings)
+            done, tables = _read_record(record, settings)
     elif record is not None:
         record.unlink(missing_ok=True)  # another run's: this one starts afresh
     per_image: dict[str, float] = {}
@@ -218,12 +238,17 @@ def cross_validate(
             say(f"fold {i + 1}/{k}: done before, Dice {np.mean(list(scores.values())):.4f}")
         else:
             say(f"fold {i + 1}/{k}: holding out {', '.join(fold)}")
-            scores = _train_fold(
+            scores, table = _train_fold(
                 pairs, config, fold, i, out, resume, say, progress, cancel, match_colour
             )
             done[str(i + 1)] = scores
+            if table is not None:
+                tables[str(i + 1)] = table
             if out is not None:
-                write_text_atomic(record, json.dumps({"settings": settings, "done": done}))
+                write_text_atomic(
+                    record,
+                    json.dumps({"settings": settings, "done": done, "min_object": tables}),
+                )
                 spent = _fold_path(out, i + 1)  # scored: the fold's model is not needed
                 spent.unlink(missing_ok=True)
                 spent.with_name(spent.name.removesuffix(".safetensors") + ".json").unlink(
@@ -233,7 +258,8 @@ def cross_validate(
             say(f"fold {i + 1}/{k}: Dice {dice:.4f} on {len(scores)} unseen images")
         per_image.update(scores)
         fold_dice.append(float(np.mean(list(scores.values()))))
-    return CrossValidation(folds, per_image, fold_dice, config.seed)
+    by_fold = [tables.get(str(i + 1)) for i in range(k)]
+    return CrossValidation(folds, per_image, fold_dice, config.seed, by_fold)
 
 
 def _train_fold(
@@ -247,8 +273,10 @@ def _train_fold(
     progress: Callable[[int, dict[str, Any]], None] | None,
     cancel: Cancel | None,
     match_colour: bool,
-) -> dict[str, float]:
-    """Train without ``fold`` and return its images' Dice."""
+) -> tuple[dict[str, float], dict[str, dict[str, float]] | None]:
+    """Train without ``fold``; its images' Dice, and their minimum-area table
+    (:func:`~slide_unet.core.training.min_object.fold_scores`; None without a
+    working pixel size)."""
     fold_config = dataclasses.replace(config, validation_images=tuple(fold), keep="last")
     watch = None if progress is None else (lambda r: progress(index, r))
     with tempfile.TemporaryDirectory(prefix="slide-unet-cv-") as tmp:
@@ -270,7 +298,13 @@ def _train_fold(
     if result.stopped != "finished":
         more = "" if out is None else ": run it again with --resume to go on from here"
         raise Cancelled(f"cross-validation cancelled{more}")
-    return {str(s): float(d) for s, d in result.card.validation["per_image"].items()}
+    scores = {str(s): float(d) for s, d in result.card.validation["per_image"].items()}
+    table = None
+    if config.working_mpp:
+        images, held = load_images(pairs, fold_config, lambda _: None)
+        median = median_object_um2(images, config.working_mpp)
+        table = fold_scores(result.model, held, median)
+    return scores, table
 
 
 def train_cross_validated(
@@ -310,6 +344,18 @@ def train_cross_validated(
             f"{k} folds); training on all {len(pairs)} images"
         )
     final = dataclasses.replace(config, validation_images=(), keep="last")
+    validation = found.card_validation()
+    if config.working_mpp and found.min_object_tables:
+        images, _ = load_images(pairs, final, lambda _: None)
+        choice = found.min_object(median_object_um2(images, config.working_mpp))
+        if choice is not None:
+            validation.update(choice.card())
+            if say is not None:
+                say(
+                    f"minimum object area {choice.min_object_um2:g} µm² "
+                    f"({choice.fraction:g} of the median expert object): Dice "
+                    f"{choice.mean_dice:.4f} on the folds' images"
+                )
     result = train(
         pairs,
         final,
@@ -318,7 +364,7 @@ def train_cross_validated(
         say=say,
         progress=None if progress is None else (lambda r: progress(k, r)),
         cancel=cancel,
-        validation=found.card_validation(),
+        validation=validation,
         **card,
     )
     if result.stopped == "finished":
