@@ -49,7 +49,7 @@ from slide_unet.core.model.unet import UNet
 from slide_unet.core.scoring.metrics import dice
 from slide_unet.core.training.augment import Augmentation, augment
 from slide_unet.core.training.budget import TimeBudget
-from slide_unet.core.training.colour import colour_reference
+from slide_unet.core.training.colour import colour_reference, match_colours
 from slide_unet.core.training.config import TrainingConfig
 from slide_unet.core.training.data import (
     HeldOutImage,
@@ -67,6 +67,11 @@ LOSS_EVERY = 5
 
 #: Fewest steps a time budget must leave room for to start an epoch.
 MIN_EPOCH_STEPS = 5
+
+#: A fixed schedule that keeps its last epoch (cross-validation's folds) validates
+#: only every this many epochs and at the end: its scores pick nothing, and a
+#: fold of the nuclei recipe holds out about 200 images.
+SPARSE_VALIDATION_EVERY = 5
 
 
 @dataclass
@@ -370,7 +375,9 @@ def train(
         Record the training tissue's colour in the card (``colour_reference``,
         :mod:`slide_unet.core.training.colour`), so that the engine, validation
         here included, brings each slide's colour to it. A fine-tuned model
-        keeps its parent's.
+        keeps its parent's, and its training images are brought to it
+        (:func:`~slide_unet.core.training.colour.match_colours`; the card's
+        ``training.colour_matched_images`` counts them).
 
     Returns
     -------
@@ -398,6 +405,15 @@ def train(
         )
         mean, std = channel_statistics(images)
     card = _card(config, model, mean, std, parent)
+    colour_matched = None  # images brought to the base model's colours (fine-tuning)
+    if parent is not None and parent.colour_reference:
+        images, colour_matched = match_colours(
+            images, parent.colour_reference, config.working_mpp or config.input_mpp
+        )
+        say(
+            f"{colour_matched} of {len(images)} training images brought to the base model's "
+            "colour reference, as segment brings a slide"
+        )
     if match_colour:
         reference = colour_reference(images, config.working_mpp or config.input_mpp)
         if reference is None:
@@ -460,6 +476,12 @@ def train(
     def progress_fraction() -> float:
         return max(step / total_steps if total_steps else 0.0, clock.fraction())
 
+    def validating(epoch: int) -> bool:
+        """Whether this epoch's end validates (always, unless a sparse fixed schedule)."""
+        if config.keep != "last" or config.minutes or not total_steps:
+            return True
+        return epoch % SPARSE_VALIDATION_EVERY == 0 or step >= total_steps
+
     stopped = "finished"
     # An epoch costs a validation: start one only when a few steps fit before it.
     while more_steps(min(MIN_EPOCH_STEPS, config.steps_per_epoch)) and stopped == "finished":
@@ -512,7 +534,7 @@ def train(
             norm_std,
             batches=config.norm_batches,
         )
-        scores = validate(kept, held, device) if held else {}
+        scores = validate(kept, held, device) if held and validating(epoch) else {}
         mean_dice = float(np.mean(list(scores.values()))) if scores else math.nan
         if config.keep == "last" or mean_dice > best_dice:
             best_dice, best_epoch, best_scores = mean_dice, epoch, scores
@@ -557,6 +579,10 @@ def train(
     seconds = clock.elapsed()
     model.load_state_dict(best)
     model.eval()
+    if held and not best_scores:  # a sparse schedule stopped after an epoch it did not score
+        best_scores = validate(model, held, device)
+        best_dice = float(np.mean(list(best_scores.values())))
+        history[-1].update(val_dice=_rounded(best_dice), best_dice=_rounded(best_dice))
     card = dataclasses.replace(
         card,
         training={
@@ -572,6 +598,7 @@ def train(
             "machine": _machine(device),
             "torch": torch.__version__,
             "history": history,
+            **({} if colour_matched is None else {"colour_matched_images": colour_matched}),
         },
         validation=validation
         or {
