@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_training import folders, tiny_config  # noqa: F401 (a fixture)
 
 from slide_unet import cli
@@ -48,6 +49,40 @@ def test_a_fixed_validation_set_and_the_last_epoch_are_kept_as_asked(
     assert result.card.validation["mean_dice"] == epochs[-1]["val_dice"]
     with pytest.raises(InputError, match="not among"):
         train(pairs, tiny_config(validation_images=("nope",)), tmp_path / "x.safetensors")
+
+
+def test_a_fixed_schedule_keeping_its_last_epoch_scores_only_every_few_epochs_and_the_last(
+    folders: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from slide_unet.core.training.data import load_images
+    from slide_unet.core.training.train import SPARSE_VALIDATION_EVERY, validate
+
+    assert SPARSE_VALIDATION_EVERY == 5
+    pairs, _ = find_pairs(*folders)
+    epochs: list[dict[str, object]] = []
+    config = tiny_config(epochs=7, steps_per_epoch=2, validation_images=("tile1",), keep="last")
+    result = train(pairs, config, tmp_path / "m.safetensors", progress=epochs.append)
+    scored = [e["epoch"] for e in epochs if e["val_dice"] is not None]
+    assert scored == [5, 7]
+    assert result.card.validation["mean_dice"] == epochs[-1]["val_dice"]
+
+    # Stopped after an epoch it did not score: the kept (last) weights are scored then.
+    stop = threading.Event()
+
+    def stop_after_6(record: dict[str, object]) -> None:
+        if record["epoch"] == 6:
+            stop.set()
+
+    stopped = train(pairs, config, tmp_path / "s.safetensors", progress=stop_after_6, cancel=stop)
+    assert stopped.stopped == "cancelled"
+    assert stopped.best_epoch == 6
+    held = load_model(tmp_path / "s.safetensors")
+    _, items = load_images(pairs, config, lambda _: None)
+    assert stopped.card.validation["per_image"] == validate(held, items, torch.device("cpu"))
+    assert stopped.history[-1]["val_dice"] == stopped.card.validation["mean_dice"]
 
 
 def test_no_validation_trains_on_every_image(folders: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
