@@ -57,6 +57,7 @@ class StandInCard:
     default_input_mpp: float | None = None
     tile: int = 128
     threshold: float = 0.5
+    min_object_um2: float = 0.0
 
 
 @pytest.fixture(scope="session")

@@ -258,10 +258,35 @@ def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) ->
     assert widget.advanced.threshold.value == 0.0
     assert widget.settings.device.value == SegmentOptions().device
     # The form's 0s are None again ("the model's"): the core never sees a 0 tile.
-    assert widget.options() == SegmentOptions(model="glomeruli")
+    # The minimum object area is the picked model's own, shown as a number.
+    assert widget.options() == SegmentOptions(model="glomeruli", min_object_um2=0.0)
     widget.advanced.tile.value = 256
     widget.advanced.threshold.value = 0.7
     widget.advanced.tta.value = True
     options = widget.options(mpp=0.5)
     assert (options.tile, options.threshold, options.tta, options.mpp) == (256, 0.7, True, 0.5)
     assert options.batch_size is None
+
+
+def test_picking_a_model_puts_its_own_minimum_object_area_in_the_form(
+    dock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from slide_unet.core.model.store import load_model, save_model
+    from slide_unet.core.paths import MODELS_DIR_ENV
+
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+    base = load_model("glomeruli")
+    card = dataclasses.replace(base.card, name="glomeruli-cv", min_object_um2=1500.0)
+    save_model(base, "glomeruli-cv", card)
+    widget = dock("Segment")
+    widget.refresh_models(select="glomeruli-cv")
+    assert widget.advanced.min_object_um2.value == 1500.0
+    assert widget.options().min_object_um2 == 1500.0
+    widget.advanced.min_object_um2.value = 0.0  # the user keeps every object
+    assert widget.options().min_object_um2 == 0.0
+    widget.model.value = "glomeruli"
+    assert widget.advanced.min_object_um2.value == 0.0
+    widget.model.value = "glomeruli-cv"
+    assert widget.advanced.min_object_um2.value == 1500.0

@@ -148,9 +148,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--min-object-um2",
         type=float,
-        default=0.0,
+        default=None,
         metavar="AREA",
-        help="remove objects smaller than AREA µm² before scoring, as for segment",
+        help="remove objects smaller than AREA µm² before scoring, as for segment "
+        "(default: the model card's, as segment's; 0 keeps all)",
     )
     add_json_option(evaluate)
     evaluate.set_defaults(run=run)

@@ -203,6 +203,8 @@ class SegmentWidget(QWidget):
     def _show_model(self, _value: Any = None) -> None:
         card = self._cards.get(self.model.value)
         self.model_info.value = model_summary(card) if card is not None else ""
+        if card is not None:  # the model's own, as StarDist's plugin sets its thresholds
+            self.advanced.min_object_um2.value = card.min_object_um2
 
     def _show_device(self, _value: Any = None) -> None:
         try:

@@ -359,6 +359,26 @@ def test_min_object_area_removes_small_objects_in_square_microns(
         segment(image, model, min_object_um2=10.0, probabilities=True, **run)
 
 
+def test_the_model_cards_minimum_object_area_applies_unless_another_is_given(
+    red_threshold, tmp_path: Path
+) -> None:
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[10:20, 10:20, 0] = 255  # 100 px = 25 µm² at 0.5 µm/px
+    image[50:100, 50:150, 0] = 255  # 5000 px = 1250 µm²
+    model = red_threshold(tile=64)
+    model.card.min_object_um2 = 600.0  # what its cross-validation chose
+    run = {"mpp": 0.5, "tissue": False, "device": "cpu"}
+    by_default = segment(image, model, **run)
+    assert by_default.sum() == 5000  # the speck is gone
+    assert segment(image, model, min_object_um2=0.0, **run).sum() == 5100  # 0: keep all
+    assert segment(image, model, min_object_um2=10.0, **run).sum() == 5100
+    target = tmp_path / "mask.ome.tif"
+    segment(image, model, out=target, **run)
+    assert np.asarray(read_mask(target, shape=image.shape[:2])).sum() == 5000
+    probabilities = segment(image, model, probabilities=True, **run)  # not for probabilities
+    assert (probabilities[10:20, 10:20] > 0.5).all()
+
+
 def test_an_array_given_as_out_is_filled_in_place(red_threshold) -> None:
     image = np.zeros((300, 260, 3), np.uint8)
     image[100:200, 50:120, 0] = 255

@@ -68,10 +68,12 @@ def test_cross_validation_scores_each_area_on_the_folds_unseen_images(
 
     out = tmp_path / "cv.safetensors"
     _, again = train_cross_validated(pairs, config, out, 2)
-    validation = load_model(out).card.validation
+    card = load_model(out).card
+    validation = card.validation
     choice = again.min_object(validation["min_object_choice"]["median_object_um2"])
     assert choice is not None
     assert validation["min_object_um2"] == choice.min_object_um2
+    assert card.min_object_um2 == choice.min_object_um2  # what segment applies by default
     means = validation["min_object_choice"]["mean_dice_by_fraction"]
     assert means["0"] == round(found.mean_dice, 4)
     assert max(means.values()) == means[f"{choice.fraction:.6g}"]
@@ -87,3 +89,4 @@ def test_a_recipe_without_a_working_pixel_size_makes_no_choice(
     _, found = train_cross_validated(pairs, tiny_config(epochs=1), out, 2)
     assert found.min_object_tables == [None, None]
     assert "min_object_um2" not in load_model(out).card.validation
+    assert load_model(out).card.min_object_um2 == 0.0

@@ -157,7 +157,7 @@ def segment_distributed(
     batch_size: int | None = None,
     precision: str = "auto",
     tta: bool = False,
-    min_object_um2: float = 0.0,
+    min_object_um2: float | None = None,
     colour: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: Cancel | None = None,
@@ -179,8 +179,9 @@ def segment_distributed(
     region, mpp, device, tile, threshold, tissue, batch_size, precision, tta, min_object_um2
     colour
         As for ``segment`` (the colour is matched in the plan, so every worker
-        applies the same); ``device`` is what each worker uses; small objects
-        are removed here, once every worker is done.
+        applies the same; ``min_object_um2`` None is the card's); ``device`` is
+        what each worker uses; small objects are removed here, once every
+        worker is done.
     progress, cancel
         ``progress(done, total)`` in blocks as tasks finish; ``cancel`` (a
         callable or threading.Event) cancels outstanding tasks and raises
@@ -209,6 +210,11 @@ def segment_distributed(
     )
     if plan.source is None:
         raise InputError("distributed runs need a slide file that workers can open by path")
+    if min_object_um2 is None:  # the model card's (segment's default)
+        from slide_unet.core.model.card import ModelCard
+        from slide_unet.core.model.store import locate_model
+
+        min_object_um2 = ModelCard.from_json(locate_model(model)[1]).min_object_um2
     if tile is None and device != "cpu":
         plan = plan_segmentation(
             source,

@@ -8,6 +8,7 @@ This module is part of the napari-free core.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -58,6 +59,7 @@ def segment_into_store(
         # Imported here: the widget imports this module when it docks, torch only on a run.
         from slide_unet.core.devices import resolve_device
         from slide_unet.core.inference.live import result_signature
+        from slide_unet.core.inference.postprocess import model_min_object
         from slide_unet.core.inference.segment import segment
         from slide_unet.core.model.store import load_model
 
@@ -65,6 +67,10 @@ def segment_into_store(
         backup = store.backup() if store.edited else None
         store.touch(edited=False, source=f"segment {model}")
         loaded = load_model(model, device=resolve_device(options.device))
+        # The card's minimum object area unless one was given: one value for the run,
+        # its signature and what the caller is told.
+        area = model_min_object(loaded, options.min_object_um2, probabilities=False)
+        options = dataclasses.replace(options, min_object_um2=area)
         signature = result_signature(
             loaded,
             mpp=options.mpp,

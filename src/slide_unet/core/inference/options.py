@@ -10,7 +10,10 @@ Segment widget show it:
 - ``cli``: ``argparse`` keywords (``type``, ``choices``, ``metavar``, ``action``);
   no ``cli`` key: the command line declares no flag for it;
 - ``form``: the widget's field (``label``, ``advanced``, magicgui ``options``, the
-  form's ``type``); no ``form`` key: the widget has no field for it;
+  form's ``type``, and ``none_shown_as``: the number the form starts at for a
+  None default that the widget replaces, as the Segment widget puts the picked
+  model's minimum object area in its field); no ``form`` key: the widget has no
+  field for it;
 - ``zero_is_none``: a form cannot hold None, so 0 stands for it ("the model's");
   :meth:`SegmentOptions.from_form` and :meth:`SegmentOptions.form_value` map it,
   and nothing else does.
@@ -131,14 +134,19 @@ class SegmentOptions:
         cli={"action": "store_true"},
         form={"label": "Test-time augmentation", "advanced": True},
     )
-    min_object_um2: float = _option(
-        0.0,
+    min_object_um2: float | None = _option(
+        None,
         "remove objects smaller than AREA µm² after segmenting (pixels if the pixel size is "
         "unknown); 0: keep all",
+        default_text="the model card's, chosen by its cross-validation (0 for a card that "
+        "records none)",
         cli={"type": float, "metavar": "AREA"},
         form={
             "label": "Min. object (µm²)",
-            "tooltip": "remove objects smaller than this after segmenting; 0: keep all",
+            "tooltip": "remove objects smaller than this after segmenting; 0: keep all. "
+            "Set to the model's own (chosen by its cross-validation) when a model is picked",
+            "type": float,
+            "none_shown_as": 0.0,
             "advanced": True,
             "options": {"min": 0.0, "max": 1e7, "step": 100.0},
         },
@@ -193,4 +201,8 @@ class SegmentOptions:
         field = {f.name: f for f in dataclasses.fields(cls)}[name]
         if value is dataclasses.MISSING:
             value = field.default
-        return 0 if value is None and field.metadata["zero_is_none"] else value
+        if value is None and field.metadata["zero_is_none"]:
+            return 0
+        if value is None:  # a form shows a number, which its widget sets (see "form")
+            return field.metadata.get("form", {}).get("none_shown_as", value)
+        return value

@@ -34,6 +34,7 @@ __all__ = [
     "drop_small",
     "drop_small_objects",
     "min_pixels",
+    "model_min_object",
     "small_object_steps",
 ]
 
@@ -218,8 +219,21 @@ def clear_skipped(
             progress(done, len(skipped))
 
 
-def check_min_object(min_object_um2: float, probabilities: bool) -> None:
-    """Refuse a negative minimum object area, or one asked of probabilities."""
+def model_min_object(model: Any, min_object_um2: float | None, probabilities: bool) -> float:
+    """The minimum object area a run applies: the one given, else the model card's
+    (``min_object_um2``, chosen by its cross-validation; none for probabilities)."""
+    if min_object_um2 is not None:
+        return min_object_um2
+    if probabilities:
+        return 0.0
+    return float(getattr(getattr(model, "card", None), "min_object_um2", 0.0) or 0.0)
+
+
+def check_min_object(min_object_um2: float | None, probabilities: bool) -> None:
+    """Refuse a negative minimum object area, or one asked of probabilities (None:
+    the model's, checked when the card is read)."""
+    if min_object_um2 is None:
+        return
     if not min_object_um2 >= 0:
         raise InputError(
             f"min_object_um2 must be 0 or a positive area in µm², got {min_object_um2!r}"

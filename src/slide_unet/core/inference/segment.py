@@ -58,6 +58,7 @@ from slide_unet.core.inference.postprocess import (
     check_min_object,
     clear_skipped,
     drop_small,
+    model_min_object,
     small_object_steps,
 )
 
@@ -299,7 +300,7 @@ def segment(
     precision: str = "auto",
     tta: bool = False,
     colour: Any = True,
-    min_object_um2: float = 0.0,
+    min_object_um2: float | None = None,
     done: Callable[[tuple[int, int, int, int]], bool] | None = None,
     out_probabilities: Any = None,
 ) -> Any:
@@ -374,10 +375,12 @@ def segment(
         rotations and flips of each tile. About eight times slower; on the
         glomeruli model's held-out tiles it raises Dice a little (see the
         README).
-    min_object_um2 : float
+    min_object_um2 : float, optional
         Remove objects smaller than this area in µm² (in pixels when the
         pixel size is unknown) once every block is done; objects are measured
-        whole across blocks. 0: keep everything. Masks only.
+        whole across blocks. 0: keep everything. None (the default): the
+        model card's ``min_object_um2`` (the area its cross-validation chose;
+        0 for a card that records none). Masks only.
     done : callable, optional
         For an ``out`` array that may already hold this result in places (a
         mask store's ledger knows where): ``done((y0, y1, x0, x1))``, a block
@@ -435,6 +438,7 @@ def segment(
                     f"region needs {region_shape}"
                 )
         net, spec = load_model_spec(model, dev)
+        min_object_um2 = model_min_object(net, min_object_um2, probabilities)
         plan = make_plan(
             src,
             net,

@@ -209,6 +209,12 @@ class ModelCard:
         most :data:`MAX_TILE`.
     threshold
         Probability above which a pixel is foreground.
+    min_object_um2
+        Objects smaller than this (µm², pixels for a model without a working
+        pixel size) are removed from its masks unless the user asks otherwise:
+        the area its cross-validation chose
+        (:mod:`slide_unet.core.training.min_object`), as StarDist's models
+        carry the thresholds their validation chose. 0 keeps every object.
     trained
         ``False`` for untrained placeholders: nothing may claim they segment.
     training
@@ -248,6 +254,7 @@ class ModelCard:
     default_input_mpp: float | None = None
     tile: int = 512
     threshold: float = 0.5
+    min_object_um2: float = 0.0
     trained: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
@@ -295,6 +302,10 @@ class ModelCard:
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
             raise ModelError(f"threshold must be a probability between 0 and 1, got {brief(t)}")
         self.threshold = float(t)
+        area = self.min_object_um2
+        if isinstance(area, bool) or not isinstance(area, int | float) or not 0 <= area < 1e12:
+            raise ModelError(f"min_object_um2 must be 0 or a positive area, got {brief(area)}")
+        self.min_object_um2 = float(area)
         if not isinstance(self.trained, bool):
             raise ModelError(f"trained must be true or false, got {brief(self.trained)}")
         for key in ("training", "validation"):

@@ -325,7 +325,8 @@ def train_cross_validated(
     ``resume`` goes on with a run stopped before (see the module's docstring).
     ``card`` passes ``command``, ``data``, ``licence`` and ``match_colour`` on
     to :func:`~slide_unet.core.training.train.train` (``match_colour`` to the
-    folds' trainings too).
+    folds' trainings too). The card's ``min_object_um2`` is the area the folds
+    chose (:mod:`~slide_unet.core.training.min_object`), when they chose one.
     """
     found = cross_validate(
         pairs,
@@ -345,11 +346,13 @@ def train_cross_validated(
         )
     final = dataclasses.replace(config, validation_images=(), keep="last")
     validation = found.card_validation()
+    area = None
     if config.working_mpp and found.min_object_tables:
         images, _ = load_images(pairs, final, lambda _: None)
         choice = found.min_object(median_object_um2(images, config.working_mpp))
         if choice is not None:
             validation.update(choice.card())
+            area = choice.min_object_um2
             if say is not None:
                 say(
                     f"minimum object area {choice.min_object_um2:g} µm² "
@@ -365,6 +368,7 @@ def train_cross_validated(
         progress=None if progress is None else (lambda r: progress(k, r)),
         cancel=cancel,
         validation=validation,
+        min_object_um2=area,
         **card,
     )
     if result.stopped == "finished":

@@ -307,7 +307,7 @@ def _score_pair(
     device: torch.device,
     precision: str,
     tta: bool,
-    min_object_um2: float,
+    min_object_um2: float | None,
     cancel: Callable[[], bool],
     colour: bool = True,
 ) -> tuple[Scores, PixelSize]:
@@ -342,7 +342,7 @@ def evaluate(
     device: str | torch.device = "auto",
     precision: str = "auto",
     tta: bool = False,
-    min_object_um2: float = 0.0,
+    min_object_um2: float | None = None,
     colour: bool = True,
     stems: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -375,9 +375,10 @@ def evaluate(
     tta : bool
         Test-time augmentation, as for :func:`~slide_unet.core.inference.segment.segment`
         (model cards' figures are without it).
-    min_object_um2 : float
+    min_object_um2 : float, optional
         Remove objects smaller than this (µm²) before scoring, as
-        :func:`~slide_unet.core.inference.segment.segment` does.
+        :func:`~slide_unet.core.inference.segment.segment` does (None, the
+        default: the model card's, as ``segment``'s; 0 keeps all).
     colour : bool
         Match each image's colour to the card's reference, as ``segment`` does
         (by default, as for a user).

@@ -229,6 +229,7 @@ def _card(
             default_input_mpp=config.input_mpp or parent.default_input_mpp,
             tile=parent.tile,
             threshold=parent.threshold,
+            min_object_um2=parent.min_object_um2,
             parent=parent.name,
             colour_reference=parent.colour_reference,
         )
@@ -328,6 +329,7 @@ def train(
     started: float | None = None,
     validation: dict[str, Any] | None = None,
     match_colour: bool = False,
+    min_object_um2: float | None = None,
 ) -> TrainingResult:
     """Train (or fine-tune) a U-Net and save the best weights with their card.
 
@@ -378,6 +380,9 @@ def train(
         keeps its parent's, and its training images are brought to it
         (:func:`~slide_unet.core.training.colour.match_colours`; the card's
         ``training.colour_matched_images`` counts them).
+    min_object_um2 : float, optional
+        The card's minimum object area (what cross-validation chose); None: 0
+        for a new model, the parent's for a fine-tuned one.
 
     Returns
     -------
@@ -610,6 +615,7 @@ def train(
         },
         command=command,
         licence=licence or card.licence,
+        min_object_um2=card.min_object_um2 if min_object_um2 is None else min_object_um2,
     )
     weights = save_model(model.cpu(), out, card)
     card = ModelCard.from_json(weights.with_name(weights.name[: -len(".safetensors")] + ".json"))
