@@ -75,7 +75,7 @@ def _train_cross_validated(
         name = f"fold {fold + 1}/{k}" if fold < k else "all images"
         print_epoch(record, config.epochs, f"[{name}] ")
 
-    result, found = train_cross_validated(
+    result, _ = train_cross_validated(
         pairs,
         config,
         args.output,
@@ -85,15 +85,19 @@ def _train_cross_validated(
         resume=args.resume,
         **card,
     )
-    validation = found.card_validation()
+    validation = result.card.validation  # the folds' figure, and the area they chose
+    area = result.card.min_object_um2
     if args.json:
         summary = {"output": str(args.output), "seconds": round(result.seconds, 1)}
+        summary["min_object_um2"] = area
         print(json.dumps({**summary, "cross_validation": validation}, indent=2))
     else:
+        removed = f"; objects under {area:g} µm² removed by default" if area else ""
         print(
             f"saved {args.output}: cross-validated Dice {validation['mean_dice']:.4f} "
             f"(sd {validation['sd_over_folds']:.4f} over {k} folds), trained on all "
             f"{len(pairs)} images, {result.seconds / 60:.1f} min for the last training"
+            f"{removed}"
         )
     return 0
 
