@@ -12,10 +12,15 @@ epoch, is what is judged:
    its score) and scores the fold's images through the engine
    (:func:`~slide_unet.core.training.train.validate`, fp32);
 3. every image is thus scored once, by a model that never saw it: the mean
-   over images and the spread over folds are the recipe's figure;
+   over images and the spread over folds are the recipe's figure; with a
+   working pixel size, each fold's model also scores its images with small
+   objects dropped at a few candidate areas
+   (:mod:`~slide_unet.core.training.min_object`), and the best area over all
+   the images is the recipe's minimum object area;
 4. :func:`train_cross_validated` then trains the shipped model on every image
-   with the same schedule and records that figure in its card, which is what
-   the widgets show.
+   with the same schedule and records that figure (and area, which
+   ``segment`` then applies by default) in its card; the figure is what the
+   widgets show.
 
 That is ``k + 1`` trainings: hours on a CPU. Given the output's path, the run
 can stop and go on (``slide-unet train --folds K --resume``): each finished
