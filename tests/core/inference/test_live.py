@@ -141,7 +141,8 @@ def _button(store: MaskStore, region: tuple[int, int, int, int], **kwargs: objec
 
     cancel = kwargs.pop("cancel", threading.Event())
     landed = kwargs.pop("landed", lambda box: None)
-    options = SegmentOptions(model="glomeruli", device="cpu", precision="fp32", **kwargs)
+    kwargs.setdefault("model", "glomeruli")
+    options = SegmentOptions(device="cpu", precision="fp32", **kwargs)  # type: ignore[arg-type]
     return segment_into_store(
         store, str(SAMPLE), region, options, progress=None, cancel=cancel, landed=landed
     )
@@ -235,6 +236,27 @@ def test_a_minimum_object_area_records_the_result_only_when_the_run_ends(
     _button(store, WHOLE, min_object_um2=1000.0)
     assert len(store.ledger.signatures()) == 1
     assert store.ledger.holds(WHOLE, store.ledger.signatures()[0])
+
+
+def test_the_button_applies_the_model_cards_minimum_object_area_and_says_so(
+    store: MaskStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from slide_unet.core.inference.segment import segment
+    from slide_unet.core.model.store import load_model, save_model
+    from slide_unet.core.paths import MODELS_DIR_ENV
+
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "models"))
+    base = load_model("glomeruli")
+    card = dataclasses.replace(base.card, name="glomeruli-cv", min_object_um2=1000.0)
+    save_model(base, "glomeruli-cv", card)
+    result = _button(store, WHOLE, model="glomeruli-cv")
+    assert result["min_object_um2"] == 1000.0  # what the widget tells the user
+    expected = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=1000)
+    plain = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    assert plain.sum() > expected.sum()  # the sample has specks under 1,000 µm²
+    np.testing.assert_array_equal(np.asarray(store.level0[:]) != 0, expected != 0)
 
 
 def test_the_worker_sets_its_own_torch_threads_and_no_other_threads(store: MaskStore) -> None:
