@@ -37,7 +37,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probs = segment(SAMPLE, net, probabilities=True, tissue=False)
-    card = dataclasses.replace(card, threshold=float(np.median(probs)))
+    # Its card's minimum object area applies on both sides unless told otherwise.
+    card = dataclasses.replace(card, threshold=float(np.median(probs)), min_object_um2=20.0)
     return save_model(net, tmp_path_factory.mktemp("models") / "random", card)
 
 
@@ -58,6 +59,8 @@ def test_two_worker_local_cluster_matches_a_single_process_run(model_file, tmp_p
     expected, got = np.asarray(local[:]), np.asarray(spread[:])
     assert 0.2 < expected.mean() < 0.8
     np.testing.assert_array_equal(got, expected)
+    every = segment(SAMPLE, model_file, tissue=False, min_object_um2=0)
+    assert (every != expected).any()  # the card's area removed specks on both sides
     assert done[-1][0] == done[-1][1] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.zarr", "spread.zarr"]
 
