@@ -166,3 +166,15 @@ def test_cli_writes_the_package_and_reports_the_test(
     assert "scale: 2.0" in _rdf(out)
     assert main(["export-model", "glomeruli", "-o", str(tmp_path / "g.zip"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["output"].endswith("g.zip")
+
+
+def test_the_package_description_names_the_cards_minimum_object_area() -> None:
+    import dataclasses
+
+    from slide_unet.core.model.bioimageio_export import _readme
+    from slide_unet.core.model.card import ModelCard
+
+    card = ModelCard(name="g", normalization={"mean": [0.5] * 3, "std": [0.25] * 3})
+    assert "objects under" not in _readme(card, "CC-BY-4.0", 32, 16, 512)
+    chosen = dataclasses.replace(card, min_object_um2=1500.0)
+    assert "objects under 1500 µm² are then removed" in _readme(chosen, "CC-BY-4.0", 32, 16, 512)

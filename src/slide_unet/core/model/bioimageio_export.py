@@ -235,7 +235,14 @@ def _readme(card: ModelCard, spdx: str, halo: int, multiple: int, side: int) -> 
         "",
         f"Semantic segmentation of {card.name} in {card.channels} microscopy images: the "
         "output is a foreground probability per pixel "
-        f"(threshold {card.threshold:g} for a mask).",
+        f"(threshold {card.threshold:g} for a mask"
+        + (
+            f"; objects under {card.min_object_um2:g} µm² are then removed, the area its "
+            "cross-validation chose"
+            if card.min_object_um2
+            else ""
+        )
+        + ").",
         "",
         "## Input and output",
         "",
