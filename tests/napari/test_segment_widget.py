@@ -245,6 +245,12 @@ def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() ->
     assert model_summary(one_split) == "validation Dice 0.931"
     counted = SimpleNamespace(working_mpp=None, validation={"mean_dice": 0.9311, "n_images": 3})
     assert model_summary(counted) == "validation Dice 0.931 on 3 held-out images"
+    chosen = SimpleNamespace(
+        working_mpp=2.0, min_object_um2=1875.0, validation={"mean_dice": 0.9, "sd_over_folds": 0.1}
+    )
+    assert model_summary(chosen) == (
+        "works at 2 µm/px, cross-validated Dice 0.900 ± 0.100, drops objects under 1,875 µm²"
+    )
 
 
 def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) -> None:

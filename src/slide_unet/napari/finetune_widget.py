@@ -204,6 +204,7 @@ class FinetuneWidget(QWidget):
         # -- model and budget
         self.model = ComboBox(label="Base model", choices=self._model_choices)
         self.model_info = Label()
+        self.model_info.native.setWordWrap(True)  # a long summary wraps, not widens
         self.new_name = LineEdit(label="New model name")
         self.new_name.tooltip = "Saved among your models; bundled models are never overwritten"
         self.settings = form(FinetuneSettings, advanced=False)

@@ -54,4 +54,7 @@ def model_summary(card: Any) -> str:
         count = validation.get("n_images")
         on = f" on {count} held-out image{'s' if count != 1 else ''}" if count else ""
         parts.append(f"validation Dice {dice:.3f}{on}")
+    area = getattr(card, "min_object_um2", 0.0)
+    if area:  # applied by default: say so where the model is picked, not only in Advanced
+        parts.append(f"drops objects under {area:,.0f} µm²")
     return ", ".join(parts) or "no card figures"

@@ -122,6 +122,7 @@ class SegmentWidget(QWidget):
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model = ComboBox(label="Model", choices=self._model_choices)
         self.model_info = Label()
+        self.model_info.native.setWordWrap(True)  # a long summary wraps, not widens
         self.settings = form(SegmentSettings, advanced=False)
         self.device_info = Label()
         self.advanced = form(SegmentSettings, advanced=True)
