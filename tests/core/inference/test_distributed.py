@@ -65,6 +65,15 @@ def test_two_worker_local_cluster_matches_a_single_process_run(model_file, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.zarr", "spread.zarr"]
 
 
+def test_the_plan_carries_the_cards_minimum_object_area(model_file):
+    """Workers and the client read the area from one place: the plan."""
+    from slide_unet.core.inference.planning import plan_segmentation
+
+    assert plan_segmentation(SAMPLE, model_file, tissue=False).min_object_um2 == 20.0
+    probabilities = plan_segmentation(SAMPLE, model_file, tissue=False, probabilities=True)
+    assert probabilities.min_object_um2 == 0.0
+
+
 def test_distributed_runs_refuse_a_loaded_module(tmp_path):
     from slide_unet.core.inference.distributed import segment_distributed
 

@@ -211,10 +211,7 @@ def segment_distributed(
     if plan.source is None:
         raise InputError("distributed runs need a slide file that workers can open by path")
     if min_object_um2 is None:  # the model card's (segment's default)
-        from slide_unet.core.model.card import ModelCard
-        from slide_unet.core.model.store import locate_model
-
-        min_object_um2 = ModelCard.from_json(locate_model(model)[1]).min_object_um2
+        min_object_um2 = plan.min_object_um2
     if tile is None and device != "cpu":
         plan = plan_segmentation(
             source,

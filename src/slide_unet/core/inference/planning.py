@@ -115,6 +115,9 @@ class SegmentationPlan:
         The colour matching folded into ``input_scale`` and ``input_offset``
         (:func:`colour_match`): each RGB channel ``c`` (0..1) became
         ``c * gain + shift``; None when colours were left as they are.
+    min_object_um2 : float
+        The card's minimum object area (µm², chosen by its cross-validation):
+        what a run drops unless told another; 0 for probabilities.
     """
 
     source: str | None
@@ -139,6 +142,7 @@ class SegmentationPlan:
     tta: bool = False
     colour_gain: tuple[float, ...] | None = None
     colour_shift: tuple[float, ...] | None = None
+    min_object_um2: float = 0.0
 
     @property
     def tile(self) -> int:
@@ -171,6 +175,7 @@ class _Card:
     tile: int | None
     threshold: float
     colour_reference: dict[str, Any] | None = None
+    min_object_um2: float = 0.0
 
 
 #: Bounds of the colour matching's per-channel gain: a slide whose tissue is
@@ -272,6 +277,7 @@ def _card_of(model: torch.nn.Module) -> _Card:
         tile=int(tile) if tile else None,
         threshold=0.5 if threshold is None else float(threshold),
         colour_reference=getattr(card, "colour_reference", None),
+        min_object_um2=float(getattr(card, "min_object_um2", None) or 0.0),
     )
 
 
@@ -562,6 +568,7 @@ def make_plan(
         tta=bool(tta),
         colour_gain=matched[0] if matched else None,
         colour_shift=matched[1] if matched else None,
+        min_object_um2=0.0 if probabilities else card.min_object_um2,
     )
 
 

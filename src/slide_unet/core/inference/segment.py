@@ -58,7 +58,6 @@ from slide_unet.core.inference.postprocess import (
     check_min_object,
     clear_skipped,
     drop_small,
-    model_min_object,
     small_object_steps,
 )
 
@@ -438,7 +437,6 @@ def segment(
                     f"region needs {region_shape}"
                 )
         net, spec = load_model_spec(model, dev)
-        min_object_um2 = model_min_object(net, min_object_um2, probabilities)
         plan = make_plan(
             src,
             net,
@@ -456,6 +454,8 @@ def segment(
             # its chunks: no chunk is rewritten by two blocks.
             align=getattr(out, "block_alignment", None) if kind == "array" else None,
         )
+        if min_object_um2 is None:  # the model card's, as the plan carries it
+            min_object_um2 = plan.min_object_um2
         options: dict[str, Any] = {
             "model": net,
             "slide": src.levels,
