@@ -111,4 +111,11 @@ def test_new_settings_start_a_new_result_and_hand_edits_survive_it(viewer, dock,
     assert segmenter.calls >= 1  # the view ran again with the new threshold...
     np.testing.assert_array_equal(np.asarray(store.level0[100:164, 100:164]), painted)
     assert not store.ledger.holds((0, 1024, 0, 1024), segmenter.signature)  # ...but not there
+    # A setting Live does not use (it keeps small objects) leaves the view running.
+    from slide_unet.napari.segment_widget import LIVE_SETTINGS
+
+    assert {w.name for w in (*widget.settings, *widget.advanced)} >= LIVE_SETTINGS
+    live = widget.live
+    widget.advanced.min_object_um2.value = 500.0
+    assert widget.live is live
     widget.live_switch.value = False

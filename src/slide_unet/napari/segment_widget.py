@@ -57,6 +57,8 @@ VIEWPORT, WHOLE_SLIDE = "Viewport", "Whole slide"
 #: at 4 a second. After the first ten seconds of a run, every other second.
 REFRESH_SECONDS = 1.0
 LATE_REFRESH_SECONDS = 2.0
+#: The settings a Live view runs with (``_start_live``): changing one restarts it.
+LIVE_SETTINGS = frozenset({"device", "threshold", "tta", "colour"})
 
 
 #: The Segment widget's form: where to segment, then the fields of
@@ -160,7 +162,8 @@ class SegmentWidget(QWidget):
         self.model.changed.connect(self._restart_live)
         self.image.changed.connect(self._restart_live)
         for widget in (*self.settings, *self.advanced):
-            widget.changed.connect(self._restart_live)
+            if widget.name in LIVE_SETTINGS:  # others (batch size, min. object) it ignores
+                widget.changed.connect(self._restart_live)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
         self.reset_choices()
