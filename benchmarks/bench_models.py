@@ -113,11 +113,13 @@ def _params(model: Any) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def _dice(model: Any, kind: str) -> list[str]:
+def _dice(model: Any, kind: str, details: list[str]) -> list[str]:
+    """The table's cells (per-image mean / pooled Dice of each set); each image's Dice
+    and false objects, and each set's object F1, go to ``details``."""
     from slide_unet.core.training.evaluation import evaluate
 
     cells = []
-    for _, folder, mpp, stems in SETS[kind]:
+    for label, folder, mpp, stems in SETS[kind]:
         result = evaluate(
             model,
             DATA / folder / "images",
@@ -127,6 +129,14 @@ def _dice(model: Any, kind: str) -> list[str]:
             device="cpu",
         )
         cells.append(f"{result.mean_dice:.3f} / {result.pooled_dice:.3f}")
+        if len(result.per_image) <= 8:  # the small sets: every image's figure
+            images = ", ".join(
+                f"{stem[:10]} {dice:.3f} ({result.per_image_counts[stem].false_positives} FP)"
+                for stem, dice in result.per_image.items()
+            )
+            details.append(f"- {label}: {images}; object F1 {result.pooled.f1:.3f}")
+        else:
+            details.append(f"- {label}: object F1 {result.pooled.f1:.3f}")
     return cells
 
 
@@ -145,6 +155,7 @@ def main() -> None:
     shipped = load_model(args.kind, device="cpu")
     image = _mosaic(args.kind, shipped.card.working_mpp)
     rows: list[tuple[str, float, float, list[str]]] = []
+    details: list[str] = []
     for width, depth, norm in ARCHITECTURES:
         model = _network(shipped.card, width, depth, norm)
         label = f"U-Net w{width} d{depth} {norm} (untrained)"
@@ -155,8 +166,11 @@ def main() -> None:
         cv = (model.card.validation or {}).get("mean_dice")
         sd = (model.card.validation or {}).get("sd_over_folds")
         cv_text = "-" if cv is None else f"{cv:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
-        label = f"{Path(path).stem} (w{p['base_width']} d{p['depth']} {p['norm']})"
-        cells = [cv_text, *_dice(model, args.kind)]
+        where = Path(path)
+        size = f"w{p['base_width']} d{p['depth']} {p['norm']}"
+        label = f"{where.parent.name}/{where.stem} ({size})"
+        details.append(f"{path}:")
+        cells = [cv_text, *_dice(model, args.kind, details)]
         rows.append((label, _params(model), _speed(model, image, args.rounds), cells))
 
     reference = rows[0][2]
@@ -171,6 +185,9 @@ def main() -> None:
         base = [label, f"{params:.2f}", f"{speed:.2f}", f"{reference / speed:.2f}x"]
         extra = (cells or ["-"] * (len(headers) - 4)) if args.models else []
         print("| " + " | ".join(base + extra) + " |")
+    if details:
+        print()
+        print("\n".join(details))
 
 
 if __name__ == "__main__":

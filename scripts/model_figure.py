@@ -1,9 +1,11 @@
-"""Draw the README's figure of the bundled models on held-out images.
+"""Draw the README's figure of the bundled models on images they never trained on.
 
-For each model, the first images its card lists as held out from training:
-the image, the expert mask (green) and the model's prediction through
-``slide_unet.segment`` (magenta), side by side, each row titled with
-its Dice. Run from the repository root, next to ``../shared/data``::
+For each model, the first images its card lists as held out from training
+(``training.validation_images``) or, for a model trained on every image after
+cross-validation, as left out of its training (``training.excluded``: the
+glomeruli model's sample-slide tiles): the image, the expert mask (green)
+and the model's prediction through ``slide_unet.segment`` (magenta), side
+by side, each row titled with its Dice. Run from the repository root, next to ``../shared/data``::
 
     python scripts/model_figure.py            # writes docs/models.png
 
@@ -52,7 +54,10 @@ def rows_for(model_name: str, count: int) -> list[tuple[str, list[Image.Image]]]
 
     images, masks, mpp = SOURCES[model_name]
     model = slide_unet.load_model(model_name)
-    held = model.card.training["validation_images"]
+    training = model.card.training
+    held = list(training.get("validation_images") or []) + list(training.get("excluded") or [])
+    if not held:
+        raise SystemExit(f"the {model_name} card lists no image it never trained on")
     pairs = {p.stem: p for p in find_pairs(DATA / images, DATA / masks)[0]}
     rows = []
     for stem in held[:count]:
@@ -60,7 +65,7 @@ def rows_for(model_name: str, count: int) -> list[tuple[str, list[Image.Image]]]
         rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
         pred = slide_unet.segment(image, model, mpp=file_mpp or mpp, device="cpu")
         score = slide_unet.dice(pred, truth)
-        title = f"{model_name} · held-out {stem[:12]} · Dice {score:.3f}"
+        title = f"{model_name} · never trained on {stem[:12]} · Dice {score:.3f}"
         rows.append(
             (
                 title,
