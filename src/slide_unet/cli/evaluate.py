@@ -74,9 +74,16 @@ def run(args: argparse.Namespace) -> int:
         if args.held_out:
             stems = held_out_stems(model)
             if not stems:
+                folds = (model.card.validation or {}).get("folds")
+                why = (
+                    f"it was trained on every image after {len(folds)}-fold cross-validation "
+                    "(its card's validation.per_image holds each image's cross-validated Dice)"
+                    if folds
+                    else "its card has no training['validation_images']"
+                )
                 raise UsageError(
-                    f"model {model.card.name!r} lists no held-out images (its card has no "
-                    "training['validation_images']): evaluate without --held-out"
+                    f"model {model.card.name!r} lists no held-out images ({why}): evaluate "
+                    "without --held-out"
                 )
         result = evaluate(
             model,

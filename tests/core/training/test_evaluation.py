@@ -438,6 +438,22 @@ def test_cli_held_out_without_a_list_is_an_error(
     _one_line_error(*run(capsys, *args, "--held-out"), "lists no held-out images")
 
 
+def test_cli_held_out_of_a_cross_validated_model_says_where_its_figure_is(
+    tiny_unet, folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, masks = folders
+    model = save_tiny(
+        tiny_unet,
+        tmp_path / "cv",
+        training={"validation_images": []},
+        validation={"mean_dice": 0.5, "folds": [["a"], ["b"], ["c"]]},
+    )
+    args = ["--model", str(model), "--images", str(images), "--masks", str(masks)]
+    _one_line_error(
+        *run(capsys, *args, "--held-out"), "trained on every image after 3-fold cross-validation"
+    )
+
+
 def test_cli_held_out_stems_missing_from_the_folder_are_named(
     tiny_unet, folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
