@@ -82,7 +82,7 @@ def rows_for(model_name: str, count: int) -> list[tuple[str, list[Image.Image]]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", nargs="?", type=Path, default=REPO / "docs" / "models.png")
-    parser.add_argument("--per-model", type=int, default=3, help="rows per model")
+    parser.add_argument("--per-model", type=int, default=4, help="rows per model")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: the figure needs the shared data")

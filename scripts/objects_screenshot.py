@@ -5,8 +5,8 @@ Run under a virtual display::
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/objects_screenshot.py
 
 It opens ``sample_data/kidney_pas.ome.tif`` with the plugin reader, segments the whole
-slide with the Segment widget (the bundled glomeruli model; the store keeps its
-probabilities, so the table has a mean probability per object), measures the result in
+slide with the Segment widget (the bundled glomeruli model, every object kept: *Min.
+object* 0; the store keeps its probabilities, so the table has a mean probability per object), measures the result in
 the Objects dock (sorted by area, the largest clicked: the view centres on it), builds the
 Review queue against the sample's expert mask file (false positives first), and saves the
 window, downscaled to keep the PNG small.
@@ -38,6 +38,9 @@ def main() -> None:
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     segment.model.value = "glomeruli"
     segment.settings.region.value = "Whole slide"
+    # Keep every object (the card's minimum area would remove the specks), so that the
+    # review queue has false positives to show.
+    segment.advanced.min_object_um2.value = 0.0
     wait(app, segment.finished, segment.run)
     mask = segment.layer
     remove_docks(viewer)

@@ -255,6 +255,7 @@ def test_the_segment_widget_shows_the_cross_validated_figure_and_its_spread() ->
 
 def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) -> None:
     from slide_unet.core.inference.options import SegmentOptions
+    from slide_unet.core.model.store import load_model
 
     widget = dock("Segment")
     widget.model.value = "glomeruli"
@@ -265,7 +266,9 @@ def test_the_form_is_built_from_segment_options_and_read_back_into_them(dock) ->
     assert widget.settings.device.value == SegmentOptions().device
     # The form's 0s are None again ("the model's"): the core never sees a 0 tile.
     # The minimum object area is the picked model's own, shown as a number.
-    assert widget.options() == SegmentOptions(model="glomeruli", min_object_um2=0.0)
+    own = load_model("glomeruli").card.min_object_um2
+    assert own > 0  # the bundled card's, chosen by its cross-validation
+    assert widget.options() == SegmentOptions(model="glomeruli", min_object_um2=own)
     widget.advanced.tile.value = 256
     widget.advanced.threshold.value = 0.7
     widget.advanced.tta.value = True
@@ -292,7 +295,7 @@ def test_picking_a_model_puts_its_own_minimum_object_area_in_the_form(
     assert widget.options().min_object_um2 == 1500.0
     widget.advanced.min_object_um2.value = 0.0  # the user keeps every object
     assert widget.options().min_object_um2 == 0.0
-    widget.model.value = "glomeruli"
-    assert widget.advanced.min_object_um2.value == 0.0
+    widget.model.value = "glomeruli"  # the bundled card's own (its cross-validation's)
+    assert widget.advanced.min_object_um2.value == base.card.min_object_um2 != 1500.0
     widget.model.value = "glomeruli-cv"
     assert widget.advanced.min_object_um2.value == 1500.0
