@@ -6,10 +6,10 @@ Run under a virtual display::
 
 It opens ``sample_data/kidney_pas.ome.tif`` with the plugin reader, segments the whole
 slide with the Segment widget (the bundled glomeruli model, every object kept: *Min.
-object* 0; the store keeps its probabilities, so the table has a mean probability per object), measures the result in
-the Objects dock (sorted by area, the largest clicked: the view centres on it), builds the
-Review queue against the sample's expert mask file (false positives first), and saves the
-window, downscaled to keep the PNG small.
+object* 0; the store keeps its probabilities, so the table has a mean probability per
+object), measures the result in the Objects dock (sorted by area, the largest clicked: the
+view centres on it), builds the Review queue against the sample's expert mask file (false
+positives first), and saves the window, downscaled to keep the PNG small.
 """
 
 from __future__ import annotations
