@@ -43,8 +43,10 @@ def test_blocks_land_nearest_the_centre_first_and_meet_without_seams(store: Mask
     assert sorted(landed) == sorted(queued)
     assert len(landed) == 4
     assert live.calls < 4  # the others ran side by side, fewer calls
-    # Four block calls give the mask one call on the whole slide gives.
-    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    # Four block calls give the mask one call on the whole slide gives, every object kept
+    # (the card's minimum area is for whole-region runs: an object cut by a block's
+    # edge would be measured in part).
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=0)
     np.testing.assert_array_equal(np.asarray(store.level0[:]), whole)
     assert whole.any()  # the sample has glomeruli: the comparison is not of two blanks
 
@@ -142,6 +144,7 @@ def _button(store: MaskStore, region: tuple[int, int, int, int], **kwargs: objec
     cancel = kwargs.pop("cancel", threading.Event())
     landed = kwargs.pop("landed", lambda box: None)
     kwargs.setdefault("model", "glomeruli")
+    kwargs.setdefault("min_object_um2", 0.0)  # every object kept, unless a test says
     options = SegmentOptions(device="cpu", precision="fp32", **kwargs)  # type: ignore[arg-type]
     return segment_into_store(
         store, str(SAMPLE), region, options, progress=None, cancel=cancel, landed=landed
@@ -166,7 +169,7 @@ def test_the_segment_button_skips_the_blocks_live_did_and_does_the_rest(
     _button(store, WHOLE)
     level0 = np.asarray(store.level0[:])
     assert level0[seen].all()  # skipped: neither run nor cleared
-    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=0)
     np.testing.assert_array_equal(level0[~seen], whole[~seen])  # the fourth ran
     assert whole[~seen].any()  # ...and holds glomeruli: not a comparison of blanks
     assert store.ledger.holds(WHOLE, live.signature)
@@ -180,7 +183,7 @@ def test_a_block_half_done_runs_whole_as_cheaper_than_its_halves(store: MaskStor
         assert live.wait(timeout=120)
     store.write(0, 0, np.ones((1024, 2048), np.uint8), edited=False)  # a mark, as above
     _button(store, WHOLE)
-    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    whole = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=0)
     np.testing.assert_array_equal(np.asarray(store.level0[:]), whole)  # the mark is gone
 
 
@@ -216,9 +219,11 @@ def test_a_cancelled_button_run_keeps_its_finished_blocks_for_the_next(
         assert live.wait(timeout=120)
 
 
-def test_a_minimum_object_area_records_the_result_only_when_the_run_ends(
+def test_with_a_minimum_object_area_blocks_hold_every_object_until_the_run_ends(
     store: MaskStore,
 ) -> None:
+    """A block that landed holds the result with every object (Live's) until the run
+    removes small objects over the whole region: a cancelled run's blocks count."""
     from slide_unet.core.errors import Cancelled
 
     cancel = threading.Event()
@@ -232,10 +237,45 @@ def test_a_minimum_object_area_records_the_result_only_when_the_run_ends(
             cancel=cancel,
             landed=lambda box: cancel.set(),
         )
-    assert store.ledger.signatures() == []  # small objects were not removed yet
+    with _live(store) as live:
+        assert store.ledger.signatures() == [live.signature]  # every object kept, so far
+        assert 0 < len(live.request(WHOLE)) < 4
+        live.cancel()
+        assert live.wait(timeout=120)
     _button(store, WHOLE, min_object_um2=1000.0)
-    assert len(store.ledger.signatures()) == 1
-    assert store.ledger.holds(WHOLE, store.ledger.signatures()[0])
+    cleaned = store.ledger.signatures()[-1]
+    assert cleaned.startswith(f"{live.signature}+min ")
+    assert store.ledger.holds(WHOLE, cleaned)
+    expected = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=1000)
+    np.testing.assert_array_equal(np.asarray(store.level0[:]) != 0, expected != 0)
+
+
+def test_live_shows_a_button_result_with_small_objects_removed_and_the_button_reuses_lives(
+    store: MaskStore,
+) -> None:
+    """Live keeps every object; a button run with an area takes Live's blocks and
+    removes the small objects over all of them; Live then has nothing to redo."""
+    with _live(store) as live:  # three of the button's block's four squares
+        live.request((0, 1024, 0, 2048))
+        assert live.wait(timeout=120)
+        live.request((1024, 2048, 0, 1024))
+        assert live.wait(timeout=120)
+    landed: list[tuple[int, int, int, int]] = []
+    _button(store, WHOLE, min_object_um2=1000.0, landed=landed.append)
+    # Only the fourth ran; what else landed is the removal's writes and the region.
+    squares = [b for b in landed if b[1] - b[0] == b[3] - b[2] == 1024]
+    assert squares == [(1024, 2048, 1024, 2048)]
+    expected = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=1000)
+    np.testing.assert_array_equal(np.asarray(store.level0[:]) != 0, expected != 0)
+    with _live(store) as again:
+        assert again.request(WHOLE) == []  # the cleaned result will do
+        assert again.wait(timeout=120)
+        assert again.calls == 0
+    # Other settings are another result: neither the cleaned one nor Live's will do.
+    with _live(store, tta=True) as other:
+        assert len(other.request(WHOLE)) == 4
+        other.cancel()
+        assert other.wait(timeout=120)
 
 
 def test_the_button_applies_the_model_cards_minimum_object_area_and_says_so(
@@ -251,10 +291,10 @@ def test_the_button_applies_the_model_cards_minimum_object_area_and_says_so(
     base = load_model("glomeruli")
     card = dataclasses.replace(base.card, name="glomeruli-cv", min_object_um2=1000.0)
     save_model(base, "glomeruli-cv", card)
-    result = _button(store, WHOLE, model="glomeruli-cv")
+    result = _button(store, WHOLE, model="glomeruli-cv", min_object_um2=None)  # the card's
     assert result["min_object_um2"] == 1000.0  # what the widget tells the user
     expected = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=1000)
-    plain = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32")
+    plain = segment(SAMPLE, "glomeruli", device="cpu", precision="fp32", min_object_um2=0)
     assert plain.sum() > expected.sum()  # the sample has specks under 1,000 µm²
     np.testing.assert_array_equal(np.asarray(store.level0[:]) != 0, expected != 0)
 

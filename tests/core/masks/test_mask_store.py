@@ -500,11 +500,18 @@ def test_a_ledger_snapshot_answers_as_the_ledger_did_from_one_read(tmp_path: Pat
     ledger.record((0, 2 * CELL, 0, 4 * CELL), "a")
     ledger.record((2 * CELL, 4 * CELL, 0, 6 * CELL - 7), "b")  # up to the slide's edge
     ledger.mark_edited([(CELL + 5, CELL + 6, 3 * CELL, 3 * CELL + 1)])
-    for signature in ("a", "b", "c"):
+    for signature in ("a", "b", "c", ("a", "b"), {"b", "c"}, ()):
         snapshot = ledger.snapshot(region, signature)
         for box in boxes:
             assert snapshot.holds(box) == ledger.holds(box, signature), (signature, box)
             assert snapshot.edited(box) == ledger.edited(box), box
+    # A box across both results is held by either of them, not by one alone.
+    across = (CELL, 3 * CELL, 0, 2 * CELL)
+    assert ledger.holds(across, ("a", "b"))
+    assert not ledger.holds(across, "a")
+    done = ledger.done_map({"a", "b"})
+    assert done(across)
+    assert not done((0, 2 * CELL, 2 * CELL, 4 * CELL))  # edited there
     part = ledger.snapshot((0, 2 * CELL, 0, 2 * CELL), "a")
     assert part.holds((0, 2 * CELL, 0, 2 * CELL))
     with pytest.raises(ValueError, match="not inside"):

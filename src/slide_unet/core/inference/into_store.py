@@ -71,23 +71,24 @@ def segment_into_store(
         # its signature and what the caller is told.
         area = model_min_object(loaded, options.min_object_um2, probabilities=False)
         options = dataclasses.replace(options, min_object_um2=area)
-        signature = result_signature(
-            loaded,
-            mpp=options.mpp,
-            precision=options.precision,
-            threshold=options.threshold,
-            tta=options.tta,
-            colour=options.colour,
-            min_object_um2=options.min_object_um2,
-        )
+        settings = {
+            "mpp": options.mpp,
+            "precision": options.precision,
+            "threshold": options.threshold,
+            "tta": options.tta,
+            "colour": options.colour,
+        }
+        raw = result_signature(loaded, **settings)  # every object kept: Live's result
+        signature = result_signature(loaded, **settings, min_object_um2=area)
         ledger = store.ledger
-        # Blocks landed one by one are this result at once, unless small objects are
-        # still to be removed over the whole region (then only at the end).
-        per_block = not options.min_object_um2
 
+        # Each block holds the result with every object as it lands (so a cancelled
+        # run's blocks count, for Live and the next run); small objects are removed
+        # over the whole region at the end, which makes it this run's result. A run
+        # cancelled while removing them leaves blocks marked as every object kept
+        # that lack some specks: the next run with an area finishes the removal.
         def written(box: tuple[int, int, int, int]) -> None:
-            if per_block:
-                ledger.record(box, signature, replaces_edits=True)
+            ledger.record(box, raw, replaces_edits=True)
             reload_windows(store, box)
             landed(box)
 
@@ -103,8 +104,9 @@ def segment_into_store(
                 out=out,
                 progress=progress,
                 cancel=cancel,
-                # Live or an earlier run left this result there, and no one painted since.
-                done=ledger.done_map(signature),
+                # Live or an earlier run left this result there (or the one with every
+                # object kept, whose small objects go at the end), and no one painted since.
+                done=ledger.done_map({raw, signature}),
                 out_probabilities=ProbabilityWindow(store, region),
                 **options.engine_kwargs(),
             )

@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -42,21 +42,33 @@ from slide_unet.core.masks.ledger import CELL
 from slide_unet.core.masks.store import MaskStore
 from slide_unet.core.masks.windows import ProbabilityWindow, StoreWindow, reload_windows
 
-__all__ = ["LiveSegmenter", "result_signature"]
+__all__ = ["LiveSegmenter", "result_signature", "results_like"]
 
 Box = tuple[int, int, int, int]
 
 
-def result_signature(model: Any, **settings: Any) -> str:
+def result_signature(model: Any, *, min_object_um2: float | None = 0.0, **settings: Any) -> str:
     """A short string naming a model's weights and the settings that change its mask.
 
     Two runs with the same signature give the same mask, so a block that holds
     one need not run again; any other model, weights or setting is another result.
+    The result with objects under ``min_object_um2`` removed is named after the
+    result without (``RESULT+min AREA``), so that what shows results with every
+    object (Live) can take it for one (:func:`results_like`).
     """
     card = model.card
-    record = {"model": card.name, "weights": card.sha256 or "", **settings}
+    # min_object_um2 0.0 in the digest: the signatures stores recorded before it
+    # was split off stay valid.
+    record = {"model": card.name, "weights": card.sha256 or "", **settings, "min_object_um2": 0.0}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode())
-    return f"{card.name}:{digest.hexdigest()[:16]}"
+    raw = f"{card.name}:{digest.hexdigest()[:16]}"
+    return f"{raw}+min {float(min_object_um2):g}" if min_object_um2 else raw
+
+
+def results_like(signature: str, known: Iterable[str]) -> list[str]:
+    """``signature`` and those of ``known`` that are its result with small objects
+    removed: what a run that keeps every object may take as done."""
+    return [s for s in known if s == signature or s.startswith(f"{signature}+min ")]
 
 
 class LiveSegmenter:
@@ -135,8 +147,9 @@ class LiveSegmenter:
             "colour": colour,
         }
         # The settings as the Viewport and Whole slide runs record them, so each
-        # skips what the other did (Live removes no small objects).
-        self.signature = result_signature(self.model, **self.options, min_object_um2=0.0)
+        # skips what the other did (Live removes no small objects; it shows a
+        # button's result with small objects removed as it is).
+        self.signature = result_signature(self.model, **self.options)
         self._scale, self._tissue, self._colour = self._survey(mpp, colour)
         #: Engine calls made (one per block run): what a revisit must not add to.
         self.calls = 0
@@ -189,9 +202,14 @@ class LiveSegmenter:
             for j in cols
         ]
 
+    def _done(self) -> list[str]:
+        """The results a block may hold to need no run: this one, or this one with
+        small objects removed (a Segment button run with a minimum object area)."""
+        return results_like(self.signature, self.store.ledger.signatures())
+
     def _wanted(self, box: Box) -> bool:
         ledger = self.store.ledger
-        return not ledger.holds(box, self.signature) and not ledger.edited(box)
+        return not ledger.holds(box, self._done()) and not ledger.edited(box)
 
     def request(self, region: Box, centre: tuple[float, float] | None = None) -> list[Box]:
         """Segment the blocks of ``region`` not done yet, nearest ``centre`` first.
@@ -213,7 +231,7 @@ class LiveSegmenter:
             # each time the camera settles, and a read each (three small zarr
             # reads) cost tenths of a second for the 30 blocks of a zoomed-out view.
             ledger = self.store.ledger.snapshot(
-                (blocks[0][0], blocks[-1][1], blocks[0][2], blocks[-1][3]), self.signature
+                (blocks[0][0], blocks[-1][1], blocks[0][2], blocks[-1][3]), self._done()
             )
             wanted = [b for b in blocks if not ledger.holds(b) and not ledger.edited(b)]
             todo = sorted(wanted, key=distance)
@@ -371,6 +389,9 @@ class LiveSegmenter:
                     tissue=False,  # looked at once, above
                     tile=self._tile_for(region),
                     out_probabilities=ProbabilityWindow(self.store, region),
+                    # Every object kept: an object cut by the blocks' edge would be
+                    # measured in part (the card's area is for whole-region runs).
+                    min_object_um2=0.0,
                     **{**self.options, "colour": self._colour},  # measured once, above
                 )
             for box in boxes:

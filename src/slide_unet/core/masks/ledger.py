@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,14 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 Box = tuple[int, int, int, int]
+#: One result's signature, or several any of which will do.
+Signatures = str | Collection[str]
+
+
+def _codes(known: list[str], signatures: Signatures) -> list[int]:
+    """The ledger's codes (index + 1) of those of ``signatures`` it knows."""
+    wanted = [signatures] if isinstance(signatures, str) else list(signatures)
+    return [known.index(s) + 1 for s in wanted if s in known]
 
 
 def _lock(path: Path) -> threading.Lock:
@@ -135,23 +143,24 @@ class Ledger:
             if replaces_edits:
                 group["edited"][cells] = 0
 
-    def holds(self, box: Box, signature: str) -> bool:
-        """Whether every cell that ``box`` touches holds the result ``signature``."""
-        known = self.signatures()
-        if signature not in known:
+    def holds(self, box: Box, signature: Signatures) -> bool:
+        """Whether every cell that ``box`` touches holds the result ``signature`` (or
+        one of them, given several)."""
+        codes = _codes(self.signatures(), signature)
+        if not codes:
             return False
         held = self._read("results", self.cells_touching(box))
-        return bool(np.all(held == known.index(signature) + 1))
+        return bool(np.isin(held, codes).all())
 
-    def done_map(self, signature: str) -> Callable[[Box], bool]:
-        """``done(box)``: whether every cell ``box`` touches holds ``signature`` and no
-        one edited it since, from one read of the ledger (for a run that asks of
-        many blocks)."""
-        known = self.signatures()
-        if signature not in known:
+    def done_map(self, signature: Signatures) -> Callable[[Box], bool]:
+        """``done(box)``: whether every cell ``box`` touches holds ``signature`` (or
+        one of them) and no one edited it since, from one read of the ledger (for a
+        run that asks of many blocks)."""
+        codes = _codes(self.signatures(), signature)
+        if not codes:
             return lambda box: False
         every = (slice(0, self.cells[0]), slice(0, self.cells[1]))
-        held = self._read("results", every) == known.index(signature) + 1
+        held = np.isin(self._read("results", every), codes)
         held &= self._read("edited", every) == 0
 
         def done(box: Box) -> bool:
@@ -159,9 +168,9 @@ class Ledger:
 
         return done
 
-    def snapshot(self, region: Box, signature: str) -> Snapshot:
-        """The cells that ``region`` touches, read once: which hold ``signature`` and
-        which a person edited (for asking of many blocks inside ``region`` without
+    def snapshot(self, region: Box, signature: Signatures) -> Snapshot:
+        """The cells that ``region`` touches, read once: which hold ``signature`` (or
+        one of them) and which a person edited (for asking of many blocks inside ``region`` without
         a read each, as the live viewport does on the UI thread)."""
         cells = self.cells_touching(region)
         size = (max(0, cells[0].stop - cells[0].start), max(0, cells[1].stop - cells[1].start))
@@ -171,9 +180,7 @@ class Ledger:
             held = np.zeros(size, bool)
             edited = np.zeros(size, bool)
         else:
-            held = np.asarray(group["results"][cells]) == (
-                known.index(signature) + 1 if signature in known else -1
-            )
+            held = np.isin(np.asarray(group["results"][cells]), _codes(known, signature))
             edited = np.asarray(group["edited"][cells]) != 0
         return Snapshot(self, (cells[0].start, cells[1].start), held, edited)
 
