@@ -170,8 +170,8 @@ class Ledger:
 
     def snapshot(self, region: Box, signature: Signatures) -> Snapshot:
         """The cells that ``region`` touches, read once: which hold ``signature`` (or
-        one of them) and which a person edited (for asking of many blocks inside ``region`` without
-        a read each, as the live viewport does on the UI thread)."""
+        one of them) and which a person edited (for asking of many blocks inside
+        ``region`` without a read each, as the live viewport does on the UI thread)."""
         cells = self.cells_touching(region)
         size = (max(0, cells[0].stop - cells[0].start), max(0, cells[1].stop - cells[1].start))
         group = self._group(create=False)
